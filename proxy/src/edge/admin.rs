@@ -1,0 +1,209 @@
+//! The admin API on the edge listener: `/admin/*` behind the admin bearer token, and the
+//! HTTP `PURGE` method from allowed networks.
+//!
+//! Owns authentication of admin calls and the purge endpoints' request/response shapes.
+//! Purges are recorded in the purge log (O(1) per item); keys are also deleted from storage.
+
+use super::purge::PurgeKind;
+use super::{peer_ip, respond_error, respond_json, Ctx, Edge};
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
+use pingora_cache::CacheKey;
+use pingora_proxy::Session;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+
+const MAX_ADMIN_BODY: usize = 1 << 20;
+const MAX_PURGE_ITEMS: usize = 10_000;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PurgeBody {
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    prefixes: Vec<String>,
+}
+
+/// Constant-time comparison of two secrets.
+pub fn secret_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bearer(session: &Session) -> Option<&str> {
+    session
+        .req_header()
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+async fn read_body(session: &mut Session) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_ADMIN_BODY {
+                    return Err(ApiError::new(413, "PAYLOAD_TOO_LARGE", format!("admin body over {MAX_ADMIN_BODY} bytes")));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(ApiError::bad_request("could not read request body")),
+        }
+    }
+}
+
+/// Cache key for a purge target: a key as shown in `X-Cache-Key`, or a URL/path (its key).
+fn key_of(item: &str) -> String {
+    if item.contains(':') && !item.starts_with('/') && !item.starts_with("http://") && !item.starts_with("https://") {
+        return item.to_string();
+    }
+    let path = match item.find("://") {
+        Some(i) => item[i + 3..].find('/').map(|j| &item[i + 3 + j..]).unwrap_or("/"),
+        None => item,
+    };
+    let path = path.split('?').next().unwrap_or(path);
+    Edge::original_key(path)
+}
+
+async fn purge_keys(edge: &Edge, keys: &[String]) -> usize {
+    let span = pingora_cache::trace::Span::inactive().handle();
+    let mut removed = 0;
+    for k in keys {
+        let key = CacheKey::new(k.as_str(), "").to_compact();
+        if let Ok(pingora_cache::storage::PurgeOutcome::Purged(_)) =
+            edge.state.storage.purge(PurgeTarget::Active(&key), PurgeType::Invalidation, &span).await
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// `/admin/*`.
+pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
+    let rid = ctx.request_id.clone();
+    let Some(token) = edge.state.admin_token.as_deref() else {
+        respond_error(session, &rid, &ApiError::not_found("admin API is disabled (set the admin token env var)")).await;
+        return;
+    };
+    match bearer(session) {
+        None => {
+            respond_error(session, &rid, &ApiError::unauthorized("admin bearer token required")).await;
+            return;
+        }
+        Some(t) if !secret_eq(t.as_bytes(), token.as_bytes()) => {
+            respond_error(session, &rid, &ApiError::forbidden("admin token not accepted")).await;
+            return;
+        }
+        Some(_) => {}
+    }
+    let path = session.req_header().uri.path().to_string();
+    let method = session.req_header().method.clone();
+    match (method.as_str(), path.as_str()) {
+        ("POST", "/admin/cache/purge") => {
+            let body = match read_body(session).await {
+                Ok(b) => b,
+                Err(e) => return respond_error(session, &rid, &e).await,
+            };
+            let req: PurgeBody = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => {
+                    let e = ApiError::bad_request(format!("purge body must be {{\"tags\"|\"keys\"|\"prefixes\": [..]}}: {e}"));
+                    return respond_error(session, &rid, &e).await;
+                }
+            };
+            let n = req.tags.len() + req.keys.len() + req.prefixes.len();
+            if n == 0 || n > MAX_PURGE_ITEMS {
+                let e = ApiError::bad_request(format!("purge needs 1..={MAX_PURGE_ITEMS} items, got {n}"));
+                return respond_error(session, &rid, &e).await;
+            }
+            if req.prefixes.iter().any(|p| !p.starts_with('/')) {
+                return respond_error(session, &rid, &ApiError::bad_request("prefixes must start with '/'")).await;
+            }
+            let keys: Vec<String> = req.keys.iter().map(|k| key_of(k)).collect();
+            let log = &edge.state.purge;
+            let recorded = log
+                .record(PurgeKind::Tag, &req.tags)
+                .and_then(|_| log.record(PurgeKind::Key, &keys))
+                .and_then(|_| log.record(PurgeKind::Prefix, &req.prefixes));
+            if let Err(e) = recorded {
+                tracing::error!(error = %e, "purge log write failed");
+                return respond_error(session, &rid, &ApiError::internal("purge log write failed")).await;
+            }
+            let removed = purge_keys(edge, &keys).await;
+            METRICS.purges.with_label_values(&["tag"]).inc_by(req.tags.len() as u64);
+            METRICS.purges.with_label_values(&["key"]).inc_by(keys.len() as u64);
+            METRICS.purges.with_label_values(&["prefix"]).inc_by(req.prefixes.len() as u64);
+            let v = json!({"purged": {"tags": req.tags, "keys": keys, "prefixes": req.prefixes}, "removed_from_storage": removed});
+            respond_json(session, &rid, 200, &v).await;
+        }
+        ("GET", "/admin/cache/stats") => {
+            let s = &edge.state.storage.stats;
+            let (t, k, p) = edge.state.purge.counts();
+            let v = json!({
+                "memory_hits": s.mem_hits.load(Ordering::Relaxed),
+                "disk_hits": s.disk_hits.load(Ordering::Relaxed),
+                "misses": s.misses.load(Ordering::Relaxed),
+                "disk_bytes": s.disk_bytes.load(Ordering::Relaxed),
+                "disk_objects": s.disk_objects.load(Ordering::Relaxed),
+                "disk_evictions": s.disk_evictions.load(Ordering::Relaxed),
+                "purge_log": {"tags": t, "keys": k, "prefixes": p},
+            });
+            respond_json(session, &rid, 200, &v).await;
+        }
+        _ => {
+            respond_error(session, &rid, &ApiError::not_found(format!("no admin endpoint {method} {path}"))).await;
+        }
+    }
+}
+
+/// `PURGE /path`: purge one URL's key, from allowed networks only.
+pub async fn purge_one(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
+    let rid = ctx.request_id.clone();
+    let allowed = peer_ip(session).is_some_and(|ip| crate::net::any_contains(&edge.state.purge_allowed, ip));
+    let token_ok = edge
+        .state
+        .admin_token
+        .as_deref()
+        .zip(bearer(session))
+        .is_some_and(|(t, b)| secret_eq(t.as_bytes(), b.as_bytes()));
+    if !allowed && !token_ok {
+        respond_error(session, &rid, &ApiError::forbidden("PURGE is not allowed from this address")).await;
+        return;
+    }
+    let path = session.req_header().uri.path().to_string();
+    let key = Edge::original_key(&path);
+    if let Err(e) = edge.state.purge.record(PurgeKind::Key, std::slice::from_ref(&key)) {
+        tracing::error!(error = %e, "purge log write failed");
+        return respond_error(session, &rid, &ApiError::internal("purge log write failed")).await;
+    }
+    let removed = purge_keys(edge, std::slice::from_ref(&key)).await;
+    METRICS.purges.with_label_values(&["key"]).inc();
+    respond_json(session, &rid, 200, &json!({"purged": key, "removed_from_storage": removed == 1})).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_items_map_to_keys() {
+        assert_eq!(key_of("orig:/a.jpg"), "orig:/a.jpg");
+        assert_eq!(key_of("/samples/a.jpg?x=1"), "orig:/samples/a.jpg");
+        assert_eq!(key_of("https://cdn.example.com/samples/a.jpg"), "orig:/samples/a.jpg");
+        assert!(secret_eq(b"abc", b"abc"));
+        assert!(!secret_eq(b"abc", b"abd"));
+        assert!(!secret_eq(b"abc", b"ab"));
+    }
+}

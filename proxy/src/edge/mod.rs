@@ -1,0 +1,542 @@
+//! The edge: Pingora's `ProxyHttp` with pingora-cache in front of the origin service.
+//!
+//! Owns the request path through the cache: loop prevention (`Via`), routing of built-in
+//! endpoints (health, metrics, admin, `PURGE`), the cache key, cacheability and TTLs by status
+//! class, `Vary`, purge checks on hits, serve-stale decisions, ranged misses, and the response
+//! headers clients see (`X-Cache`, `X-Cache-Key`, `X-Request-ID`, `Age`, `Via`). It never
+//! fetches from sources or transforms: misses go to the origin service over its socket.
+
+pub mod admin;
+pub mod purge;
+pub mod storage;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+use crate::net::Cidr;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
+use pingora_cache::filters::{calculate_fresh_until, calculate_serve_stale_durations};
+use pingora_cache::key::HashBinary;
+use pingora_cache::lock::CacheKeyLockImpl;
+use pingora_cache::{
+    CacheKey, CacheMeta, CacheMetaDefaults, CachePhase, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
+    VarianceBuilder,
+};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use purge::PurgeLog;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use storage::TieredStorage;
+
+/// A per-process secret marking the edge's own background-fill requests.
+pub const FILL_HEADER: &str = "x-media-edge-fill";
+
+/// Everything the edge shares across requests.
+pub struct EdgeState {
+    pub cfg: Arc<Config>,
+    pub storage: &'static TieredStorage,
+    pub lock: &'static CacheKeyLockImpl,
+    pub purge: PurgeLog,
+    pub admin_token: Option<String>,
+    pub purge_allowed: Vec<Cidr>,
+    pub started: Instant,
+    pub fill_token: String,
+    /// `http://127.0.0.1:PORT` of a plain listener, for background fills.
+    pub fill_base: Option<String>,
+    pub fills: parking_lot::Mutex<HashSet<String>>,
+    pub http: reqwest::Client,
+    pub origin_socket: String,
+}
+
+pub struct Edge {
+    pub state: Arc<EdgeState>,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    pub request_id: String,
+    pub key: Option<String>,
+    pub path: String,
+    pub origin: Option<usize>,
+    single_range: bool,
+    pub passthrough: bool,
+    is_fill: bool,
+    started: Instant,
+    upstream_started: Option<Instant>,
+    error_code: Option<&'static str>,
+}
+
+/// Writes a JSON error response. Never fails the request further: errors writing are logged.
+pub async fn respond_error(session: &mut Session, request_id: &str, e: &ApiError) {
+    let body = Bytes::from(e.body());
+    let mut resp = match ResponseHeader::build(e.status, Some(6)) {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    let _ = resp.insert_header("content-type", "application/json");
+    let _ = resp.insert_header("content-length", body.len().to_string());
+    let _ = resp.insert_header("cache-control", "no-store");
+    let _ = resp.insert_header("x-request-id", request_id);
+    if let Some(r) = e.retry_after {
+        let _ = resp.insert_header("retry-after", r.to_string());
+    }
+    respond(session, resp, body).await;
+}
+
+/// Writes a complete response (header + body).
+pub async fn respond(session: &mut Session, resp: ResponseHeader, body: Bytes) {
+    let head_only = session.req_header().method == http::Method::HEAD;
+    if let Err(e) = session.write_response_header(Box::new(resp), head_only).await {
+        tracing::debug!(error = %e, "writing response header");
+        return;
+    }
+    if !head_only {
+        if let Err(e) = session.write_response_body(Some(body), true).await {
+            tracing::debug!(error = %e, "writing response body");
+        }
+    }
+}
+
+/// Writes a JSON success response.
+pub async fn respond_json(session: &mut Session, request_id: &str, status: u16, value: &serde_json::Value) {
+    let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+    let Ok(mut resp) = ResponseHeader::build(status, Some(5)) else { return };
+    let _ = resp.insert_header("content-type", "application/json");
+    let _ = resp.insert_header("content-length", body.len().to_string());
+    let _ = resp.insert_header("cache-control", "no-store");
+    let _ = resp.insert_header("x-request-id", request_id);
+    respond(session, resp, body).await;
+}
+
+fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether a request path could climb out of a folder or prefix (checked before routing).
+pub fn path_is_suspicious(path: &str) -> bool {
+    crate::origin::sources::clean_path(path).is_err_and(|e| matches!(e, crate::origin::sources::SourceError::Refused(_)))
+}
+
+/// The client's address as the TCP peer gave it.
+pub fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
+impl Edge {
+    /// Cache key of an original (no transform): `orig:{path}`.
+    pub fn original_key(path: &str) -> String {
+        format!("orig:{path}")
+    }
+
+    fn spawn_fill(&self, path_and_query: String, key: String) {
+        let Some(base) = self.state.fill_base.clone() else { return };
+        {
+            let mut fills = self.state.fills.lock();
+            if !fills.insert(key.clone()) {
+                return;
+            }
+        }
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let url = format!("{base}{path_and_query}");
+            let max = state.cfg.cache.max_object.0;
+            let res = state.http.get(&url).header(FILL_HEADER, &state.fill_token).send().await;
+            match res {
+                Ok(mut r) => {
+                    let too_big = r.content_length().is_some_and(|l| l > max);
+                    if !too_big {
+                        // Read to the end so the edge completes the cache fill.
+                        while let Ok(Some(_)) = r.chunk().await {}
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "background fill failed"),
+            }
+            state.fills.lock().remove(&key);
+        });
+    }
+}
+
+/// Freshness defaults when a response says nothing: none here (status-class TTLs apply).
+fn no_ttl(_: http::StatusCode) -> Option<Duration> {
+    None
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: String::new(),
+            key: None,
+            path: String::new(),
+            origin: None,
+            single_range: false,
+            passthrough: false,
+            is_fill: false,
+            started: Instant::now(),
+            upstream_started: None,
+            error_code: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.request_id = header(req, "x-request-id")
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let token = &self.state.cfg.server.via_token;
+        let looped = req
+            .headers
+            .get_all("via")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|hop| hop.split_whitespace().nth(1) == Some(token.as_str())));
+        if looped {
+            ctx.error_code = Some("LOOP_DETECTED");
+            let e = ApiError::new(508, "LOOP_DETECTED", format!("request already passed through {token}"));
+            respond_error(session, &ctx.request_id, &e).await;
+            return Ok(true);
+        }
+        let path = req.uri.path().to_string();
+        let method = req.method.clone();
+        if path == "/health" && (method == http::Method::GET || method == http::Method::HEAD) {
+            let v = serde_json::json!({
+                "status": "healthy",
+                "uptime": self.state.started.elapsed().as_secs(),
+                "version": env!("CARGO_PKG_VERSION"),
+            });
+            respond_json(session, &ctx.request_id, 200, &v).await;
+            return Ok(true);
+        }
+        if path == "/metrics" && method == http::Method::GET {
+            let body = Bytes::from(crate::metrics::render(&self.state.storage.stats));
+            let Ok(mut resp) = ResponseHeader::build(200, Some(3)) else { return Ok(true) };
+            let _ = resp.insert_header("content-type", "text/plain; version=0.0.4");
+            let _ = resp.insert_header("content-length", body.len().to_string());
+            let _ = resp.insert_header("cache-control", "no-store");
+            respond(session, resp, body).await;
+            return Ok(true);
+        }
+        if path == "/admin" || path.starts_with("/admin/") {
+            admin::handle(self, session, ctx).await;
+            return Ok(true);
+        }
+        if method.as_str() == "PURGE" {
+            admin::purge_one(self, session, ctx).await;
+            return Ok(true);
+        }
+        if method != http::Method::GET && method != http::Method::HEAD {
+            let e = ApiError::new(405, "METHOD_NOT_ALLOWED", format!("method {method} not allowed"));
+            respond_error(session, &ctx.request_id, &e).await;
+            return Ok(true);
+        }
+        if req.uri.to_string().len() > 8192 {
+            respond_error(session, &ctx.request_id, &ApiError::new(414, "BAD_REQUEST", "URL longer than 8192 bytes")).await;
+            return Ok(true);
+        }
+        if path_is_suspicious(&path) {
+            respond_error(session, &ctx.request_id, &ApiError::bad_request(format!("path {path:?} is not allowed"))).await;
+            return Ok(true);
+        }
+        let Some((origin, _)) = self.state.cfg.match_origin(&path) else {
+            respond_error(session, &ctx.request_id, &ApiError::no_matching_origin(&path)).await;
+            return Ok(true);
+        };
+        ctx.origin = Some(origin);
+        ctx.key = Some(Self::original_key(&path));
+        ctx.single_range = header(req, "range").is_some_and(|r| r.trim_start().starts_with("bytes=") && !r.contains(','));
+        ctx.is_fill = header(req, FILL_HEADER) == Some(self.state.fill_token.as_str());
+        ctx.path = path;
+        Ok(false)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if !self.state.cfg.cache.enabled || ctx.key.is_none() {
+            return Ok(());
+        }
+        session.cache.enable(self.state.storage, None, None, Some(self.state.lock), None);
+        session.cache.set_max_file_size_bytes(self.state.cfg.cache.max_object.0 as usize);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        let key = ctx.key.as_deref().unwrap_or("");
+        Ok(CacheKey::new(key, ""))
+    }
+
+    fn cache_miss(&self, session: &mut Session, ctx: &mut Ctx) {
+        if ctx.single_range && self.state.cfg.cache.range_miss_passthrough && !ctx.is_fill {
+            // Answer the range from the source and fill the whole object in the background,
+            // instead of making this client wait for (and the edge read) the whole object.
+            session.cache.disable(NoCacheReason::Custom("range miss passthrough"));
+            ctx.passthrough = true;
+            let pq = session
+                .req_header()
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| ctx.path.clone());
+            if let Some(key) = ctx.key.clone() {
+                self.spawn_fill(pq, key);
+            }
+            return;
+        }
+        session.cache.cache_miss();
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<ForcedFreshness>> {
+        let tags = meta.headers().get("cache-tag").and_then(|v| v.to_str().ok());
+        let key = ctx.key.as_deref().unwrap_or("");
+        if self.state.purge.is_purged(key, &ctx.path, tags, meta.created()) {
+            return Ok(Some(ForcedFreshness::ForceMiss));
+        }
+        Ok(None)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new_uds(&self.state.origin_socket, false, String::new())?;
+        peer.options.connection_timeout = Some(Duration::from_secs(2));
+        peer.options.read_timeout = Some(self.state.cfg.server.origin_timeout.0);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream.insert_header("x-request-id", &ctx.request_id)?;
+        upstream.remove_header(FILL_HEADER);
+        ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(t), Some(o)) = (ctx.upstream_started, ctx.origin) {
+            let name = &self.state.cfg.origins[o].name;
+            METRICS.origin_latency.with_label_values(&[name.as_str()]).observe(t.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    fn response_cache_filter(&self, session: &Session, resp: &ResponseHeader, ctx: &mut Ctx) -> Result<RespCacheable> {
+        use RespCacheable::Uncacheable;
+        let status = resp.status.as_u16();
+        if status == 206 || status == 304 {
+            return Ok(Uncacheable(NoCacheReason::Custom("partial or not-modified")));
+        }
+        let vary_star = resp
+            .headers
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().map(|s| s.split(',').any(|x| x.trim() == "*")).unwrap_or(true));
+        if vary_star || resp.headers.contains_key("set-cookie") {
+            return Ok(Uncacheable(NoCacheReason::OriginNotCache));
+        }
+        let too_big = header_u64(resp, "content-length").is_some_and(|l| l > self.state.cfg.cache.max_object.0);
+        if too_big {
+            return Ok(Uncacheable(NoCacheReason::ResponseTooLarge));
+        }
+        let cc = CacheControl::from_resp_headers(resp);
+        if cc.as_ref().is_some_and(|c| c.is_cacheable() == Cacheable::No) {
+            return Ok(Uncacheable(NoCacheReason::OriginNotCache));
+        }
+        let authorized = session.req_header().headers.contains_key("authorization");
+        if authorized && !cc.as_ref().is_some_and(|c| c.allow_caching_authorized_req()) {
+            return Ok(Uncacheable(NoCacheReason::OriginNotCache));
+        }
+        let cache = &self.state.cfg.cache;
+        let defaults = CacheMetaDefaults::new(
+            no_ttl,
+            cache.stale_while_revalidate.0.as_secs() as u32,
+            cache.stale_if_error.0.as_secs() as u32,
+        );
+        let now = SystemTime::now();
+        let class_ttl = ctx
+            .origin
+            .and_then(|o| self.state.cfg.origins[o].ttl.for_status(status))
+            .and_then(|d| now.checked_add(d));
+        let Some(fresh_until) = calculate_fresh_until(now, cc.as_ref(), resp, authorized, &defaults).or(class_ttl) else {
+            return Ok(Uncacheable(NoCacheReason::OriginNotCache));
+        };
+        let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &defaults);
+        let mut header = resp.clone();
+        if let Some(c) = &cc {
+            c.strip_private_headers(&mut header);
+        }
+        Ok(RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header)))
+    }
+
+    fn cache_vary_filter(&self, meta: &CacheMeta, _ctx: &mut Ctx, req: &RequestHeader) -> Option<HashBinary> {
+        let mut names: Vec<String> = meta
+            .headers()
+            .get_all("vary")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return None;
+        }
+        names.sort();
+        names.dedup();
+        let mut vb = VarianceBuilder::new();
+        for n in names {
+            let v = req.headers.get(n.as_str()).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+            vb.add_owned_name_value(n, v);
+        }
+        vb.finalize()
+    }
+
+    fn should_serve_stale(&self, _session: &mut Session, _ctx: &mut Ctx, error: Option<&Error>) -> bool {
+        // None: stale-while-revalidate; Some: stale-if-error, for upstream failures only.
+        error.is_none_or(|e| e.esource() == &ErrorSource::Upstream)
+    }
+
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let phase = session.cache.phase();
+        let x_cache = match phase {
+            CachePhase::Hit => "HIT",
+            CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+            CachePhase::Expired => "EXPIRED",
+            CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+            _ if ctx.passthrough => "MISS",
+            CachePhase::Disabled(_) | CachePhase::Bypass => "BYPASS",
+            _ => "MISS",
+        };
+        if matches!(
+            phase,
+            CachePhase::Hit
+                | CachePhase::Stale
+                | CachePhase::StaleUpdating
+                | CachePhase::Revalidated
+                | CachePhase::RevalidatedNoCache(_)
+        ) {
+            if let Some(meta) = session.cache.maybe_cache_meta() {
+                resp.insert_header("age", meta.age().as_secs().to_string())?;
+            }
+        }
+        resp.insert_header("x-cache", x_cache)?;
+        if let Some(k) = &ctx.key {
+            resp.insert_header("x-cache-key", k.as_str())?;
+        }
+        resp.insert_header("x-request-id", &ctx.request_id)?;
+        let via = format!("1.1 {}", self.state.cfg.server.via_token);
+        let new_via = match resp.headers.get("via").and_then(|v| v.to_str().ok()) {
+            Some(existing) if !existing.is_empty() => format!("{existing}, {via}"),
+            _ => via,
+        };
+        resp.insert_header("via", new_via)?;
+        if !self.state.cfg.server.keep_cache_tag {
+            resp.remove_header("cache-tag");
+        }
+        resp.remove_header(crate::origin::HDR_ORIGIN);
+        if resp.status.as_u16() == 200 && !resp.headers.contains_key("accept-ranges") {
+            resp.insert_header("accept-ranges", "bytes")?;
+        }
+        METRICS.cache_results.with_label_values(&[x_cache]).inc();
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let api = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                Some(ApiError::timeout("origin service timed out"))
+            }
+            ErrorType::HTTPStatus(code) => Some(ApiError::new(*code, "BAD_REQUEST", "request refused")),
+            _ => match e.esource() {
+                ErrorSource::Upstream => Some(ApiError::origin_error("origin service failed")),
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
+                    _ => Some(ApiError::bad_request("malformed request")),
+                },
+                _ => Some(ApiError::internal("internal error")),
+            },
+        };
+        let code = match api {
+            Some(api) => {
+                ctx.error_code = Some(api.code);
+                if session.response_written().is_none() {
+                    respond_error(session, &ctx.request_id, &api).await;
+                }
+                api.status
+            }
+            None => 0,
+        };
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        METRICS.requests.with_label_values(&[status_label(status)]).inc();
+        let sent = session.body_bytes_sent() as u64;
+        METRICS.bytes_out.inc_by(sent);
+        let ms = ctx.started.elapsed().as_secs_f64();
+        let result = session.cache.phase().as_str();
+        METRICS.request_latency.with_label_values(&[result]).observe(ms);
+        tracing::info!(
+            request_id = %ctx.request_id,
+            method = %session.req_header().method,
+            path = %ctx.path,
+            status,
+            cache = result,
+            cache_key = ctx.key.as_deref().unwrap_or(""),
+            bytes = sent,
+            ms = (ms * 1000.0) as u64,
+            error = e.map(|e| e.etype().as_str()).or(ctx.error_code).unwrap_or(""),
+            "request"
+        );
+    }
+}
+
+fn header_u64(resp: &ResponseHeader, name: &str) -> Option<u64> {
+    resp.headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+}
+
+fn status_label(s: u16) -> &'static str {
+    match s {
+        200 => "200",
+        204 => "204",
+        206 => "206",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        416 => "416",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        504 => "504",
+        508 => "508",
+        0 => "0",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,767 @@
+//! The cache storage behind pingora-cache: a memory tier in front of a disk tier.
+//!
+//! Owns where cached bytes live and when they leave. The memory tier is a TinyUFO
+//! (admission + eviction by weight in KiB) holding whole small objects as `Bytes`, so a hit
+//! is a refcount and a slice. The disk tier keeps every cacheable object in two files per key,
+//! `{hash}.b` (a header with a write id, then the body) and `{hash}.m` (the serialized
+//! `CacheMeta`, the body length and the same write id). Both are written to temp files,
+//! synced and renamed, body first: a torn or mismatched pair is a miss, never a wrong body.
+//! An LRU index bounded by bytes is rebuilt from the folder at start, so the disk tier
+//! survives restarts. This module knows nothing of HTTP semantics (freshness, purge by tag).
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use pingora_cache::key::{CacheHashKey, CompactCacheKey};
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta};
+use pingora_error::{Error, ErrorType, OrErr, Result};
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tinyufo::TinyUfo;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+const BODY_MAGIC: &[u8; 8] = b"MEDGEB01";
+const META_MAGIC: &[u8; 8] = b"MEDGEM01";
+/// Body file header: magic + write id.
+const BODY_HEADER: u64 = 16;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Counters exported as metrics.
+#[derive(Default)]
+pub struct TierStats {
+    pub mem_hits: AtomicU64,
+    pub disk_hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub disk_bytes: AtomicU64,
+    pub disk_objects: AtomicU64,
+    pub disk_evictions: AtomicU64,
+    pub torn_entries: AtomicU64,
+}
+
+struct MemObject {
+    meta: (Vec<u8>, Vec<u8>),
+    body: Bytes,
+}
+
+/// Budgets of the two tiers.
+#[derive(Debug, Clone)]
+pub struct StorageLimits {
+    pub memory_bytes: u64,
+    pub memory_max_object: u64,
+    pub disk_bytes: u64,
+}
+
+/// Memory + disk storage. Create once and leak (`&'static`), as pingora-cache requires.
+pub struct TieredStorage {
+    mem: TinyUfo<u128, Arc<MemObject>>,
+    mem_max_object: u64,
+    disk: Option<DiskTier>,
+    pub stats: TierStats,
+}
+
+fn key_hash(key: &CacheKey) -> u128 {
+    u128::from_be_bytes(key.combined_bin())
+}
+
+fn compact_hash(key: &CompactCacheKey) -> u128 {
+    u128::from_be_bytes(key.combined_bin())
+}
+
+impl TieredStorage {
+    /// Opens the storage; the disk tier lives in `dir` (created if missing) unless its budget is 0.
+    pub fn open(dir: &Path, limits: &StorageLimits) -> std::io::Result<TieredStorage> {
+        let kib = (limits.memory_bytes / 1024).max(1) as usize;
+        let estimated = (limits.memory_bytes / (32 * 1024)).clamp(64, 1 << 20) as usize;
+        let stats = TierStats::default();
+        let disk = if limits.disk_bytes > 0 {
+            Some(DiskTier::open(dir, limits.disk_bytes, &stats)?)
+        } else {
+            None
+        };
+        Ok(TieredStorage {
+            mem: TinyUfo::new(kib, estimated),
+            mem_max_object: limits.memory_max_object.min(64 << 20),
+            disk,
+            stats,
+        })
+    }
+
+    fn mem_put(&self, hash: u128, meta: (Vec<u8>, Vec<u8>), body: Bytes) {
+        if body.len() as u64 > self.mem_max_object {
+            return;
+        }
+        let weight = (body.len() + meta.0.len() + meta.1.len()).div_ceil(1024).clamp(1, u16::MAX as usize) as u16;
+        self.mem.put(hash, Arc::new(MemObject { meta, body }), weight);
+    }
+
+    fn mem_hit(obj: Arc<MemObject>) -> Result<(CacheMeta, HitHandler)> {
+        let meta = CacheMeta::deserialize(&obj.meta.0, &obj.meta.1)?;
+        let len = obj.body.len();
+        Ok((
+            meta,
+            Box::new(MemHit { body: obj.body.clone(), start: 0, end: len, done: false }),
+        ))
+    }
+}
+
+#[async_trait]
+impl Storage for TieredStorage {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = key_hash(key);
+        if let Some(obj) = self.mem.get(&hash) {
+            self.stats.mem_hits.fetch_add(1, Ordering::Relaxed);
+            return Self::mem_hit(obj).map(Some);
+        }
+        let Some(disk) = &self.disk else {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        match disk.open_entry(hash, &self.stats).await {
+            Some(entry) => {
+                self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                // Promote small objects into memory so the next hit does no I/O.
+                if entry.body_len <= self.mem_max_object {
+                    let mut file = entry.file;
+                    let mut body = vec![0u8; entry.body_len as usize];
+                    if file.read_exact(&mut body).await.is_ok() {
+                        let body = Bytes::from(body);
+                        self.mem_put(hash, entry.meta.clone(), body.clone());
+                        let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
+                        let len = body.len();
+                        return Ok(Some((meta, Box::new(MemHit { body, start: 0, end: len, done: false }))));
+                    }
+                    self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
+                Ok(Some((
+                    meta,
+                    Box::new(DiskHit {
+                        file: entry.file,
+                        body_len: entry.body_len,
+                        pos: 0,
+                        end: entry.body_len,
+                        seeked: false,
+                        buf: BytesMut::new(),
+                    }),
+                )))
+            }
+            None => {
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let hash = key_hash(key);
+        let meta = meta.serialize()?;
+        let write_id: u64 = rand::random();
+        let disk = match &self.disk {
+            Some(d) => Some(d.start_write(write_id).await?),
+            None => None,
+        };
+        Ok(Box::new(TieredMiss {
+            storage: self,
+            hash,
+            meta,
+            write_id,
+            mem_buf: Some(BytesMut::new()),
+            disk,
+            written: 0,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let hash = compact_hash(target.key());
+        let in_mem = self.mem.remove(&hash).is_some();
+        let on_disk = match &self.disk {
+            Some(d) => d.remove(hash, &self.stats),
+            None => false,
+        };
+        Ok(if in_mem || on_disk { PurgeOutcome::Purged(None) } else { PurgeOutcome::NotFound })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let hash = key_hash(key);
+        let meta = meta.serialize()?;
+        let mut updated = false;
+        if let Some(obj) = self.mem.get(&hash) {
+            self.mem_put(hash, meta.clone(), obj.body.clone());
+            updated = true;
+        }
+        if let Some(d) = &self.disk {
+            updated |= d.rewrite_meta(hash, &meta).await;
+        }
+        Ok(updated)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// A hit served from memory: slices of one shared buffer.
+struct MemHit {
+    body: Bytes,
+    start: usize,
+    end: usize,
+    done: bool,
+}
+
+#[async_trait]
+impl HandleHit for MemHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.start..self.end)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        if start >= self.body.len() {
+            return Error::e_explain(ErrorType::InternalError, format!("seek {start} past {}", self.body.len()));
+        }
+        self.start = start;
+        self.end = end.map(|e| e.min(self.body.len())).unwrap_or(self.body.len());
+        self.done = false;
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.body.len()
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// A hit streamed from the disk tier in chunks, seekable for ranges.
+struct DiskHit {
+    file: tokio::fs::File,
+    body_len: u64,
+    pos: u64,
+    end: u64,
+    seeked: bool,
+    buf: BytesMut,
+}
+
+#[async_trait]
+impl HandleHit for DiskHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        if self.seeked {
+            self.file
+                .seek(SeekFrom::Start(BODY_HEADER + self.pos))
+                .await
+                .or_err(ErrorType::FileReadError, "seeking cached body")?;
+            self.seeked = false;
+        }
+        let want = (self.end - self.pos).min(READ_CHUNK as u64) as usize;
+        self.buf.resize(want, 0);
+        let n = self
+            .file
+            .read(&mut self.buf[..want])
+            .await
+            .or_err(ErrorType::FileReadError, "reading cached body")?;
+        if n == 0 {
+            return Error::e_explain(ErrorType::FileReadError, "cached body shorter than recorded");
+        }
+        self.pos += n as u64;
+        Ok(Some(self.buf.split_to(n).freeze()))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        if start as u64 >= self.body_len {
+            return Error::e_explain(ErrorType::InternalError, format!("seek {start} past {}", self.body_len));
+        }
+        self.pos = start as u64;
+        self.end = end.map(|e| (e as u64).min(self.body_len)).unwrap_or(self.body_len);
+        self.seeked = true;
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.body_len as usize
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Receives a response body being fetched and lands it in both tiers on `finish`.
+struct TieredMiss {
+    storage: &'static TieredStorage,
+    hash: u128,
+    meta: (Vec<u8>, Vec<u8>),
+    write_id: u64,
+    /// Kept while the body still fits the memory tier's object limit.
+    mem_buf: Option<BytesMut>,
+    disk: Option<DiskWrite>,
+    written: u64,
+}
+
+#[async_trait]
+impl HandleMiss for TieredMiss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        self.written += data.len() as u64;
+        if let Some(buf) = &mut self.mem_buf {
+            if self.written <= self.storage.mem_max_object {
+                buf.extend_from_slice(&data);
+            } else {
+                self.mem_buf = None;
+            }
+        }
+        if let Some(w) = &mut self.disk {
+            w.file
+                .write_all(&data)
+                .await
+                .or_err(ErrorType::FileWriteError, "writing cache body")?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        if let Some(w) = self.disk.take() {
+            if let Some(disk) = &self.storage.disk {
+                disk.commit(w, self.hash, self.write_id, &self.meta, self.written, &self.storage.stats)
+                    .await?;
+            }
+        }
+        if let Some(buf) = self.mem_buf.take() {
+            self.storage.mem_put(self.hash, std::mem::take(&mut self.meta), buf.freeze());
+        }
+        Ok(MissFinishType::Created(self.written as usize))
+    }
+}
+
+struct DiskWrite {
+    file: tokio::fs::File,
+    tmp: PathBuf,
+}
+
+impl Drop for DiskWrite {
+    fn drop(&mut self) {
+        // An abandoned fill leaves nothing behind; after commit the temp path no longer exists.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+struct DiskEntry {
+    meta: (Vec<u8>, Vec<u8>),
+    body_len: u64,
+    /// Positioned at the start of the body.
+    file: tokio::fs::File,
+}
+
+#[derive(Default)]
+struct DiskIndex {
+    entries: HashMap<u128, (u64, u64)>, // hash -> (bytes on disk, tick)
+    order: BTreeMap<u64, u128>,         // tick -> hash, oldest first
+    total: u64,
+    tick: u64,
+}
+
+impl DiskIndex {
+    fn touch(&mut self, hash: u128) {
+        self.tick += 1;
+        let t = self.tick;
+        if let Some(e) = self.entries.get_mut(&hash) {
+            self.order.remove(&e.1);
+            e.1 = t;
+            self.order.insert(t, hash);
+        }
+    }
+    fn insert(&mut self, hash: u128, size: u64) {
+        self.remove(hash);
+        self.tick += 1;
+        self.entries.insert(hash, (size, self.tick));
+        self.order.insert(self.tick, hash);
+        self.total += size;
+    }
+    fn remove(&mut self, hash: u128) -> bool {
+        if let Some((size, tick)) = self.entries.remove(&hash) {
+            self.order.remove(&tick);
+            self.total -= size;
+            true
+        } else {
+            false
+        }
+    }
+    fn pop_oldest(&mut self) -> Option<u128> {
+        let (_, hash) = self.order.pop_first()?;
+        if let Some((size, _)) = self.entries.remove(&hash) {
+            self.total -= size;
+        }
+        Some(hash)
+    }
+}
+
+struct DiskTier {
+    dir: PathBuf,
+    tmp_dir: PathBuf,
+    budget: u64,
+    index: Mutex<DiskIndex>,
+}
+
+impl DiskTier {
+    fn open(dir: &Path, budget: u64, stats: &TierStats) -> std::io::Result<DiskTier> {
+        let tmp_dir = dir.join("tmp");
+        std::fs::create_dir_all(&tmp_dir)?;
+        // Leftover temp files are fills a crash interrupted.
+        for e in std::fs::read_dir(&tmp_dir)?.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let mut found: Vec<(std::time::SystemTime, u128, u64)> = Vec::new();
+        for shard in std::fs::read_dir(dir)?.flatten() {
+            if !shard.file_type().map(|t| t.is_dir()).unwrap_or(false) || shard.file_name() == "tmp" {
+                continue;
+            }
+            for f in std::fs::read_dir(shard.path())?.flatten() {
+                let name = f.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let Some(hex) = name.strip_suffix(".m") else { continue };
+                let Ok(hash) = u128::from_str_radix(hex, 16) else { continue };
+                let body = f.path().with_extension("b");
+                match (f.metadata(), std::fs::metadata(&body)) {
+                    (Ok(m), Ok(b)) => {
+                        let t = m.modified().unwrap_or(std::time::UNIX_EPOCH);
+                        found.push((t, hash, m.len() + b.len()));
+                    }
+                    _ => {
+                        // A meta without its body: torn, drop it.
+                        let _ = std::fs::remove_file(f.path());
+                    }
+                }
+            }
+        }
+        found.sort();
+        let mut index = DiskIndex::default();
+        for (_, hash, size) in found {
+            index.insert(hash, size);
+        }
+        stats.disk_bytes.store(index.total, Ordering::Relaxed);
+        stats.disk_objects.store(index.entries.len() as u64, Ordering::Relaxed);
+        let tier = DiskTier { dir: dir.to_path_buf(), tmp_dir, budget, index: Mutex::new(index) };
+        tier.evict(stats);
+        Ok(tier)
+    }
+
+    fn paths(&self, hash: u128) -> (PathBuf, PathBuf) {
+        let hex = format!("{hash:032x}");
+        let shard = self.dir.join(&hex[..2]);
+        (shard.join(format!("{hex}.m")), shard.join(format!("{hex}.b")))
+    }
+
+    async fn start_write(&self, write_id: u64) -> Result<DiskWrite> {
+        let tmp = self.tmp_dir.join(format!("{write_id:016x}.b"));
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .or_err(ErrorType::FileCreateError, "creating cache temp file")?;
+        let mut header = [0u8; BODY_HEADER as usize];
+        header[..8].copy_from_slice(BODY_MAGIC);
+        header[8..].copy_from_slice(&write_id.to_be_bytes());
+        file.write_all(&header).await.or_err(ErrorType::FileWriteError, "writing cache header")?;
+        Ok(DiskWrite { file, tmp })
+    }
+
+    fn encode_meta(meta: &(Vec<u8>, Vec<u8>), body_len: u64, write_id: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + meta.0.len() + meta.1.len());
+        out.extend_from_slice(META_MAGIC);
+        out.extend_from_slice(&write_id.to_be_bytes());
+        out.extend_from_slice(&body_len.to_be_bytes());
+        out.extend_from_slice(&(meta.0.len() as u32).to_be_bytes());
+        out.extend_from_slice(&(meta.1.len() as u32).to_be_bytes());
+        out.extend_from_slice(&meta.0);
+        out.extend_from_slice(&meta.1);
+        out
+    }
+
+    fn decode_meta(raw: &[u8]) -> Option<(u64, u64, (Vec<u8>, Vec<u8>))> {
+        if raw.len() < 32 || &raw[..8] != META_MAGIC {
+            return None;
+        }
+        let write_id = u64::from_be_bytes(raw[8..16].try_into().ok()?);
+        let body_len = u64::from_be_bytes(raw[16..24].try_into().ok()?);
+        let l0 = u32::from_be_bytes(raw[24..28].try_into().ok()?) as usize;
+        let l1 = u32::from_be_bytes(raw[28..32].try_into().ok()?) as usize;
+        if raw.len() != 32 + l0 + l1 {
+            return None;
+        }
+        Some((write_id, body_len, (raw[32..32 + l0].to_vec(), raw[32 + l0..].to_vec())))
+    }
+
+    async fn write_atomic(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = self.tmp_dir.join(format!("{:016x}.m", rand::random::<u64>()));
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        f.write_all(bytes).await?;
+        f.sync_data().await?;
+        drop(f);
+        if let Err(e) = tokio::fs::rename(&tmp, path).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn commit(
+        &self,
+        mut w: DiskWrite,
+        hash: u128,
+        write_id: u64,
+        meta: &(Vec<u8>, Vec<u8>),
+        body_len: u64,
+        stats: &TierStats,
+    ) -> Result<()> {
+        let (meta_path, body_path) = self.paths(hash);
+        if let Some(shard) = body_path.parent() {
+            tokio::fs::create_dir_all(shard).await.or_err(ErrorType::FileCreateError, "cache shard")?;
+        }
+        w.file.flush().await.or_err(ErrorType::FileWriteError, "flushing cache body")?;
+        w.file.sync_data().await.or_err(ErrorType::FileWriteError, "syncing cache body")?;
+        tokio::fs::rename(&w.tmp, &body_path)
+            .await
+            .or_err(ErrorType::FileWriteError, "publishing cache body")?;
+        let encoded = Self::encode_meta(meta, body_len, write_id);
+        self.write_atomic(&meta_path, &encoded)
+            .await
+            .or_err(ErrorType::FileWriteError, "publishing cache meta")?;
+        {
+            let mut idx = self.index.lock();
+            idx.insert(hash, body_len + BODY_HEADER + encoded.len() as u64);
+        }
+        self.evict(stats);
+        Ok(())
+    }
+
+    fn evict(&self, stats: &TierStats) {
+        let mut victims = Vec::new();
+        {
+            let mut idx = self.index.lock();
+            while idx.total > self.budget {
+                match idx.pop_oldest() {
+                    Some(h) => victims.push(h),
+                    None => break,
+                }
+            }
+            stats.disk_bytes.store(idx.total, Ordering::Relaxed);
+            stats.disk_objects.store(idx.entries.len() as u64, Ordering::Relaxed);
+        }
+        for h in victims {
+            let (m, b) = self.paths(h);
+            let _ = std::fs::remove_file(m);
+            let _ = std::fs::remove_file(b);
+            stats.disk_evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn remove(&self, hash: u128, stats: &TierStats) -> bool {
+        let (m, b) = self.paths(hash);
+        let known = {
+            let mut idx = self.index.lock();
+            let r = idx.remove(hash);
+            stats.disk_bytes.store(idx.total, Ordering::Relaxed);
+            stats.disk_objects.store(idx.entries.len() as u64, Ordering::Relaxed);
+            r
+        };
+        let removed = std::fs::remove_file(m).is_ok();
+        let _ = std::fs::remove_file(b);
+        known || removed
+    }
+
+    async fn open_entry(&self, hash: u128, stats: &TierStats) -> Option<DiskEntry> {
+        let (meta_path, body_path) = self.paths(hash);
+        let raw = tokio::fs::read(&meta_path).await.ok()?;
+        let torn = || {
+            stats.torn_entries.fetch_add(1, Ordering::Relaxed);
+            None
+        };
+        let Some((write_id, body_len, meta)) = Self::decode_meta(&raw) else {
+            return torn();
+        };
+        let mut file = tokio::fs::File::open(&body_path).await.ok()?;
+        let len = file.metadata().await.ok()?.len();
+        let mut header = [0u8; BODY_HEADER as usize];
+        if len != body_len + BODY_HEADER || file.read_exact(&mut header).await.is_err() {
+            return torn();
+        }
+        if &header[..8] != BODY_MAGIC || header[8..] != write_id.to_be_bytes() {
+            return torn();
+        }
+        self.index.lock().touch(hash);
+        Some(DiskEntry { meta, body_len, file })
+    }
+
+    async fn rewrite_meta(&self, hash: u128, meta: &(Vec<u8>, Vec<u8>)) -> bool {
+        let (meta_path, _) = self.paths(hash);
+        let Ok(raw) = tokio::fs::read(&meta_path).await else { return false };
+        let Some((write_id, body_len, _)) = Self::decode_meta(&raw) else { return false };
+        let encoded = Self::encode_meta(meta, body_len, write_id);
+        self.write_atomic(&meta_path, &encoded).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_http::ResponseHeader;
+    use std::time::{Duration, SystemTime};
+
+    fn meta() -> CacheMeta {
+        let h = ResponseHeader::build(200, None).unwrap();
+        CacheMeta::new(SystemTime::now() + Duration::from_secs(60), SystemTime::now(), 0, 0, h)
+    }
+
+    fn leak(dir: &Path, mem: u64, mem_max: u64) -> &'static TieredStorage {
+        let limits = StorageLimits { memory_bytes: mem, memory_max_object: mem_max, disk_bytes: 1 << 30 };
+        Box::leak(Box::new(TieredStorage::open(dir, &limits).unwrap()))
+    }
+
+    async fn put(s: &'static TieredStorage, key: &CacheKey, body: &[u8]) {
+        let span = pingora_cache::trace::Span::inactive().handle();
+        let mut mh = s.get_miss_handler(key, &meta(), &span).await.unwrap();
+        for c in body.chunks(1000) {
+            mh.write_body(Bytes::copy_from_slice(c), false).await.unwrap();
+        }
+        mh.finish().await.unwrap();
+    }
+
+    async fn read_all(h: &mut HitHandler) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = h.read_body().await.unwrap() {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn disk_tier_survives_reopen_and_seeks() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = CacheKey::new("orig:/a", "");
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        {
+            let s = leak(dir.path(), 1 << 20, 1024);
+            put(s, &key, &body).await;
+        }
+        let s = leak(dir.path(), 1 << 20, 1024);
+        let span = pingora_cache::trace::Span::inactive().handle();
+        let (_, mut h) = s.lookup(&key, &span).await.unwrap().expect("hit after reopen");
+        assert_eq!(read_all(&mut h).await, body);
+        let (_, mut h) = s.lookup(&key, &span).await.unwrap().unwrap();
+        h.seek(1000, Some(2000)).unwrap();
+        assert_eq!(read_all(&mut h).await, &body[1000..2000]);
+        assert_eq!(s.stats.disk_hits.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn torn_body_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = CacheKey::new("orig:/torn", "");
+        let s = leak(dir.path(), 1 << 20, 16);
+        put(s, &key, &[7u8; 5000]).await;
+        let hash = key_hash(&key);
+        let (_, body_path) = s.disk.as_ref().unwrap().paths(hash);
+        // Simulate a torn write: the body file is cut short.
+        let f = std::fs::OpenOptions::new().write(true).open(&body_path).unwrap();
+        f.set_len(100).unwrap();
+        s.mem.remove(&hash);
+        let span = pingora_cache::trace::Span::inactive().handle();
+        assert!(s.lookup(&key, &span).await.unwrap().is_none());
+        assert_eq!(s.stats.torn_entries.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn small_objects_are_served_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = CacheKey::new("orig:/small", "");
+        let s = leak(dir.path(), 1 << 20, 1 << 16);
+        put(s, &key, b"hello world").await;
+        let span = pingora_cache::trace::Span::inactive().handle();
+        let (_, mut h) = s.lookup(&key, &span).await.unwrap().unwrap();
+        assert_eq!(read_all(&mut h).await, b"hello world");
+        assert_eq!(s.stats.mem_hits.load(Ordering::Relaxed), 1);
+        let target = key.to_compact();
+        let out = s.purge(PurgeTarget::Active(&target), PurgeType::Invalidation, &span).await.unwrap();
+        assert!(matches!(out, PurgeOutcome::Purged(_)));
+        assert!(s.lookup(&key, &span).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn disk_budget_evicts_oldest() {
+        let stats = TierStats::default();
+        let mut idx = DiskIndex::default();
+        idx.insert(1, 10);
+        idx.insert(2, 10);
+        idx.touch(1);
+        assert_eq!(idx.pop_oldest(), Some(2));
+        assert_eq!(idx.total, 10);
+        drop(stats);
+    }
+}

@@ -1,0 +1,77 @@
+//! The one place where errors become HTTP: status, JSON body `{"error":{"code","message"}}`.
+//!
+//! Every handler in the edge, the origin service and the admin API returns `ApiError`;
+//! nothing else formats an error response.
+
+use serde_json::json;
+
+/// An error on its way to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(400, "BAD_REQUEST", m)
+    }
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(401, "UNAUTHORIZED", m)
+    }
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        Self::new(403, "FORBIDDEN", m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(404, "NOT_FOUND", m)
+    }
+    pub fn no_matching_origin(path: &str) -> Self {
+        Self::new(404, "NO_MATCHING_ORIGIN", format!("no origin matches path {path:?}"))
+    }
+    pub fn origin_error(m: impl Into<String>) -> Self {
+        Self::new(502, "ORIGIN_ERROR", m)
+    }
+    pub fn timeout(m: impl Into<String>) -> Self {
+        Self::new(504, "TIMEOUT", m)
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(500, "INTERNAL", m)
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Vec<u8> {
+        let mut err = json!({"code": self.code, "message": self.message});
+        if let Some(r) = self.retry_after {
+            err["retry_after"] = json!(r);
+        }
+        serde_json::to_vec(&json!({ "error": err })).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape() {
+        let mut e = ApiError::new(429, "RATE_LIMITED", "slow down");
+        e.retry_after = Some(7);
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["code"], "RATE_LIMITED");
+        assert_eq!(v["error"]["message"], "slow down");
+        assert_eq!(v["error"]["retry_after"], 7);
+    }
+}

@@ -1,0 +1,12 @@
+//! Media Edge: a self-hosted media CDN node on Pingora.
+//!
+//! `edge` is the caching reverse proxy, `origin` the in-process upstream that reads sources,
+//! `config` the TOML schema, `server` the wiring of both into one Pingora server.
+
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod metrics;
+pub mod net;
+pub mod origin;
+pub mod server;

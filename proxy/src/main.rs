@@ -1,0 +1,80 @@
+//! `media-edge`: the command line. Parses arguments and calls the library; no logic here.
+
+use clap::{Parser, Subcommand};
+use media_edge::config::Config;
+use media_edge::server::{run, RunOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "media-edge", version, about = "A self-hosted media CDN node: edge cache + media transforms")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (the built-in default config when --config is not given).
+    Run {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen address; repeatable; replaces server.listen.
+        #[arg(long)]
+        listen: Vec<String>,
+        /// Data directory (disk cache, purge log, sockets); replaces server.data_dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Fork into the background (pid file in the data dir).
+        #[arg(long, short)]
+        daemon: bool,
+        /// Take the listening sockets over from a running instance (graceful upgrade).
+        #[arg(long, short)]
+        upgrade: bool,
+    },
+    /// Validate a config file: prints every problem with its key path; exit 1 on any.
+    CheckConfig {
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::CheckConfig { file } => match Config::load(&file) {
+            Ok(c) => {
+                println!("{}: ok ({} origins)", file.display(), c.origins.len());
+                ExitCode::SUCCESS
+            }
+            Err(errs) => {
+                for p in &errs.0 {
+                    println!("{}: {p}", file.display());
+                }
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run { config, listen, data_dir, daemon, upgrade } => {
+            let cfg = match &config {
+                Some(f) => Config::load(f),
+                None => Config::parse(media_edge::config::DEFAULT_CONFIG, Path::new("conf")),
+            };
+            let cfg = match cfg {
+                Ok(c) => c,
+                Err(errs) => {
+                    for p in &errs.0 {
+                        eprintln!("config error: {p}");
+                    }
+                    return ExitCode::from(1);
+                }
+            };
+            match run(cfg, RunOptions { listen, data_dir, daemon, upgrade }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("media-edge: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Prometheus metrics: one registry, counters and histograms the edge updates per request.
+//!
+//! Owns metric names and labels; the text exposition for `GET /metrics` adds the cache
+//! tiers' counters read at scrape time.
+
+use once_cell::sync::Lazy;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub cache_results: IntCounterVec,
+    pub bytes_out: IntCounter,
+    pub origin_latency: HistogramVec,
+    pub request_latency: HistogramVec,
+    pub purges: IntCounterVec,
+}
+
+fn build() -> Metrics {
+    let registry = Registry::new_custom(Some("media_edge".into()), None).expect("static registry prefix");
+    let requests = IntCounterVec::new(Opts::new("requests_total", "Requests by status code"), &["status"])
+        .expect("static metric");
+    let cache_results =
+        IntCounterVec::new(Opts::new("cache_results_total", "Responses by X-Cache result"), &["result"])
+            .expect("static metric");
+    let bytes_out = IntCounter::new("response_body_bytes_total", "Body bytes sent to clients").expect("static metric");
+    let origin_latency = HistogramVec::new(
+        HistogramOpts::new("origin_response_seconds", "Time to the origin service's response header")
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        &["origin"],
+    )
+    .expect("static metric");
+    let request_latency = HistogramVec::new(
+        HistogramOpts::new("request_seconds", "Whole request time by cache result")
+            .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+        &["result"],
+    )
+    .expect("static metric");
+    let purges = IntCounterVec::new(Opts::new("purges_total", "Purged items by kind"), &["kind"]).expect("static metric");
+    for c in [
+        Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(cache_results.clone()),
+        Box::new(bytes_out.clone()),
+        Box::new(origin_latency.clone()),
+        Box::new(request_latency.clone()),
+        Box::new(purges.clone()),
+    ] {
+        let _ = registry.register(c);
+    }
+    Metrics { registry, requests, cache_results, bytes_out, origin_latency, request_latency, purges }
+}
+
+pub static METRICS: Lazy<Metrics> = Lazy::new(build);
+
+/// The text exposition, with the storage tiers' counters appended.
+pub fn render(stats: &crate::edge::storage::TierStats) -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf);
+    let mut out = String::from_utf8(buf).unwrap_or_default();
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let _ = write!(
+        out,
+        "# HELP media_edge_cache_lookups_total Cache lookups by tier that answered\n\
+         # TYPE media_edge_cache_lookups_total counter\n\
+         media_edge_cache_lookups_total{{tier=\"memory\"}} {}\n\
+         media_edge_cache_lookups_total{{tier=\"disk\"}} {}\n\
+         media_edge_cache_lookups_total{{tier=\"miss\"}} {}\n\
+         # HELP media_edge_disk_cache_bytes Bytes held by the disk tier\n\
+         # TYPE media_edge_disk_cache_bytes gauge\n\
+         media_edge_disk_cache_bytes {}\n\
+         # HELP media_edge_disk_cache_objects Objects held by the disk tier\n\
+         # TYPE media_edge_disk_cache_objects gauge\n\
+         media_edge_disk_cache_objects {}\n\
+         # HELP media_edge_disk_cache_evictions_total Objects evicted from the disk tier\n\
+         # TYPE media_edge_disk_cache_evictions_total counter\n\
+         media_edge_disk_cache_evictions_total {}\n\
+         # HELP media_edge_disk_cache_torn_total Disk entries refused as torn or mismatched\n\
+         # TYPE media_edge_disk_cache_torn_total counter\n\
+         media_edge_disk_cache_torn_total {}\n",
+        l(&stats.mem_hits),
+        l(&stats.disk_hits),
+        l(&stats.misses),
+        l(&stats.disk_bytes),
+        l(&stats.disk_objects),
+        l(&stats.disk_evictions),
+        l(&stats.torn_entries),
+    );
+    out
+}

@@ -1,0 +1,247 @@
+//! The origin service: the HTTP upstream the edge cache sits in front of.
+//!
+//! Owns turning a request path into bytes: it matches the path to an origin, tries that
+//! origin's sources in order (404, 5xx and timeouts fall through), and answers with the
+//! headers a cache needs (`Content-Length`, `ETag`, `Last-Modified`, `Cache-Control` when the
+//! source gave one, `Cache-Tag`, `X-Source-Type`). Bodies stream from the source to the socket.
+//! It listens on a unix socket for the in-process edge, or on TCP for `--role origin`.
+//! It holds no caching policy: TTLs, purge and ranges on hits are the edge's.
+
+pub mod sources;
+
+use crate::config::{substitute, Config};
+use crate::error::ApiError;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use sources::{FetchRequest, Source, SourceError};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Headers the edge must not forward from a client to the origin service and back.
+pub const HDR_SOURCE_TYPE: &str = "x-source-type";
+pub const HDR_ORIGIN: &str = "x-origin";
+
+/// One origin with its built sources.
+struct BuiltOrigin {
+    sources: Vec<Box<dyn Source>>,
+}
+
+pub struct OriginService {
+    cfg: Arc<Config>,
+    origins: Vec<BuiltOrigin>,
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A JSON error response; 5xx are marked `no-store` so no cache keeps them.
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let body = e.body();
+    let mut b = Response::builder()
+        .status(StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .header("content-length", body.len());
+    if e.status >= 500 {
+        b = b.header("cache-control", "no-store");
+    }
+    if let Some(r) = e.retry_after {
+        b = b.header("retry-after", r);
+    }
+    b.body(full(body)).unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+impl OriginService {
+    pub async fn new(cfg: Arc<Config>) -> Result<Self, String> {
+        let mut origins = Vec::new();
+        for (i, o) in cfg.origins.iter().enumerate() {
+            let mut built = Vec::new();
+            for (j, s) in o.sources.iter().enumerate() {
+                built.push(
+                    sources::build(s)
+                        .await
+                        .map_err(|e| format!("origins[{i}].sources[{j}]: {e}"))?,
+                );
+            }
+            origins.push(BuiltOrigin { sources: built });
+        }
+        Ok(OriginService { cfg, origins })
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        match self.handle_inner(req).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        }
+    }
+
+    async fn handle_inner(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let head = match *req.method() {
+            http::Method::GET => false,
+            http::Method::HEAD => true,
+            ref m => return Err(ApiError::new(405, "METHOD_NOT_ALLOWED", format!("method {m} not allowed"))),
+        };
+        let path = req.uri().path().to_string();
+        let Some((idx, groups)) = self.cfg.match_origin(&path) else {
+            return Err(ApiError::no_matching_origin(&path));
+        };
+        let origin = &self.cfg.origins[idx];
+        let hv = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let mut last_err: Option<SourceError> = None;
+        for (j, source) in self.origins[idx].sources.iter().enumerate() {
+            let template = match &origin.sources[j] {
+                crate::config::SourceConfig::Local { path, .. }
+                | crate::config::SourceConfig::S3 { path, .. }
+                | crate::config::SourceConfig::Remote { path, .. } => path,
+            };
+            let fetch = FetchRequest {
+                path: substitute(template, &groups),
+                range: hv("range"),
+                if_none_match: hv("if-none-match"),
+                if_modified_since: hv("if-modified-since"),
+                head,
+            };
+            match source.fetch(&fetch).await {
+                Ok(f) => return Ok(self.respond(&origin.name, &path, source.kind(), f)),
+                Err(e) if e.falls_through() => {
+                    tracing::debug!(origin = %origin.name, source = j, error = %e, "source fell through");
+                    // A real failure outranks a 404 when choosing what to report.
+                    if !matches!((&last_err, &e), (Some(SourceError::Upstream(_) | SourceError::Timeout(_)), SourceError::NotFound(_))) {
+                        last_err = Some(e);
+                    }
+                }
+                Err(e) => {
+                    last_err = Some(e);
+                    break;
+                }
+            }
+        }
+        Err(match last_err {
+            Some(SourceError::NotFound(_)) | None => ApiError::not_found(format!("{path} not found")),
+            Some(SourceError::Refused(_)) => ApiError::bad_request(format!("path {path:?} is not allowed")),
+            Some(SourceError::Upstream(m)) => {
+                tracing::warn!(origin = %origin.name, error = %m, "all sources failed");
+                ApiError::origin_error(format!("origin {} failed", origin.name))
+            }
+            Some(SourceError::Timeout(_)) => ApiError::timeout(format!("origin {} timed out", origin.name)),
+            Some(SourceError::RangeNotSatisfiable(size)) => {
+                let e = ApiError::new(416, "RANGE_NOT_SATISFIABLE", format!("range not satisfiable for size {size}"));
+                let mut r = error_response(&e);
+                if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{size}")) {
+                    r.headers_mut().insert("content-range", v);
+                }
+                return Ok(r);
+            }
+        })
+    }
+
+    fn respond(&self, origin: &str, path: &str, kind: &'static str, f: sources::Fetched) -> Response<Body> {
+        let mut b = Response::builder().status(StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK));
+        let mut tags = vec![format!("origin:{origin}"), "mode:orig".to_string(), format!("path:{path}")];
+        for (k, v) in &f.headers {
+            if k == "cache-tag" {
+                tags.extend(v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()));
+                continue;
+            }
+            b = b.header(k.as_str(), v.as_str());
+        }
+        if f.status == 200 && f.header("accept-ranges").is_none() {
+            b = b.header("accept-ranges", "bytes");
+        }
+        b = b
+            .header("cache-tag", tags.join(","))
+            .header(HDR_SOURCE_TYPE, kind)
+            .header(HDR_ORIGIN, origin);
+        let body = match f.body {
+            Some(s) => StreamBody::new(s.map_ok(Frame::data)).boxed(),
+            None => full(Bytes::new()),
+        };
+        b.body(body).unwrap_or_else(|e| error_response(&ApiError::internal(format!("bad source header: {e}"))))
+    }
+
+    /// Serves HTTP/1.1 on a unix socket until `shutdown` turns true.
+    pub async fn serve_unix(self: Arc<Self>, listener: std::os::unix::net::UnixListener, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = listener.set_nonblocking(true) {
+            tracing::error!(error = %e, "origin socket");
+            return;
+        }
+        let listener = match tokio::net::UnixListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "origin socket");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((stream, _)) => self.clone().spawn_conn(stream),
+                    Err(e) => tracing::warn!(error = %e, "origin accept"),
+                },
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break; }
+                }
+            }
+        }
+    }
+
+    /// Serves HTTP/1.1 on TCP (the `--role origin` mode) until `shutdown` turns true.
+    pub async fn serve_tcp(self: Arc<Self>, listener: std::net::TcpListener, mut shutdown: watch::Receiver<bool>) {
+        if listener.set_nonblocking(true).is_err() {
+            return;
+        }
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((stream, _)) => { let _ = stream.set_nodelay(true); self.clone().spawn_conn(stream) },
+                    Err(e) => tracing::warn!(error = %e, "origin accept"),
+                },
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break; }
+                }
+            }
+        }
+    }
+
+    fn spawn_conn<S>(self: Arc<Self>, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let me = self.clone();
+                async move { Ok::<_, std::convert::Infallible>(me.handle(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "origin connection ended");
+            }
+        });
+    }
+}
+
+/// Runs the origin service inside Pingora as a background service (its own runtime threads).
+pub struct OriginBackground {
+    pub service: Arc<OriginService>,
+    pub listener: parking_lot::Mutex<Option<std::os::unix::net::UnixListener>>,
+}
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for OriginBackground {
+    async fn start(&self, shutdown: pingora_core::server::ShutdownWatch) {
+        let listener = self.listener.lock().take();
+        if let Some(l) = listener {
+            self.service.clone().serve_unix(l, shutdown).await;
+        }
+    }
+}
