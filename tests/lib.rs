@@ -1,1 +1,483 @@
-//! End-to-end test helpers.
+//! End-to-end test harness: starts the real `media-edge` binary on a free port with a temp
+//! config, a real S3-compatible server (`s3s-fs`), and counting HTTP origins written here.
+//! Everything listens on 127.0.0.1 only.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The `media-edge` binary: `$MEDIA_EDGE_BIN`, else next to this test binary's `deps` folder.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("MEDIA_EDGE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
+    // This crate does not depend on the binary, so make sure it is built and current
+    // (a no-op when it is).
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "media-edge", "--bin", "media-edge"])
+            .current_dir(workspace())
+            .status()
+            .expect("cargo build");
+        assert!(st.success(), "building media-edge failed");
+    });
+    dir.join("media-edge")
+}
+
+/// A running media-edge.
+pub struct Edge {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+impl Edge {
+    /// Starts media-edge with `config` where `{PORT}` and `{DIR}` (the temp dir) are substituted.
+    pub async fn start(config: &str) -> Edge {
+        Self::start_with_env(config, &[]).await
+    }
+
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Edge {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let text = config
+            .replace("{PORT}", &port.to_string())
+            .replace("{DIR}", &dir.path().to_string_lossy());
+        let cfg = dir.path().join("media-edge.toml");
+        std::fs::write(&cfg, text).expect("write config");
+        let mut e = Edge {
+            port,
+            dir,
+            config: cfg,
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        e.spawn().await;
+        e
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("edge.log"))
+            .expect("log file");
+        let mut cmd = Command::new(binary());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .env("MEDIA_EDGE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("MEDIA_EDGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log.try_clone().expect("log"));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn media-edge");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(self.url("/health")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("media-edge exited early ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "media-edge did not come up:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("edge.log")).unwrap_or_default()
+    }
+
+    /// Stops gracefully (SIGTERM), waits, then kills if needed.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops and starts again with the same config and data dir.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One canned response of a counting origin.
+#[derive(Clone)]
+pub struct Canned {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub delay: Duration,
+}
+
+impl Canned {
+    pub fn ok(body: impl Into<Bytes>) -> Canned {
+        Canned {
+            status: 200,
+            headers: vec![],
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn status(status: u16, body: impl Into<Bytes>) -> Canned {
+        Canned {
+            status,
+            headers: vec![],
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Canned {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+    pub fn delay(mut self, d: Duration) -> Canned {
+        self.delay = d;
+        self
+    }
+}
+
+/// What a counting origin saw.
+#[derive(Default)]
+pub struct Seen {
+    pub hits: HashMap<String, usize>,
+    pub ranges: Vec<Option<String>>,
+    pub conditionals: usize,
+}
+
+/// A tiny HTTP origin that counts requests per path and answers canned responses.
+/// It honours single `Range` requests on 200 responses and `If-None-Match` against `etag`.
+pub struct CountingOrigin {
+    pub addr: SocketAddr,
+    routes: Arc<Mutex<HashMap<String, Canned>>>,
+    pub seen: Arc<Mutex<Seen>>,
+    pub connections: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl CountingOrigin {
+    pub async fn start() -> CountingOrigin {
+        Self::start_on(0).await
+    }
+
+    pub async fn start_on(port: u16) -> CountingOrigin {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind origin");
+        let addr = listener.local_addr().expect("addr");
+        let routes: Arc<Mutex<HashMap<String, Canned>>> = Arc::default();
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let (r2, s2, c2) = (routes.clone(), seen.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = rx.changed() => break,
+                    acc = listener.accept() => {
+                        let Ok((stream, _)) = acc else { continue };
+                        c2.fetch_add(1, Ordering::SeqCst);
+                        let (r3, s3) = (r2.clone(), s2.clone());
+                        let mut conn_stop = rx.clone();
+                        tokio::spawn(async move {
+                            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                                let (r4, s4) = (r3.clone(), s3.clone());
+                                async move { Ok::<_, std::convert::Infallible>(answer(req, &r4, &s4).await) }
+                            });
+                            let conn = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc);
+                            // Stopping the origin also drops its open connections, as a crash would.
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = conn_stop.changed() => {}
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        CountingOrigin {
+            addr,
+            routes,
+            seen,
+            connections,
+            stop: Some(tx),
+        }
+    }
+
+    pub fn route(&self, path: &str, c: Canned) {
+        self.routes.lock().unwrap().insert(path.to_string(), c);
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .hits
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops listening and drops every open connection.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+impl Drop for CountingOrigin {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn answer(
+    req: hyper::Request<Incoming>,
+    routes: &Mutex<HashMap<String, Canned>>,
+    seen: &Mutex<Seen>,
+) -> hyper::Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let range = req
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let inm = req
+        .headers()
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let canned = {
+        let mut s = seen.lock().unwrap();
+        *s.hits.entry(path.clone()).or_default() += 1;
+        s.ranges.push(range.clone());
+        if inm.is_some() {
+            s.conditionals += 1;
+        }
+        routes.lock().unwrap().get(&path).cloned()
+    };
+    let Some(c) = canned else {
+        return hyper::Response::builder()
+            .status(404)
+            .body(Full::new(Bytes::from_static(b"nope")))
+            .unwrap();
+    };
+    if !c.delay.is_zero() {
+        tokio::time::sleep(c.delay).await;
+    }
+    let etag = c
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("etag"))
+        .map(|(_, v)| v.clone());
+    let mut b = hyper::Response::builder();
+    for (k, v) in &c.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    if c.status == 200 && etag.is_some() && inm == etag {
+        return b.status(304).body(Full::new(Bytes::new())).unwrap();
+    }
+    if c.status == 200 {
+        if let Some((s, e)) = range
+            .as_deref()
+            .and_then(|r| parse_single(r, c.body.len() as u64))
+        {
+            return b
+                .status(206)
+                .header("content-range", format!("bytes {s}-{e}/{}", c.body.len()))
+                .body(Full::new(c.body.slice(s as usize..=e as usize)))
+                .unwrap();
+        }
+    }
+    b.status(c.status).body(Full::new(c.body.clone())).unwrap()
+}
+
+fn parse_single(r: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = r.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        return Some((size.saturating_sub(n), size - 1));
+    }
+    let s: u64 = a.parse().ok()?;
+    let e: u64 = if b.is_empty() {
+        size - 1
+    } else {
+        b.parse::<u64>().ok()?.min(size - 1)
+    };
+    (s <= e).then_some((s, e))
+}
+
+/// A real S3-compatible server (`s3s-fs`) on 127.0.0.1 with one bucket.
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: tempfile::TempDir,
+    child: Child,
+}
+
+pub const S3_ACCESS_KEY: &str = "AKIAMEDIAEDGETEST";
+pub const S3_SECRET_KEY: &str = "media-edge-test-secret";
+
+impl S3Server {
+    /// Starts `s3s-fs` (from `$S3S_FS_BIN` or PATH or ~/.cargo/bin) with bucket `bucket`.
+    pub async fn start(bucket: &str) -> S3Server {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join(bucket)).expect("bucket dir");
+        let port = free_port();
+        let bin = std::env::var("S3S_FS_BIN").unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_default();
+            let cargo_bin = format!("{home}/.cargo/bin/s3s-fs");
+            if Path::new(&cargo_bin).exists() {
+                cargo_bin
+            } else {
+                "s3s-fs".into()
+            }
+        });
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("s3s-fs must be installed (cargo install s3s-fs --version 0.14.1 --features binary --locked)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "s3s-fs did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+            child,
+        }
+    }
+
+    /// Puts an object by writing it into the served folder.
+    pub fn put(&self, bucket: &str, key: &str, body: &[u8]) {
+        let p = self.root.path().join(bucket).join(key);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("dirs");
+        }
+        std::fs::write(p, body).expect("write object");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deterministic test bytes.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + i / 256) % 251) as u8).collect()
+}
+
+/// A GET with the path sent exactly as given (no client-side normalisation of `..` or `%2e`).
+pub async fn raw_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}

@@ -57,7 +57,9 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => parse_size(&s).map(ByteSize).map_err(serde::de::Error::custom),
+            Raw::S(s) => parse_size(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -82,7 +84,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
         "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("size {s:?} has unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB)")),
+        other => {
+            return Err(format!(
+                "size {s:?} has unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB)"
+            ))
+        }
     };
     Ok((n * mult) as u64)
 }
@@ -101,7 +107,9 @@ impl<'de> Deserialize<'de> for Dur {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(Dur(Duration::from_secs(n))),
-            Raw::S(s) => parse_duration(&s).map(Dur).map_err(serde::de::Error::custom),
+            Raw::S(s) => parse_duration(&s)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -122,7 +130,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| !c.is_ascii_digit())
             .ok_or_else(|| format!("duration {s:?} lacks a unit after its last number"))?;
         if digits == 0 {
-            return Err(format!("duration {s:?} is not like \"30s\", \"5m\" or \"1h30m\""));
+            return Err(format!(
+                "duration {s:?} is not like \"30s\", \"5m\" or \"1h30m\""
+            ));
         }
         let n: u64 = rest[..digits]
             .parse()
@@ -139,7 +149,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "m" => Duration::from_secs(n * 60),
             "h" => Duration::from_secs(n * 3600),
             "d" => Duration::from_secs(n * 86400),
-            other => return Err(format!("duration {s:?} has unknown unit {other:?} (ms, s, m, h, d)")),
+            other => {
+                return Err(format!(
+                    "duration {s:?} has unknown unit {other:?} (ms, s, m, h, d)"
+                ))
+            }
         };
     }
     Ok(total)
@@ -466,7 +480,11 @@ fn section<T: DeserializeOwned>(
                 (false, p) => format!("{prefix}.{p}"),
             };
             problems.push(ConfigProblem {
-                path: if path.is_empty() { "(root)".into() } else { path },
+                path: if path.is_empty() {
+                    "(root)".into()
+                } else {
+                    path
+                },
                 message: e.into_inner().to_string(),
             });
             None
@@ -524,9 +542,11 @@ impl Config {
             None => {}
             Some(toml::Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
-                    if let Some(o) =
-                        section::<OriginConfig>(item.clone(), &format!("origins[{i}]"), &mut problems)
-                    {
+                    if let Some(o) = section::<OriginConfig>(
+                        item.clone(),
+                        &format!("origins[{i}]"),
+                        &mut problems,
+                    ) {
                         origins.push((i, o));
                     }
                 }
@@ -544,7 +564,10 @@ impl Config {
         for (i, mut o) in origins {
             let p = format!("origins[{i}]");
             if o.name.is_empty() {
-                problems.push(ConfigProblem { path: format!("{p}.name"), message: "must not be empty".into() });
+                problems.push(ConfigProblem {
+                    path: format!("{p}.name"),
+                    message: "must not be empty".into(),
+                });
             } else if !names.insert(o.name.clone()) {
                 problems.push(ConfigProblem {
                     path: format!("{p}.name"),
@@ -556,13 +579,20 @@ impl Config {
                 Err(e) => {
                     problems.push(ConfigProblem {
                         path: format!("{p}.matcher"),
-                        message: format!("invalid regex {:?}: {}", o.matcher, e.to_string().lines().last().unwrap_or("")),
+                        message: format!(
+                            "invalid regex {:?}: {}",
+                            o.matcher,
+                            e.to_string().lines().last().unwrap_or("")
+                        ),
                     });
                     matchers.push(Regex::new("$^").expect("static regex"));
                 }
             }
             if o.sources.is_empty() {
-                problems.push(ConfigProblem { path: format!("{p}.sources"), message: "needs at least one source".into() });
+                problems.push(ConfigProblem {
+                    path: format!("{p}.sources"),
+                    message: "needs at least one source".into(),
+                });
             }
             for (j, s) in o.sources.iter_mut().enumerate() {
                 let sp = format!("{p}.sources[{j}]");
@@ -578,9 +608,18 @@ impl Config {
                             });
                         }
                     }
-                    SourceConfig::S3 { bucket, endpoint, access_key_env, secret_key_env, .. } => {
+                    SourceConfig::S3 {
+                        bucket,
+                        endpoint,
+                        access_key_env,
+                        secret_key_env,
+                        ..
+                    } => {
                         if bucket.is_empty() {
-                            problems.push(ConfigProblem { path: format!("{sp}.bucket"), message: "must not be empty".into() });
+                            problems.push(ConfigProblem {
+                                path: format!("{sp}.bucket"),
+                                message: "must not be empty".into(),
+                            });
                         }
                         if let Some(ep) = endpoint {
                             if !(ep.starts_with("http://") || ep.starts_with("https://")) {
@@ -611,7 +650,10 @@ impl Config {
         }
         if let Some(s) = &server {
             if s.listen.is_empty() && s.tls.is_empty() {
-                problems.push(ConfigProblem { path: "server.listen".into(), message: "no listener configured".into() });
+                problems.push(ConfigProblem {
+                    path: "server.listen".into(),
+                    message: "no listener configured".into(),
+                });
             }
             for (i, l) in s.listen.iter().enumerate() {
                 if l.parse::<std::net::SocketAddr>().is_err() {
@@ -629,7 +671,11 @@ impl Config {
                     });
                 }
                 for (k, f) in [("cert", &t.cert), ("key", &t.key)] {
-                    let f = if f.is_relative() { base.join(f) } else { f.clone() };
+                    let f = if f.is_relative() {
+                        base.join(f)
+                    } else {
+                        f.clone()
+                    };
                     if !f.is_file() {
                         problems.push(ConfigProblem {
                             path: format!("server.tls[{i}].{k}"),
@@ -672,7 +718,12 @@ impl Config {
                 t.key = base.join(&t.key);
             }
         }
-        Ok(Config { server, cache, origins: out_origins, matchers })
+        Ok(Config {
+            server,
+            cache,
+            origins: out_origins,
+            matchers,
+        })
     }
 
     /// The origin whose matcher matches `path`, with its capture groups (`$0` is the whole match).
@@ -740,7 +791,9 @@ mod tests {
     fn default_config_is_valid() {
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let c = Config::parse(DEFAULT_CONFIG, &base).expect("default config validates");
-        let (i, groups) = c.match_origin("/samples/photo.jpg").expect("samples origin");
+        let (i, groups) = c
+            .match_origin("/samples/photo.jpg")
+            .expect("samples origin");
         assert_eq!(c.origins[i].name, "samples");
         assert_eq!(groups[1], "photo.jpg");
     }
@@ -769,7 +822,10 @@ mod tests {
         assert!(paths.contains(&"cache.memory_bytes"), "{errs:?}");
         assert!(paths.contains(&"origins[0].matcher"), "{errs:?}");
         assert!(paths.contains(&"origins[0].sources[0].root"), "{errs:?}");
-        assert!(paths.iter().any(|p| p.starts_with("origins[1]")), "{errs:?}");
+        assert!(
+            paths.iter().any(|p| p.starts_with("origins[1]")),
+            "{errs:?}"
+        );
         assert!(paths.contains(&"server.listen[0]"), "{errs:?}");
     }
 

@@ -16,7 +16,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(400, "BAD_REQUEST", m)
@@ -31,7 +36,11 @@ impl ApiError {
         Self::new(404, "NOT_FOUND", m)
     }
     pub fn no_matching_origin(path: &str) -> Self {
-        Self::new(404, "NO_MATCHING_ORIGIN", format!("no origin matches path {path:?}"))
+        Self::new(
+            404,
+            "NO_MATCHING_ORIGIN",
+            format!("no origin matches path {path:?}"),
+        )
     }
     pub fn origin_error(m: impl Into<String>) -> Self {
         Self::new(502, "ORIGIN_ERROR", m)

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "media-edge", version, about = "A self-hosted media CDN node: edge cache + media transforms")]
+#[command(
+    name = "media-edge",
+    version,
+    about = "A self-hosted media CDN node: edge cache + media transforms"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -34,9 +38,7 @@ enum Cmd {
         upgrade: bool,
     },
     /// Validate a config file: prints every problem with its key path; exit 1 on any.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -54,7 +56,13 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Run { config, listen, data_dir, daemon, upgrade } => {
+        Cmd::Run {
+            config,
+            listen,
+            data_dir,
+            daemon,
+            upgrade,
+        } => {
             let cfg = match &config {
                 Some(f) => Config::load(f),
                 None => Config::parse(media_edge::config::DEFAULT_CONFIG, Path::new("conf")),
@@ -68,7 +76,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match run(cfg, RunOptions { listen, data_dir, daemon, upgrade }) {
+            match run(
+                cfg,
+                RunOptions {
+                    listen,
+                    data_dir,
+                    daemon,
+                    upgrade,
+                },
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("media-edge: {e}");

@@ -4,7 +4,9 @@
 //! tiers' counters read at scrape time.
 
 use once_cell::sync::Lazy;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -19,26 +21,40 @@ pub struct Metrics {
 }
 
 fn build() -> Metrics {
-    let registry = Registry::new_custom(Some("media_edge".into()), None).expect("static registry prefix");
-    let requests = IntCounterVec::new(Opts::new("requests_total", "Requests by status code"), &["status"])
+    let registry =
+        Registry::new_custom(Some("media_edge".into()), None).expect("static registry prefix");
+    let requests = IntCounterVec::new(
+        Opts::new("requests_total", "Requests by status code"),
+        &["status"],
+    )
+    .expect("static metric");
+    let cache_results = IntCounterVec::new(
+        Opts::new("cache_results_total", "Responses by X-Cache result"),
+        &["result"],
+    )
+    .expect("static metric");
+    let bytes_out = IntCounter::new("response_body_bytes_total", "Body bytes sent to clients")
         .expect("static metric");
-    let cache_results =
-        IntCounterVec::new(Opts::new("cache_results_total", "Responses by X-Cache result"), &["result"])
-            .expect("static metric");
-    let bytes_out = IntCounter::new("response_body_bytes_total", "Body bytes sent to clients").expect("static metric");
     let origin_latency = HistogramVec::new(
-        HistogramOpts::new("origin_response_seconds", "Time to the origin service's response header")
-            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        HistogramOpts::new(
+            "origin_response_seconds",
+            "Time to the origin service's response header",
+        )
+        .buckets(vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]),
         &["origin"],
     )
     .expect("static metric");
     let request_latency = HistogramVec::new(
-        HistogramOpts::new("request_seconds", "Whole request time by cache result")
-            .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+        HistogramOpts::new("request_seconds", "Whole request time by cache result").buckets(vec![
+            0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
+        ]),
         &["result"],
     )
     .expect("static metric");
-    let purges = IntCounterVec::new(Opts::new("purges_total", "Purged items by kind"), &["kind"]).expect("static metric");
+    let purges = IntCounterVec::new(Opts::new("purges_total", "Purged items by kind"), &["kind"])
+        .expect("static metric");
     for c in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(cache_results.clone()),
@@ -49,7 +65,15 @@ fn build() -> Metrics {
     ] {
         let _ = registry.register(c);
     }
-    Metrics { registry, requests, cache_results, bytes_out, origin_latency, request_latency, purges }
+    Metrics {
+        registry,
+        requests,
+        cache_results,
+        bytes_out,
+        origin_latency,
+        request_latency,
+        purges,
+    }
 }
 
 pub static METRICS: Lazy<Metrics> = Lazy::new(build);

@@ -27,18 +27,28 @@ pub struct RunOptions {
 }
 
 pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDIA_EDGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora_cache=warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("MEDIA_EDGE_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,pingora_core=warn,pingora_proxy=warn,pingora_cache=warn",
+            )
+        });
     use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = if json { b.json().try_init() } else { b.try_init() };
+    let _ = if json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 /// Runs the server until it is told to stop. Returns an error message on a startup failure.
@@ -51,8 +61,11 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     }
     init_logging(cfg.server.json_logs);
     let data_dir = cfg.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
-    let data_dir = data_dir.canonicalize().map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
+    let data_dir = data_dir
+        .canonicalize()
+        .map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
     cfg.server.data_dir = data_dir.clone();
 
     let limits = StorageLimits {
@@ -61,10 +74,12 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         disk_bytes: cfg.cache.disk_bytes.0,
     };
     let storage: &'static TieredStorage = Box::leak(Box::new(
-        TieredStorage::open(&data_dir.join("cache"), &limits).map_err(|e| format!("disk cache: {e}"))?,
+        TieredStorage::open(&data_dir.join("cache"), &limits)
+            .map_err(|e| format!("disk cache: {e}"))?,
     ));
     let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(cfg.cache.lock_timeout.0));
-    let purge = PurgeLog::open(&data_dir.join("purge.log")).map_err(|e| format!("purge log: {e}"))?;
+    let purge =
+        PurgeLog::open(&data_dir.join("purge.log")).map_err(|e| format!("purge log: {e}"))?;
 
     let origin_socket = cfg.origin_socket();
     let _ = std::fs::remove_file(&origin_socket);
@@ -81,56 +96,94 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let origin = Arc::new(boot.block_on(OriginService::new(cfg.clone()))?);
     drop(boot);
 
-    let fill_base = cfg.server.listen.first().and_then(|l| l.parse::<std::net::SocketAddr>().ok()).map(|a| {
-        let ip = if a.ip().is_unspecified() {
-            if a.is_ipv4() { "127.0.0.1".to_string() } else { "[::1]".to_string() }
-        } else if a.is_ipv6() {
-            format!("[{}]", a.ip())
-        } else {
-            a.ip().to_string()
-        };
-        format!("http://{ip}:{}", a.port())
-    });
-    let admin_token = std::env::var(&cfg.server.admin_token_env).ok().filter(|t| !t.is_empty());
+    let fill_base = cfg
+        .server
+        .listen
+        .first()
+        .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+        .map(|a| {
+            let ip = if a.ip().is_unspecified() {
+                if a.is_ipv4() {
+                    "127.0.0.1".to_string()
+                } else {
+                    "[::1]".to_string()
+                }
+            } else if a.is_ipv6() {
+                format!("[{}]", a.ip())
+            } else {
+                a.ip().to_string()
+            };
+            format!("http://{ip}:{}", a.port())
+        });
+    let admin_token = std::env::var(&cfg.server.admin_token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
     let state = Arc::new(EdgeState {
         storage,
         lock,
         purge,
         admin_token,
-        purge_allowed: cfg.server.purge_allowed.iter().filter_map(|c| Cidr::parse(c)).collect(),
+        purge_allowed: cfg
+            .server
+            .purge_allowed
+            .iter()
+            .filter_map(|c| Cidr::parse(c))
+            .collect(),
         started: Instant::now(),
         fill_token: uuid::Uuid::new_v4().simple().to_string(),
         fill_base,
         fills: Default::default(),
-        http: reqwest::Client::builder().no_proxy().build().map_err(|e| format!("http client: {e}"))?,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("http client: {e}"))?,
         origin_socket: origin_socket.to_string_lossy().into_owned(),
         cfg: cfg.clone(),
     });
 
-    let threads = if cfg.server.threads == 0 { cores() } else { cfg.server.threads };
+    let threads = if cfg.server.threads == 0 {
+        cores()
+    } else {
+        cfg.server.threads
+    };
     let mut conf = ServerConf::default();
     conf.threads = threads;
     conf.daemon = opts.daemon;
-    conf.pid_file = data_dir.join("media-edge.pid").to_string_lossy().into_owned();
+    conf.pid_file = data_dir
+        .join("media-edge.pid")
+        .to_string_lossy()
+        .into_owned();
     conf.upgrade_sock = data_dir.join("upgrade.sock").to_string_lossy().into_owned();
     conf.grace_period_seconds = Some(cfg.server.grace_period.0.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(cfg.server.grace_period.0.as_secs().max(1));
-    let opt = Opt { upgrade: opts.upgrade, daemon: opts.daemon, ..Default::default() };
+    conf.graceful_shutdown_timeout_seconds = Some(10);
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        ..Default::default()
+    };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, Edge { state }, "edge");
+    let mut proxy =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, Edge { state }, "edge");
     for l in &cfg.server.listen {
         proxy.add_tcp(l);
     }
     for t in &cfg.server.tls {
         proxy
-            .add_tls(&t.listen, &t.cert.to_string_lossy(), &t.key.to_string_lossy())
+            .add_tls(
+                &t.listen,
+                &t.cert.to_string_lossy(),
+                &t.key.to_string_lossy(),
+            )
             .map_err(|e| format!("tls listener {}: {e}", t.listen))?;
     }
     let mut bg = pingora_core::services::background::background_service(
         "origin",
-        OriginBackground { service: origin, listener: parking_lot::Mutex::new(Some(uds)) },
+        OriginBackground {
+            service: origin,
+            listener: parking_lot::Mutex::new(Some(uds)),
+        },
     );
     bg.threads = Some(threads);
     server.add_service(proxy);

@@ -43,7 +43,10 @@ fn bearer(session: &Session) -> Option<&str> {
         .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
 }
 
@@ -53,7 +56,11 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, ApiError> {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_ADMIN_BODY {
-                    return Err(ApiError::new(413, "PAYLOAD_TOO_LARGE", format!("admin body over {MAX_ADMIN_BODY} bytes")));
+                    return Err(ApiError::new(
+                        413,
+                        "PAYLOAD_TOO_LARGE",
+                        format!("admin body over {MAX_ADMIN_BODY} bytes"),
+                    ));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -65,11 +72,18 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, ApiError> {
 
 /// Cache key for a purge target: a key as shown in `X-Cache-Key`, or a URL/path (its key).
 fn key_of(item: &str) -> String {
-    if item.contains(':') && !item.starts_with('/') && !item.starts_with("http://") && !item.starts_with("https://") {
+    if item.contains(':')
+        && !item.starts_with('/')
+        && !item.starts_with("http://")
+        && !item.starts_with("https://")
+    {
         return item.to_string();
     }
     let path = match item.find("://") {
-        Some(i) => item[i + 3..].find('/').map(|j| &item[i + 3 + j..]).unwrap_or("/"),
+        Some(i) => item[i + 3..]
+            .find('/')
+            .map(|j| &item[i + 3 + j..])
+            .unwrap_or("/"),
         None => item,
     };
     let path = path.split('?').next().unwrap_or(path);
@@ -81,8 +95,11 @@ async fn purge_keys(edge: &Edge, keys: &[String]) -> usize {
     let mut removed = 0;
     for k in keys {
         let key = CacheKey::new(k.as_str(), "").to_compact();
-        if let Ok(pingora_cache::storage::PurgeOutcome::Purged(_)) =
-            edge.state.storage.purge(PurgeTarget::Active(&key), PurgeType::Invalidation, &span).await
+        if let Ok(pingora_cache::storage::PurgeOutcome::Purged(_)) = edge
+            .state
+            .storage
+            .purge(PurgeTarget::Active(&key), PurgeType::Invalidation, &span)
+            .await
         {
             removed += 1;
         }
@@ -94,16 +111,31 @@ async fn purge_keys(edge: &Edge, keys: &[String]) -> usize {
 pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
     let rid = ctx.request_id.clone();
     let Some(token) = edge.state.admin_token.as_deref() else {
-        respond_error(session, &rid, &ApiError::not_found("admin API is disabled (set the admin token env var)")).await;
+        respond_error(
+            session,
+            &rid,
+            &ApiError::not_found("admin API is disabled (set the admin token env var)"),
+        )
+        .await;
         return;
     };
     match bearer(session) {
         None => {
-            respond_error(session, &rid, &ApiError::unauthorized("admin bearer token required")).await;
+            respond_error(
+                session,
+                &rid,
+                &ApiError::unauthorized("admin bearer token required"),
+            )
+            .await;
             return;
         }
         Some(t) if !secret_eq(t.as_bytes(), token.as_bytes()) => {
-            respond_error(session, &rid, &ApiError::forbidden("admin token not accepted")).await;
+            respond_error(
+                session,
+                &rid,
+                &ApiError::forbidden("admin token not accepted"),
+            )
+            .await;
             return;
         }
         Some(_) => {}
@@ -119,17 +151,26 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
             let req: PurgeBody = match serde_json::from_slice(&body) {
                 Ok(r) => r,
                 Err(e) => {
-                    let e = ApiError::bad_request(format!("purge body must be {{\"tags\"|\"keys\"|\"prefixes\": [..]}}: {e}"));
+                    let e = ApiError::bad_request(format!(
+                        "purge body must be {{\"tags\"|\"keys\"|\"prefixes\": [..]}}: {e}"
+                    ));
                     return respond_error(session, &rid, &e).await;
                 }
             };
             let n = req.tags.len() + req.keys.len() + req.prefixes.len();
             if n == 0 || n > MAX_PURGE_ITEMS {
-                let e = ApiError::bad_request(format!("purge needs 1..={MAX_PURGE_ITEMS} items, got {n}"));
+                let e = ApiError::bad_request(format!(
+                    "purge needs 1..={MAX_PURGE_ITEMS} items, got {n}"
+                ));
                 return respond_error(session, &rid, &e).await;
             }
             if req.prefixes.iter().any(|p| !p.starts_with('/')) {
-                return respond_error(session, &rid, &ApiError::bad_request("prefixes must start with '/'")).await;
+                return respond_error(
+                    session,
+                    &rid,
+                    &ApiError::bad_request("prefixes must start with '/'"),
+                )
+                .await;
             }
             let keys: Vec<String> = req.keys.iter().map(|k| key_of(k)).collect();
             let log = &edge.state.purge;
@@ -139,12 +180,22 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
                 .and_then(|_| log.record(PurgeKind::Prefix, &req.prefixes));
             if let Err(e) = recorded {
                 tracing::error!(error = %e, "purge log write failed");
-                return respond_error(session, &rid, &ApiError::internal("purge log write failed")).await;
+                return respond_error(session, &rid, &ApiError::internal("purge log write failed"))
+                    .await;
             }
             let removed = purge_keys(edge, &keys).await;
-            METRICS.purges.with_label_values(&["tag"]).inc_by(req.tags.len() as u64);
-            METRICS.purges.with_label_values(&["key"]).inc_by(keys.len() as u64);
-            METRICS.purges.with_label_values(&["prefix"]).inc_by(req.prefixes.len() as u64);
+            METRICS
+                .purges
+                .with_label_values(&["tag"])
+                .inc_by(req.tags.len() as u64);
+            METRICS
+                .purges
+                .with_label_values(&["key"])
+                .inc_by(keys.len() as u64);
+            METRICS
+                .purges
+                .with_label_values(&["prefix"])
+                .inc_by(req.prefixes.len() as u64);
             let v = json!({"purged": {"tags": req.tags, "keys": keys, "prefixes": req.prefixes}, "removed_from_storage": removed});
             respond_json(session, &rid, 200, &v).await;
         }
@@ -163,7 +214,12 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
             respond_json(session, &rid, 200, &v).await;
         }
         _ => {
-            respond_error(session, &rid, &ApiError::not_found(format!("no admin endpoint {method} {path}"))).await;
+            respond_error(
+                session,
+                &rid,
+                &ApiError::not_found(format!("no admin endpoint {method} {path}")),
+            )
+            .await;
         }
     }
 }
@@ -171,7 +227,8 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
 /// `PURGE /path`: purge one URL's key, from allowed networks only.
 pub async fn purge_one(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
     let rid = ctx.request_id.clone();
-    let allowed = peer_ip(session).is_some_and(|ip| crate::net::any_contains(&edge.state.purge_allowed, ip));
+    let allowed =
+        peer_ip(session).is_some_and(|ip| crate::net::any_contains(&edge.state.purge_allowed, ip));
     let token_ok = edge
         .state
         .admin_token
@@ -179,18 +236,33 @@ pub async fn purge_one(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
         .zip(bearer(session))
         .is_some_and(|(t, b)| secret_eq(t.as_bytes(), b.as_bytes()));
     if !allowed && !token_ok {
-        respond_error(session, &rid, &ApiError::forbidden("PURGE is not allowed from this address")).await;
+        respond_error(
+            session,
+            &rid,
+            &ApiError::forbidden("PURGE is not allowed from this address"),
+        )
+        .await;
         return;
     }
     let path = session.req_header().uri.path().to_string();
     let key = Edge::original_key(&path);
-    if let Err(e) = edge.state.purge.record(PurgeKind::Key, std::slice::from_ref(&key)) {
+    if let Err(e) = edge
+        .state
+        .purge
+        .record(PurgeKind::Key, std::slice::from_ref(&key))
+    {
         tracing::error!(error = %e, "purge log write failed");
         return respond_error(session, &rid, &ApiError::internal("purge log write failed")).await;
     }
     let removed = purge_keys(edge, std::slice::from_ref(&key)).await;
     METRICS.purges.with_label_values(&["key"]).inc();
-    respond_json(session, &rid, 200, &json!({"purged": key, "removed_from_storage": removed == 1})).await;
+    respond_json(
+        session,
+        &rid,
+        200,
+        &json!({"purged": key, "removed_from_storage": removed == 1}),
+    )
+    .await;
 }
 
 #[cfg(test)]
@@ -201,7 +273,10 @@ mod tests {
     fn purge_items_map_to_keys() {
         assert_eq!(key_of("orig:/a.jpg"), "orig:/a.jpg");
         assert_eq!(key_of("/samples/a.jpg?x=1"), "orig:/samples/a.jpg");
-        assert_eq!(key_of("https://cdn.example.com/samples/a.jpg"), "orig:/samples/a.jpg");
+        assert_eq!(
+            key_of("https://cdn.example.com/samples/a.jpg"),
+            "orig:/samples/a.jpg"
+        );
         assert!(secret_eq(b"abc", b"abc"));
         assert!(!secret_eq(b"abc", b"abd"));
         assert!(!secret_eq(b"abc", b"ab"));

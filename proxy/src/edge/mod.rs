@@ -21,8 +21,8 @@ use pingora_cache::filters::{calculate_fresh_until, calculate_serve_stale_durati
 use pingora_cache::key::HashBinary;
 use pingora_cache::lock::CacheKeyLockImpl;
 use pingora_cache::{
-    CacheKey, CacheMeta, CacheMetaDefaults, CachePhase, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
-    VarianceBuilder,
+    CacheKey, CacheMeta, CacheMetaDefaults, CachePhase, ForcedFreshness, HitHandler, NoCacheReason,
+    RespCacheable, VarianceBuilder,
 };
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -69,6 +69,7 @@ pub struct Ctx {
     is_fill: bool,
     started: Instant,
     upstream_started: Option<Instant>,
+    upstream_status: Option<u16>,
     error_code: Option<&'static str>,
 }
 
@@ -92,7 +93,10 @@ pub async fn respond_error(session: &mut Session, request_id: &str, e: &ApiError
 /// Writes a complete response (header + body).
 pub async fn respond(session: &mut Session, resp: ResponseHeader, body: Bytes) {
     let head_only = session.req_header().method == http::Method::HEAD;
-    if let Err(e) = session.write_response_header(Box::new(resp), head_only).await {
+    if let Err(e) = session
+        .write_response_header(Box::new(resp), head_only)
+        .await
+    {
         tracing::debug!(error = %e, "writing response header");
         return;
     }
@@ -104,9 +108,16 @@ pub async fn respond(session: &mut Session, resp: ResponseHeader, body: Bytes) {
 }
 
 /// Writes a JSON success response.
-pub async fn respond_json(session: &mut Session, request_id: &str, status: u16, value: &serde_json::Value) {
+pub async fn respond_json(
+    session: &mut Session,
+    request_id: &str,
+    status: u16,
+    value: &serde_json::Value,
+) {
     let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
-    let Ok(mut resp) = ResponseHeader::build(status, Some(5)) else { return };
+    let Ok(mut resp) = ResponseHeader::build(status, Some(5)) else {
+        return;
+    };
     let _ = resp.insert_header("content-type", "application/json");
     let _ = resp.insert_header("content-length", body.len().to_string());
     let _ = resp.insert_header("cache-control", "no-store");
@@ -120,12 +131,16 @@ fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 
 /// Whether a request path could climb out of a folder or prefix (checked before routing).
 pub fn path_is_suspicious(path: &str) -> bool {
-    crate::origin::sources::clean_path(path).is_err_and(|e| matches!(e, crate::origin::sources::SourceError::Refused(_)))
+    crate::origin::sources::clean_path(path)
+        .is_err_and(|e| matches!(e, crate::origin::sources::SourceError::Refused(_)))
 }
 
 /// The client's address as the TCP peer gave it.
 pub fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 impl Edge {
@@ -135,7 +150,9 @@ impl Edge {
     }
 
     fn spawn_fill(&self, path_and_query: String, key: String) {
-        let Some(base) = self.state.fill_base.clone() else { return };
+        let Some(base) = self.state.fill_base.clone() else {
+            return;
+        };
         {
             let mut fills = self.state.fills.lock();
             if !fills.insert(key.clone()) {
@@ -146,7 +163,12 @@ impl Edge {
         tokio::spawn(async move {
             let url = format!("{base}{path_and_query}");
             let max = state.cfg.cache.max_object.0;
-            let res = state.http.get(&url).header(FILL_HEADER, &state.fill_token).send().await;
+            let res = state
+                .http
+                .get(&url)
+                .header(FILL_HEADER, &state.fill_token)
+                .send()
+                .await;
             match res {
                 Ok(mut r) => {
                     let too_big = r.content_length().is_some_and(|l| l > max);
@@ -182,6 +204,7 @@ impl ProxyHttp for Edge {
             is_fill: false,
             started: Instant::now(),
             upstream_started: None,
+            upstream_status: None,
             error_code: None,
         }
     }
@@ -198,10 +221,17 @@ impl ProxyHttp for Edge {
             .get_all("via")
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|hop| hop.split_whitespace().nth(1) == Some(token.as_str())));
+            .any(|v| {
+                v.split(',')
+                    .any(|hop| hop.split_whitespace().nth(1) == Some(token.as_str()))
+            });
         if looped {
             ctx.error_code = Some("LOOP_DETECTED");
-            let e = ApiError::new(508, "LOOP_DETECTED", format!("request already passed through {token}"));
+            let e = ApiError::new(
+                508,
+                "LOOP_DETECTED",
+                format!("request already passed through {token}"),
+            );
             respond_error(session, &ctx.request_id, &e).await;
             return Ok(true);
         }
@@ -218,7 +248,9 @@ impl ProxyHttp for Edge {
         }
         if path == "/metrics" && method == http::Method::GET {
             let body = Bytes::from(crate::metrics::render(&self.state.storage.stats));
-            let Ok(mut resp) = ResponseHeader::build(200, Some(3)) else { return Ok(true) };
+            let Ok(mut resp) = ResponseHeader::build(200, Some(3)) else {
+                return Ok(true);
+            };
             let _ = resp.insert_header("content-type", "text/plain; version=0.0.4");
             let _ = resp.insert_header("content-length", body.len().to_string());
             let _ = resp.insert_header("cache-control", "no-store");
@@ -234,25 +266,45 @@ impl ProxyHttp for Edge {
             return Ok(true);
         }
         if method != http::Method::GET && method != http::Method::HEAD {
-            let e = ApiError::new(405, "METHOD_NOT_ALLOWED", format!("method {method} not allowed"));
+            let e = ApiError::new(
+                405,
+                "METHOD_NOT_ALLOWED",
+                format!("method {method} not allowed"),
+            );
             respond_error(session, &ctx.request_id, &e).await;
             return Ok(true);
         }
         if req.uri.to_string().len() > 8192 {
-            respond_error(session, &ctx.request_id, &ApiError::new(414, "BAD_REQUEST", "URL longer than 8192 bytes")).await;
+            respond_error(
+                session,
+                &ctx.request_id,
+                &ApiError::new(414, "BAD_REQUEST", "URL longer than 8192 bytes"),
+            )
+            .await;
             return Ok(true);
         }
         if path_is_suspicious(&path) {
-            respond_error(session, &ctx.request_id, &ApiError::bad_request(format!("path {path:?} is not allowed"))).await;
+            respond_error(
+                session,
+                &ctx.request_id,
+                &ApiError::bad_request(format!("path {path:?} is not allowed")),
+            )
+            .await;
             return Ok(true);
         }
         let Some((origin, _)) = self.state.cfg.match_origin(&path) else {
-            respond_error(session, &ctx.request_id, &ApiError::no_matching_origin(&path)).await;
+            respond_error(
+                session,
+                &ctx.request_id,
+                &ApiError::no_matching_origin(&path),
+            )
+            .await;
             return Ok(true);
         };
         ctx.origin = Some(origin);
         ctx.key = Some(Self::original_key(&path));
-        ctx.single_range = header(req, "range").is_some_and(|r| r.trim_start().starts_with("bytes=") && !r.contains(','));
+        ctx.single_range = header(req, "range")
+            .is_some_and(|r| r.trim_start().starts_with("bytes=") && !r.contains(','));
         ctx.is_fill = header(req, FILL_HEADER) == Some(self.state.fill_token.as_str());
         ctx.path = path;
         Ok(false)
@@ -262,8 +314,12 @@ impl ProxyHttp for Edge {
         if !self.state.cfg.cache.enabled || ctx.key.is_none() {
             return Ok(());
         }
-        session.cache.enable(self.state.storage, None, None, Some(self.state.lock), None);
-        session.cache.set_max_file_size_bytes(self.state.cfg.cache.max_object.0 as usize);
+        session
+            .cache
+            .enable(self.state.storage, None, None, Some(self.state.lock), None);
+        session
+            .cache
+            .set_max_file_size_bytes(self.state.cfg.cache.max_object.0 as usize);
         Ok(())
     }
 
@@ -276,7 +332,9 @@ impl ProxyHttp for Edge {
         if ctx.single_range && self.state.cfg.cache.range_miss_passthrough && !ctx.is_fill {
             // Answer the range from the source and fill the whole object in the background,
             // instead of making this client wait for (and the edge read) the whole object.
-            session.cache.disable(NoCacheReason::Custom("range miss passthrough"));
+            session
+                .cache
+                .disable(NoCacheReason::Custom("range miss passthrough"));
             ctx.passthrough = true;
             let pq = session
                 .req_header()
@@ -300,9 +358,16 @@ impl ProxyHttp for Edge {
         _is_fresh: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
-        let tags = meta.headers().get("cache-tag").and_then(|v| v.to_str().ok());
+        let tags = meta
+            .headers()
+            .get("cache-tag")
+            .and_then(|v| v.to_str().ok());
         let key = ctx.key.as_deref().unwrap_or("");
-        if self.state.purge.is_purged(key, &ctx.path, tags, meta.created()) {
+        if self
+            .state
+            .purge
+            .is_purged(key, &ctx.path, tags, meta.created())
+        {
             return Ok(Some(ForcedFreshness::ForceMiss));
         }
         Ok(None)
@@ -331,40 +396,59 @@ impl ProxyHttp for Edge {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
         if let (Some(t), Some(o)) = (ctx.upstream_started, ctx.origin) {
             let name = &self.state.cfg.origins[o].name;
-            METRICS.origin_latency.with_label_values(&[name.as_str()]).observe(t.elapsed().as_secs_f64());
+            METRICS
+                .origin_latency
+                .with_label_values(&[name.as_str()])
+                .observe(t.elapsed().as_secs_f64());
         }
         Ok(())
     }
 
-    fn response_cache_filter(&self, session: &Session, resp: &ResponseHeader, ctx: &mut Ctx) -> Result<RespCacheable> {
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
         use RespCacheable::Uncacheable;
         let status = resp.status.as_u16();
         if status == 206 || status == 304 {
-            return Ok(Uncacheable(NoCacheReason::Custom("partial or not-modified")));
+            return Ok(Uncacheable(NoCacheReason::Custom(
+                "partial or not-modified",
+            )));
         }
-        let vary_star = resp
-            .headers
-            .get_all("vary")
-            .iter()
-            .any(|v| v.to_str().map(|s| s.split(',').any(|x| x.trim() == "*")).unwrap_or(true));
+        let vary_star = resp.headers.get_all("vary").iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|x| x.trim() == "*"))
+                .unwrap_or(true)
+        });
         if vary_star || resp.headers.contains_key("set-cookie") {
             return Ok(Uncacheable(NoCacheReason::OriginNotCache));
         }
-        let too_big = header_u64(resp, "content-length").is_some_and(|l| l > self.state.cfg.cache.max_object.0);
+        let too_big = header_u64(resp, "content-length")
+            .is_some_and(|l| l > self.state.cfg.cache.max_object.0);
         if too_big {
             return Ok(Uncacheable(NoCacheReason::ResponseTooLarge));
         }
         let cc = CacheControl::from_resp_headers(resp);
-        if cc.as_ref().is_some_and(|c| c.is_cacheable() == Cacheable::No) {
+        if cc
+            .as_ref()
+            .is_some_and(|c| c.is_cacheable() == Cacheable::No)
+        {
             return Ok(Uncacheable(NoCacheReason::OriginNotCache));
         }
         let authorized = session.req_header().headers.contains_key("authorization");
-        if authorized && !cc.as_ref().is_some_and(|c| c.allow_caching_authorized_req()) {
+        if authorized
+            && !cc
+                .as_ref()
+                .is_some_and(|c| c.allow_caching_authorized_req())
+        {
             return Ok(Uncacheable(NoCacheReason::OriginNotCache));
         }
         let cache = &self.state.cfg.cache;
@@ -378,7 +462,9 @@ impl ProxyHttp for Edge {
             .origin
             .and_then(|o| self.state.cfg.origins[o].ttl.for_status(status))
             .and_then(|d| now.checked_add(d));
-        let Some(fresh_until) = calculate_fresh_until(now, cc.as_ref(), resp, authorized, &defaults).or(class_ttl) else {
+        let Some(fresh_until) =
+            calculate_fresh_until(now, cc.as_ref(), resp, authorized, &defaults).or(class_ttl)
+        else {
             return Ok(Uncacheable(NoCacheReason::OriginNotCache));
         };
         let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &defaults);
@@ -386,10 +472,21 @@ impl ProxyHttp for Edge {
         if let Some(c) = &cc {
             c.strip_private_headers(&mut header);
         }
-        Ok(RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header)))
+        Ok(RespCacheable::Cacheable(CacheMeta::new(
+            fresh_until,
+            now,
+            swr,
+            sie,
+            header,
+        )))
     }
 
-    fn cache_vary_filter(&self, meta: &CacheMeta, _ctx: &mut Ctx, req: &RequestHeader) -> Option<HashBinary> {
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
         let mut names: Vec<String> = meta
             .headers()
             .get_all("vary")
@@ -406,22 +503,38 @@ impl ProxyHttp for Edge {
         names.dedup();
         let mut vb = VarianceBuilder::new();
         for n in names {
-            let v = req.headers.get(n.as_str()).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+            let v = req
+                .headers
+                .get(n.as_str())
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
             vb.add_owned_name_value(n, v);
         }
         vb.finalize()
     }
 
-    fn should_serve_stale(&self, _session: &mut Session, _ctx: &mut Ctx, error: Option<&Error>) -> bool {
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
         // None: stale-while-revalidate; Some: stale-if-error, for upstream failures only.
         error.is_none_or(|e| e.esource() == &ErrorSource::Upstream)
     }
 
-    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         let phase = session.cache.phase();
         let x_cache = match phase {
             CachePhase::Hit => "HIT",
             CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+            // An expired entry answered from cache because the origin failed: stale-if-error.
+            CachePhase::Expired if ctx.upstream_status.is_none_or(|s| s >= 500) => "STALE",
             CachePhase::Expired => "EXPIRED",
             CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
             _ if ctx.passthrough => "MISS",
@@ -467,11 +580,15 @@ impl ProxyHttp for Edge {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 Some(ApiError::timeout("origin service timed out"))
             }
-            ErrorType::HTTPStatus(code) => Some(ApiError::new(*code, "BAD_REQUEST", "request refused")),
+            ErrorType::HTTPStatus(code) => {
+                Some(ApiError::new(*code, "BAD_REQUEST", "request refused"))
+            }
             _ => match e.esource() {
                 ErrorSource::Upstream => Some(ApiError::origin_error("origin service failed")),
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        None
+                    }
                     _ => Some(ApiError::bad_request("malformed request")),
                 },
                 _ => Some(ApiError::internal("internal error")),
@@ -487,17 +604,29 @@ impl ProxyHttp for Edge {
             }
             None => 0,
         };
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        METRICS.requests.with_label_values(&[status_label(status)]).inc();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        METRICS
+            .requests
+            .with_label_values(&[status_label(status)])
+            .inc();
         let sent = session.body_bytes_sent() as u64;
         METRICS.bytes_out.inc_by(sent);
         let ms = ctx.started.elapsed().as_secs_f64();
         let result = session.cache.phase().as_str();
-        METRICS.request_latency.with_label_values(&[result]).observe(ms);
+        METRICS
+            .request_latency
+            .with_label_values(&[result])
+            .observe(ms);
         tracing::info!(
             request_id = %ctx.request_id,
             method = %session.req_header().method,
@@ -514,7 +643,10 @@ impl ProxyHttp for Edge {
 }
 
 fn header_u64(resp: &ResponseHeader, name: &str) -> Option<u64> {
-    resp.headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+    resp.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn status_label(s: u16) -> &'static str {

@@ -24,7 +24,7 @@ pub enum PurgeKind {
 struct Line {
     k: PurgeKind,
     v: String,
-    /// Unix seconds.
+    /// Unix milliseconds.
     at: u64,
 }
 
@@ -51,8 +51,10 @@ pub struct PurgeLog {
     path: PathBuf,
 }
 
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
 }
 
 impl PurgeLog {
@@ -72,9 +74,18 @@ impl PurgeLog {
         let tmp = path.with_extension("tmp");
         {
             let mut f = std::fs::File::create(&tmp)?;
-            for (k, m) in [(PurgeKind::Tag, &maps.tags), (PurgeKind::Key, &maps.keys), (PurgeKind::Prefix, &maps.prefixes)] {
+            for (k, m) in [
+                (PurgeKind::Tag, &maps.tags),
+                (PurgeKind::Key, &maps.keys),
+                (PurgeKind::Prefix, &maps.prefixes),
+            ] {
                 for (v, at) in m {
-                    let line = serde_json::to_string(&Line { k, v: v.clone(), at: *at }).unwrap_or_default();
+                    let line = serde_json::to_string(&Line {
+                        k,
+                        v: v.clone(),
+                        at: *at,
+                    })
+                    .unwrap_or_default();
                     writeln!(f, "{line}")?;
                 }
             }
@@ -82,7 +93,11 @@ impl PurgeLog {
         }
         std::fs::rename(&tmp, path)?;
         let file = std::fs::OpenOptions::new().append(true).open(path)?;
-        Ok(PurgeLog { maps: RwLock::new(maps), file: parking_lot::Mutex::new(Some(file)), path: path.to_path_buf() })
+        Ok(PurgeLog {
+            maps: RwLock::new(maps),
+            file: parking_lot::Mutex::new(Some(file)),
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -91,13 +106,20 @@ impl PurgeLog {
 
     /// Records purges of `items` of one kind, now. Returns how many were recorded.
     pub fn record(&self, kind: PurgeKind, items: &[String]) -> std::io::Result<usize> {
-        let at = unix(SystemTime::now());
+        let at = unix_ms(SystemTime::now());
         let mut out = String::new();
         {
             let mut maps = self.maps.write();
             for v in items {
                 maps.map(kind).insert(v.clone(), at);
-                out.push_str(&serde_json::to_string(&Line { k: kind, v: v.clone(), at }).unwrap_or_default());
+                out.push_str(
+                    &serde_json::to_string(&Line {
+                        k: kind,
+                        v: v.clone(),
+                        at,
+                    })
+                    .unwrap_or_default(),
+                );
                 out.push('\n');
             }
         }
@@ -110,14 +132,19 @@ impl PurgeLog {
 
     /// Whether an entry created at `created` is purged by its key, one of its tags
     /// (comma-separated `Cache-Tag` value) or a prefix of its path.
-    pub fn is_purged(&self, key: &str, path: &str, tags: Option<&str>, created: SystemTime) -> bool {
+    pub fn is_purged(
+        &self,
+        key: &str,
+        path: &str,
+        tags: Option<&str>,
+        created: SystemTime,
+    ) -> bool {
         let maps = self.maps.read();
         if maps.tags.is_empty() && maps.keys.is_empty() && maps.prefixes.is_empty() {
             return false;
         }
-        // Entries are stamped in whole seconds: an entry from the purge's own second counts as
-        // purged (at worst it is fetched once more).
-        let created = unix(created);
+        // An entry from the purge's own millisecond counts as purged (at worst it is fetched again).
+        let created = unix_ms(created);
         let hit = |at: Option<&u64>| at.is_some_and(|at| created <= *at);
         if hit(maps.keys.get(key)) {
             return true;
@@ -129,7 +156,10 @@ impl PurgeLog {
         }
         if !maps.prefixes.is_empty() {
             if maps.prefixes.len() <= 32 {
-                return maps.prefixes.iter().any(|(p, at)| path.starts_with(p.as_str()) && created <= *at);
+                return maps
+                    .prefixes
+                    .iter()
+                    .any(|(p, at)| path.starts_with(p.as_str()) && created <= *at);
             }
             return path
                 .char_indices()

@@ -99,8 +99,11 @@ impl TieredStorage {
         if body.len() as u64 > self.mem_max_object {
             return;
         }
-        let weight = (body.len() + meta.0.len() + meta.1.len()).div_ceil(1024).clamp(1, u16::MAX as usize) as u16;
-        self.mem.put(hash, Arc::new(MemObject { meta, body }), weight);
+        let weight = (body.len() + meta.0.len() + meta.1.len())
+            .div_ceil(1024)
+            .clamp(1, u16::MAX as usize) as u16;
+        self.mem
+            .put(hash, Arc::new(MemObject { meta, body }), weight);
     }
 
     fn mem_hit(obj: Arc<MemObject>) -> Result<(CacheMeta, HitHandler)> {
@@ -108,7 +111,12 @@ impl TieredStorage {
         let len = obj.body.len();
         Ok((
             meta,
-            Box::new(MemHit { body: obj.body.clone(), start: 0, end: len, done: false }),
+            Box::new(MemHit {
+                body: obj.body.clone(),
+                start: 0,
+                end: len,
+                done: false,
+            }),
         ))
     }
 }
@@ -141,7 +149,15 @@ impl Storage for TieredStorage {
                         self.mem_put(hash, entry.meta.clone(), body.clone());
                         let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
                         let len = body.len();
-                        return Ok(Some((meta, Box::new(MemHit { body, start: 0, end: len, done: false }))));
+                        return Ok(Some((
+                            meta,
+                            Box::new(MemHit {
+                                body,
+                                start: 0,
+                                end: len,
+                                done: false,
+                            }),
+                        )));
                     }
                     self.stats.misses.fetch_add(1, Ordering::Relaxed);
                     return Ok(None);
@@ -202,7 +218,11 @@ impl Storage for TieredStorage {
             Some(d) => d.remove(hash, &self.stats),
             None => false,
         };
-        Ok(if in_mem || on_disk { PurgeOutcome::Purged(None) } else { PurgeOutcome::NotFound })
+        Ok(if in_mem || on_disk {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
     }
 
     async fn update_meta(
@@ -262,10 +282,15 @@ impl HandleHit for MemHit {
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
         if start >= self.body.len() {
-            return Error::e_explain(ErrorType::InternalError, format!("seek {start} past {}", self.body.len()));
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek {start} past {}", self.body.len()),
+            );
         }
         self.start = start;
-        self.end = end.map(|e| e.min(self.body.len())).unwrap_or(self.body.len());
+        self.end = end
+            .map(|e| e.min(self.body.len()))
+            .unwrap_or(self.body.len());
         self.done = false;
         Ok(())
     }
@@ -314,7 +339,10 @@ impl HandleHit for DiskHit {
             .await
             .or_err(ErrorType::FileReadError, "reading cached body")?;
         if n == 0 {
-            return Error::e_explain(ErrorType::FileReadError, "cached body shorter than recorded");
+            return Error::e_explain(
+                ErrorType::FileReadError,
+                "cached body shorter than recorded",
+            );
         }
         self.pos += n as u64;
         Ok(Some(self.buf.split_to(n).freeze()))
@@ -335,10 +363,15 @@ impl HandleHit for DiskHit {
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
         if start as u64 >= self.body_len {
-            return Error::e_explain(ErrorType::InternalError, format!("seek {start} past {}", self.body_len));
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek {start} past {}", self.body_len),
+            );
         }
         self.pos = start as u64;
-        self.end = end.map(|e| (e as u64).min(self.body_len)).unwrap_or(self.body_len);
+        self.end = end
+            .map(|e| (e as u64).min(self.body_len))
+            .unwrap_or(self.body_len);
         self.seeked = true;
         Ok(())
     }
@@ -391,12 +424,20 @@ impl HandleMiss for TieredMiss {
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         if let Some(w) = self.disk.take() {
             if let Some(disk) = &self.storage.disk {
-                disk.commit(w, self.hash, self.write_id, &self.meta, self.written, &self.storage.stats)
-                    .await?;
+                disk.commit(
+                    w,
+                    self.hash,
+                    self.write_id,
+                    &self.meta,
+                    self.written,
+                    &self.storage.stats,
+                )
+                .await?;
             }
         }
         if let Some(buf) = self.mem_buf.take() {
-            self.storage.mem_put(self.hash, std::mem::take(&mut self.meta), buf.freeze());
+            self.storage
+                .mem_put(self.hash, std::mem::take(&mut self.meta), buf.freeze());
         }
         Ok(MissFinishType::Created(self.written as usize))
     }
@@ -481,14 +522,19 @@ impl DiskTier {
         }
         let mut found: Vec<(std::time::SystemTime, u128, u64)> = Vec::new();
         for shard in std::fs::read_dir(dir)?.flatten() {
-            if !shard.file_type().map(|t| t.is_dir()).unwrap_or(false) || shard.file_name() == "tmp" {
+            if !shard.file_type().map(|t| t.is_dir()).unwrap_or(false) || shard.file_name() == "tmp"
+            {
                 continue;
             }
             for f in std::fs::read_dir(shard.path())?.flatten() {
                 let name = f.file_name();
                 let Some(name) = name.to_str() else { continue };
-                let Some(hex) = name.strip_suffix(".m") else { continue };
-                let Ok(hash) = u128::from_str_radix(hex, 16) else { continue };
+                let Some(hex) = name.strip_suffix(".m") else {
+                    continue;
+                };
+                let Ok(hash) = u128::from_str_radix(hex, 16) else {
+                    continue;
+                };
                 let body = f.path().with_extension("b");
                 match (f.metadata(), std::fs::metadata(&body)) {
                     (Ok(m), Ok(b)) => {
@@ -508,8 +554,15 @@ impl DiskTier {
             index.insert(hash, size);
         }
         stats.disk_bytes.store(index.total, Ordering::Relaxed);
-        stats.disk_objects.store(index.entries.len() as u64, Ordering::Relaxed);
-        let tier = DiskTier { dir: dir.to_path_buf(), tmp_dir, budget, index: Mutex::new(index) };
+        stats
+            .disk_objects
+            .store(index.entries.len() as u64, Ordering::Relaxed);
+        let tier = DiskTier {
+            dir: dir.to_path_buf(),
+            tmp_dir,
+            budget,
+            index: Mutex::new(index),
+        };
         tier.evict(stats);
         Ok(tier)
     }
@@ -517,7 +570,10 @@ impl DiskTier {
     fn paths(&self, hash: u128) -> (PathBuf, PathBuf) {
         let hex = format!("{hash:032x}");
         let shard = self.dir.join(&hex[..2]);
-        (shard.join(format!("{hex}.m")), shard.join(format!("{hex}.b")))
+        (
+            shard.join(format!("{hex}.m")),
+            shard.join(format!("{hex}.b")),
+        )
     }
 
     async fn start_write(&self, write_id: u64) -> Result<DiskWrite> {
@@ -528,7 +584,9 @@ impl DiskTier {
         let mut header = [0u8; BODY_HEADER as usize];
         header[..8].copy_from_slice(BODY_MAGIC);
         header[8..].copy_from_slice(&write_id.to_be_bytes());
-        file.write_all(&header).await.or_err(ErrorType::FileWriteError, "writing cache header")?;
+        file.write_all(&header)
+            .await
+            .or_err(ErrorType::FileWriteError, "writing cache header")?;
         Ok(DiskWrite { file, tmp })
     }
 
@@ -555,11 +613,17 @@ impl DiskTier {
         if raw.len() != 32 + l0 + l1 {
             return None;
         }
-        Some((write_id, body_len, (raw[32..32 + l0].to_vec(), raw[32 + l0..].to_vec())))
+        Some((
+            write_id,
+            body_len,
+            (raw[32..32 + l0].to_vec(), raw[32 + l0..].to_vec()),
+        ))
     }
 
     async fn write_atomic(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        let tmp = self.tmp_dir.join(format!("{:016x}.m", rand::random::<u64>()));
+        let tmp = self
+            .tmp_dir
+            .join(format!("{:016x}.m", rand::random::<u64>()));
         let mut f = tokio::fs::File::create(&tmp).await?;
         f.write_all(bytes).await?;
         f.sync_data().await?;
@@ -582,10 +646,18 @@ impl DiskTier {
     ) -> Result<()> {
         let (meta_path, body_path) = self.paths(hash);
         if let Some(shard) = body_path.parent() {
-            tokio::fs::create_dir_all(shard).await.or_err(ErrorType::FileCreateError, "cache shard")?;
+            tokio::fs::create_dir_all(shard)
+                .await
+                .or_err(ErrorType::FileCreateError, "cache shard")?;
         }
-        w.file.flush().await.or_err(ErrorType::FileWriteError, "flushing cache body")?;
-        w.file.sync_data().await.or_err(ErrorType::FileWriteError, "syncing cache body")?;
+        w.file
+            .flush()
+            .await
+            .or_err(ErrorType::FileWriteError, "flushing cache body")?;
+        w.file
+            .sync_data()
+            .await
+            .or_err(ErrorType::FileWriteError, "syncing cache body")?;
         tokio::fs::rename(&w.tmp, &body_path)
             .await
             .or_err(ErrorType::FileWriteError, "publishing cache body")?;
@@ -612,7 +684,9 @@ impl DiskTier {
                 }
             }
             stats.disk_bytes.store(idx.total, Ordering::Relaxed);
-            stats.disk_objects.store(idx.entries.len() as u64, Ordering::Relaxed);
+            stats
+                .disk_objects
+                .store(idx.entries.len() as u64, Ordering::Relaxed);
         }
         for h in victims {
             let (m, b) = self.paths(h);
@@ -628,7 +702,9 @@ impl DiskTier {
             let mut idx = self.index.lock();
             let r = idx.remove(hash);
             stats.disk_bytes.store(idx.total, Ordering::Relaxed);
-            stats.disk_objects.store(idx.entries.len() as u64, Ordering::Relaxed);
+            stats
+                .disk_objects
+                .store(idx.entries.len() as u64, Ordering::Relaxed);
             r
         };
         let removed = std::fs::remove_file(m).is_ok();
@@ -656,13 +732,21 @@ impl DiskTier {
             return torn();
         }
         self.index.lock().touch(hash);
-        Some(DiskEntry { meta, body_len, file })
+        Some(DiskEntry {
+            meta,
+            body_len,
+            file,
+        })
     }
 
     async fn rewrite_meta(&self, hash: u128, meta: &(Vec<u8>, Vec<u8>)) -> bool {
         let (meta_path, _) = self.paths(hash);
-        let Ok(raw) = tokio::fs::read(&meta_path).await else { return false };
-        let Some((write_id, body_len, _)) = Self::decode_meta(&raw) else { return false };
+        let Ok(raw) = tokio::fs::read(&meta_path).await else {
+            return false;
+        };
+        let Some((write_id, body_len, _)) = Self::decode_meta(&raw) else {
+            return false;
+        };
         let encoded = Self::encode_meta(meta, body_len, write_id);
         self.write_atomic(&meta_path, &encoded).await.is_ok()
     }
@@ -676,11 +760,21 @@ mod tests {
 
     fn meta() -> CacheMeta {
         let h = ResponseHeader::build(200, None).unwrap();
-        CacheMeta::new(SystemTime::now() + Duration::from_secs(60), SystemTime::now(), 0, 0, h)
+        CacheMeta::new(
+            SystemTime::now() + Duration::from_secs(60),
+            SystemTime::now(),
+            0,
+            0,
+            h,
+        )
     }
 
     fn leak(dir: &Path, mem: u64, mem_max: u64) -> &'static TieredStorage {
-        let limits = StorageLimits { memory_bytes: mem, memory_max_object: mem_max, disk_bytes: 1 << 30 };
+        let limits = StorageLimits {
+            memory_bytes: mem,
+            memory_max_object: mem_max,
+            disk_bytes: 1 << 30,
+        };
         Box::leak(Box::new(TieredStorage::open(dir, &limits).unwrap()))
     }
 
@@ -688,7 +782,9 @@ mod tests {
         let span = pingora_cache::trace::Span::inactive().handle();
         let mut mh = s.get_miss_handler(key, &meta(), &span).await.unwrap();
         for c in body.chunks(1000) {
-            mh.write_body(Bytes::copy_from_slice(c), false).await.unwrap();
+            mh.write_body(Bytes::copy_from_slice(c), false)
+                .await
+                .unwrap();
         }
         mh.finish().await.unwrap();
     }
@@ -712,7 +808,11 @@ mod tests {
         }
         let s = leak(dir.path(), 1 << 20, 1024);
         let span = pingora_cache::trace::Span::inactive().handle();
-        let (_, mut h) = s.lookup(&key, &span).await.unwrap().expect("hit after reopen");
+        let (_, mut h) = s
+            .lookup(&key, &span)
+            .await
+            .unwrap()
+            .expect("hit after reopen");
         assert_eq!(read_all(&mut h).await, body);
         let (_, mut h) = s.lookup(&key, &span).await.unwrap().unwrap();
         h.seek(1000, Some(2000)).unwrap();
@@ -729,7 +829,10 @@ mod tests {
         let hash = key_hash(&key);
         let (_, body_path) = s.disk.as_ref().unwrap().paths(hash);
         // Simulate a torn write: the body file is cut short.
-        let f = std::fs::OpenOptions::new().write(true).open(&body_path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&body_path)
+            .unwrap();
         f.set_len(100).unwrap();
         s.mem.remove(&hash);
         let span = pingora_cache::trace::Span::inactive().handle();
@@ -748,7 +851,10 @@ mod tests {
         assert_eq!(read_all(&mut h).await, b"hello world");
         assert_eq!(s.stats.mem_hits.load(Ordering::Relaxed), 1);
         let target = key.to_compact();
-        let out = s.purge(PurgeTarget::Active(&target), PurgeType::Invalidation, &span).await.unwrap();
+        let out = s
+            .purge(PurgeTarget::Active(&target), PurgeType::Invalidation, &span)
+            .await
+            .unwrap();
         assert!(matches!(out, PurgeOutcome::Purged(_)));
         assert!(s.lookup(&key, &span).await.unwrap().is_none());
     }
@@ -763,5 +869,50 @@ mod tests {
         assert_eq!(idx.pop_oldest(), Some(2));
         assert_eq!(idx.total, 10);
         drop(stats);
+    }
+}
+
+#[cfg(test)]
+mod purge_cycle {
+    use super::*;
+    use pingora_http::ResponseHeader;
+    use std::time::{Duration, SystemTime};
+
+    #[tokio::test]
+    async fn put_purge_put_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StorageLimits {
+            memory_bytes: 1 << 20,
+            memory_max_object: 1 << 16,
+            disk_bytes: 1 << 30,
+        };
+        let s: &'static TieredStorage =
+            Box::leak(Box::new(TieredStorage::open(dir.path(), &limits).unwrap()));
+        let key = CacheKey::new("k", "");
+        let span = pingora_cache::trace::Span::inactive().handle();
+        for round in 0..2 {
+            let h = ResponseHeader::build(200, None).unwrap();
+            let meta = CacheMeta::new(
+                SystemTime::now() + Duration::from_secs(60),
+                SystemTime::now(),
+                0,
+                0,
+                h,
+            );
+            let mut mh = s.get_miss_handler(&key, &meta, &span).await.unwrap();
+            mh.write_body(Bytes::from_static(b"abc"), true)
+                .await
+                .unwrap();
+            mh.finish().await.unwrap();
+            assert!(
+                s.lookup(&key, &span).await.unwrap().is_some(),
+                "round {round}"
+            );
+            let c = key.to_compact();
+            s.purge(PurgeTarget::Active(&c), PurgeType::Invalidation, &span)
+                .await
+                .unwrap();
+            assert!(s.lookup(&key, &span).await.unwrap().is_none());
+        }
     }
 }

@@ -38,7 +38,9 @@ pub struct OriginService {
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A JSON error response; 5xx are marked `no-store` so no cache keeps them.
@@ -54,7 +56,8 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
     if let Some(r) = e.retry_after {
         b = b.header("retry-after", r);
     }
-    b.body(full(body)).unwrap_or_else(|_| Response::new(full(Bytes::new())))
+    b.body(full(body))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 impl OriginService {
@@ -86,14 +89,25 @@ impl OriginService {
         let head = match *req.method() {
             http::Method::GET => false,
             http::Method::HEAD => true,
-            ref m => return Err(ApiError::new(405, "METHOD_NOT_ALLOWED", format!("method {m} not allowed"))),
+            ref m => {
+                return Err(ApiError::new(
+                    405,
+                    "METHOD_NOT_ALLOWED",
+                    format!("method {m} not allowed"),
+                ))
+            }
         };
         let path = req.uri().path().to_string();
         let Some((idx, groups)) = self.cfg.match_origin(&path) else {
             return Err(ApiError::no_matching_origin(&path));
         };
         let origin = &self.cfg.origins[idx];
-        let hv = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let hv = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let mut last_err: Option<SourceError> = None;
         for (j, source) in self.origins[idx].sources.iter().enumerate() {
             let template = match &origin.sources[j] {
@@ -113,7 +127,13 @@ impl OriginService {
                 Err(e) if e.falls_through() => {
                     tracing::debug!(origin = %origin.name, source = j, error = %e, "source fell through");
                     // A real failure outranks a 404 when choosing what to report.
-                    if !matches!((&last_err, &e), (Some(SourceError::Upstream(_) | SourceError::Timeout(_)), SourceError::NotFound(_))) {
+                    if !matches!(
+                        (&last_err, &e),
+                        (
+                            Some(SourceError::Upstream(_) | SourceError::Timeout(_)),
+                            SourceError::NotFound(_)
+                        )
+                    ) {
                         last_err = Some(e);
                     }
                 }
@@ -124,15 +144,25 @@ impl OriginService {
             }
         }
         Err(match last_err {
-            Some(SourceError::NotFound(_)) | None => ApiError::not_found(format!("{path} not found")),
-            Some(SourceError::Refused(_)) => ApiError::bad_request(format!("path {path:?} is not allowed")),
+            Some(SourceError::NotFound(_)) | None => {
+                ApiError::not_found(format!("{path} not found"))
+            }
+            Some(SourceError::Refused(_)) => {
+                ApiError::bad_request(format!("path {path:?} is not allowed"))
+            }
             Some(SourceError::Upstream(m)) => {
                 tracing::warn!(origin = %origin.name, error = %m, "all sources failed");
                 ApiError::origin_error(format!("origin {} failed", origin.name))
             }
-            Some(SourceError::Timeout(_)) => ApiError::timeout(format!("origin {} timed out", origin.name)),
+            Some(SourceError::Timeout(_)) => {
+                ApiError::timeout(format!("origin {} timed out", origin.name))
+            }
             Some(SourceError::RangeNotSatisfiable(size)) => {
-                let e = ApiError::new(416, "RANGE_NOT_SATISFIABLE", format!("range not satisfiable for size {size}"));
+                let e = ApiError::new(
+                    416,
+                    "RANGE_NOT_SATISFIABLE",
+                    format!("range not satisfiable for size {size}"),
+                );
                 let mut r = error_response(&e);
                 if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{size}")) {
                     r.headers_mut().insert("content-range", v);
@@ -142,12 +172,27 @@ impl OriginService {
         })
     }
 
-    fn respond(&self, origin: &str, path: &str, kind: &'static str, f: sources::Fetched) -> Response<Body> {
-        let mut b = Response::builder().status(StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK));
-        let mut tags = vec![format!("origin:{origin}"), "mode:orig".to_string(), format!("path:{path}")];
+    fn respond(
+        &self,
+        origin: &str,
+        path: &str,
+        kind: &'static str,
+        f: sources::Fetched,
+    ) -> Response<Body> {
+        let mut b =
+            Response::builder().status(StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK));
+        let mut tags = vec![
+            format!("origin:{origin}"),
+            "mode:orig".to_string(),
+            format!("path:{path}"),
+        ];
         for (k, v) in &f.headers {
             if k == "cache-tag" {
-                tags.extend(v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()));
+                tags.extend(
+                    v.split(',')
+                        .map(|t| t.trim().to_string())
+                        .filter(|t| !t.is_empty()),
+                );
                 continue;
             }
             b = b.header(k.as_str(), v.as_str());
@@ -163,11 +208,17 @@ impl OriginService {
             Some(s) => StreamBody::new(s.map_ok(Frame::data)).boxed(),
             None => full(Bytes::new()),
         };
-        b.body(body).unwrap_or_else(|e| error_response(&ApiError::internal(format!("bad source header: {e}"))))
+        b.body(body).unwrap_or_else(|e| {
+            error_response(&ApiError::internal(format!("bad source header: {e}")))
+        })
     }
 
     /// Serves HTTP/1.1 on a unix socket until `shutdown` turns true.
-    pub async fn serve_unix(self: Arc<Self>, listener: std::os::unix::net::UnixListener, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve_unix(
+        self: Arc<Self>,
+        listener: std::os::unix::net::UnixListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         if let Err(e) = listener.set_nonblocking(true) {
             tracing::error!(error = %e, "origin socket");
             return;
@@ -193,11 +244,17 @@ impl OriginService {
     }
 
     /// Serves HTTP/1.1 on TCP (the `--role origin` mode) until `shutdown` turns true.
-    pub async fn serve_tcp(self: Arc<Self>, listener: std::net::TcpListener, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve_tcp(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         if listener.set_nonblocking(true).is_err() {
             return;
         }
-        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
         loop {
             tokio::select! {
                 r = listener.accept() => match r {

@@ -52,7 +52,10 @@ impl Source for LocalSource {
         }
         let size = meta.len();
         let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
-        let nanos = mtime.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = mtime
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let etag = file_etag(size, nanos);
         let last_modified = httpdate::fmt_http_date(mtime);
         let content_type = mime_guess::from_path(&real)
@@ -66,13 +69,31 @@ impl Source for LocalSource {
             ("accept-ranges".to_string(), "bytes".to_string()),
         ];
         if let Some(inm) = &req.if_none_match {
-            if inm.split(',').any(|t| t.trim() == etag || t.trim() == "*" || t.trim().trim_start_matches("W/") == etag) {
-                return Ok(Fetched { status: 304, headers, body: None });
+            if inm.split(',').any(|t| {
+                t.trim() == etag || t.trim() == "*" || t.trim().trim_start_matches("W/") == etag
+            }) {
+                return Ok(Fetched {
+                    status: 304,
+                    headers,
+                    body: None,
+                });
             }
-        } else if let Some(ims) = req.if_modified_since.as_deref().and_then(|v| httpdate::parse_http_date(v).ok()) {
-            let secs = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        } else if let Some(ims) = req
+            .if_modified_since
+            .as_deref()
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+        {
+            let secs = |t: std::time::SystemTime| {
+                t.duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            };
             if secs(mtime) <= secs(ims) {
-                return Ok(Fetched { status: 304, headers, body: None });
+                return Ok(Fetched {
+                    status: 304,
+                    headers,
+                    body: None,
+                });
             }
         }
         let range = single_range(req.range.as_deref(), size)?;
@@ -85,7 +106,11 @@ impl Source for LocalSource {
         };
         headers.push(("content-length".into(), len.to_string()));
         if req.head {
-            return Ok(Fetched { status, headers, body: None });
+            return Ok(Fetched {
+                status,
+                headers,
+                body: None,
+            });
         }
         let mut file = tokio::fs::File::open(&real)
             .await
@@ -96,7 +121,11 @@ impl Source for LocalSource {
                 .map_err(|e| SourceError::Upstream(e.to_string()))?;
         }
         let stream = ReaderStream::with_capacity(file.take(len), 64 * 1024);
-        Ok(Fetched { status, headers, body: Some(Box::pin(stream)) })
+        Ok(Fetched {
+            status,
+            headers,
+            body: Some(Box::pin(stream)),
+        })
     }
 }
 
@@ -124,14 +153,24 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("link.txt")).unwrap();
         let src = LocalSource::new(&root).unwrap();
 
-        let f = src.fetch(&FetchRequest { path: "a.txt".into(), ..Default::default() }).await.unwrap();
+        let f = src
+            .fetch(&FetchRequest {
+                path: "a.txt".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(f.status, 200);
         assert_eq!(f.header("content-type"), Some("text/plain"));
         let etag = f.header("etag").unwrap().to_string();
         assert_eq!(body(f).await, b"0123456789");
 
         let f = src
-            .fetch(&FetchRequest { path: "a.txt".into(), range: Some("bytes=2-4".into()), ..Default::default() })
+            .fetch(&FetchRequest {
+                path: "a.txt".into(),
+                range: Some("bytes=2-4".into()),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(f.status, 206);
@@ -139,16 +178,30 @@ mod tests {
         assert_eq!(body(f).await, b"234");
 
         let f = src
-            .fetch(&FetchRequest { path: "a.txt".into(), if_none_match: Some(etag), ..Default::default() })
+            .fetch(&FetchRequest {
+                path: "a.txt".into(),
+                if_none_match: Some(etag),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(f.status, 304);
 
         for bad in ["link.txt", "../secret.txt", "%2e%2e/secret.txt"] {
-            let r = src.fetch(&FetchRequest { path: bad.into(), ..Default::default() }).await;
+            let r = src
+                .fetch(&FetchRequest {
+                    path: bad.into(),
+                    ..Default::default()
+                })
+                .await;
             assert!(matches!(r, Err(SourceError::Refused(_))), "{bad}");
         }
-        let r = src.fetch(&FetchRequest { path: "missing.txt".into(), ..Default::default() }).await;
+        let r = src
+            .fetch(&FetchRequest {
+                path: "missing.txt".into(),
+                ..Default::default()
+            })
+            .await;
         assert!(matches!(r, Err(SourceError::NotFound(_))));
     }
 }

@@ -39,7 +39,10 @@ pub struct Fetched {
 
 impl Fetched {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -60,7 +63,10 @@ pub enum SourceError {
 impl SourceError {
     /// Whether the next source should be tried.
     pub fn falls_through(&self) -> bool {
-        matches!(self, SourceError::NotFound(_) | SourceError::Upstream(_) | SourceError::Timeout(_))
+        matches!(
+            self,
+            SourceError::NotFound(_) | SourceError::Upstream(_) | SourceError::Timeout(_)
+        )
     }
 }
 
@@ -77,7 +83,9 @@ pub fn clean_path(raw: &str) -> Result<String, SourceError> {
     let refuse = || SourceError::Refused(raw.to_string());
     let once = urlencoding::decode(raw).map_err(|_| refuse())?;
     // A second decode only to detect double-encoded traversal; the once-decoded form is used.
-    let twice = urlencoding::decode(&once).map(|c| c.into_owned()).unwrap_or_default();
+    let twice = urlencoding::decode(&once)
+        .map(|c| c.into_owned())
+        .unwrap_or_default();
     for candidate in [once.as_ref(), twice.as_str()] {
         if candidate.contains('\\') || candidate.contains('\0') {
             return Err(refuse());
@@ -97,20 +105,28 @@ pub fn clean_path(raw: &str) -> Result<String, SourceError> {
 /// `Ok(None)`: no usable single range (absent, multi-range or malformed: serve the whole).
 pub fn single_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, SourceError> {
     let Some(h) = header else { return Ok(None) };
-    let Some(spec) = h.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         return Ok(None);
     }
-    let Some((a, b)) = spec.trim().split_once('-') else { return Ok(None) };
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
     let (a, b) = (a.trim(), b.trim());
     let range = if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else { return Ok(None) };
+        let Ok(n) = b.parse::<u64>() else {
+            return Ok(None);
+        };
         if n == 0 || size == 0 {
             return Err(SourceError::RangeNotSatisfiable(size));
         }
         (size.saturating_sub(n), size - 1)
     } else {
-        let Ok(start) = a.parse::<u64>() else { return Ok(None) };
+        let Ok(start) = a.parse::<u64>() else {
+            return Ok(None);
+        };
         let end = if b.is_empty() {
             size.saturating_sub(1)
         } else {
@@ -154,7 +170,10 @@ mod tests {
             "a/%00b",
             "./a",
         ] {
-            assert!(matches!(clean_path(bad), Err(SourceError::Refused(_))), "{bad}");
+            assert!(
+                matches!(clean_path(bad), Err(SourceError::Refused(_))),
+                "{bad}"
+            );
         }
         assert_eq!(clean_path("/photos/a%20b.jpg").unwrap(), "photos/a b.jpg");
         assert_eq!(clean_path("x..y/z.jpg").unwrap(), "x..y/z.jpg");
@@ -163,10 +182,22 @@ mod tests {
     #[test]
     fn ranges() {
         assert_eq!(single_range(Some("bytes=0-9"), 100).unwrap(), Some((0, 9)));
-        assert_eq!(single_range(Some("bytes=90-"), 100).unwrap(), Some((90, 99)));
-        assert_eq!(single_range(Some("bytes=-10"), 100).unwrap(), Some((90, 99)));
-        assert_eq!(single_range(Some("bytes=-1000"), 100).unwrap(), Some((0, 99)));
-        assert_eq!(single_range(Some("bytes=50-5000"), 100).unwrap(), Some((50, 99)));
+        assert_eq!(
+            single_range(Some("bytes=90-"), 100).unwrap(),
+            Some((90, 99))
+        );
+        assert_eq!(
+            single_range(Some("bytes=-10"), 100).unwrap(),
+            Some((90, 99))
+        );
+        assert_eq!(
+            single_range(Some("bytes=-1000"), 100).unwrap(),
+            Some((0, 99))
+        );
+        assert_eq!(
+            single_range(Some("bytes=50-5000"), 100).unwrap(),
+            Some((50, 99))
+        );
         assert!(single_range(Some("bytes=100-"), 100).is_err());
         assert_eq!(single_range(Some("bytes=0-1,5-6"), 100).unwrap(), None);
         assert_eq!(single_range(Some("items=0-1"), 100).unwrap(), None);

@@ -19,7 +19,11 @@ pub struct RemoteSource {
 enum ResolvedAuth {
     None,
     Header(String, String),
-    Sigv4 { identity: aws_smithy_runtime_api::client::identity::Identity, region: String, service: String },
+    Sigv4 {
+        identity: aws_smithy_runtime_api::client::identity::Identity,
+        region: String,
+        service: String,
+    },
 }
 
 const PASS_HEADERS: &[&str] = &[
@@ -42,7 +46,14 @@ fn env(name: &str, key: &str) -> Result<String, String> {
 
 impl RemoteSource {
     pub fn new(cfg: &SourceConfig) -> Result<Self, String> {
-        let SourceConfig::Remote { url, auth, timeout, connect_timeout, .. } = cfg else {
+        let SourceConfig::Remote {
+            url,
+            auth,
+            timeout,
+            connect_timeout,
+            ..
+        } = cfg
+        else {
             return Err("not a remote source".into());
         };
         let client = reqwest::Client::builder()
@@ -53,11 +64,19 @@ impl RemoteSource {
             .map_err(|e| format!("http client: {e}"))?;
         let auth = match auth {
             RemoteAuth::None => ResolvedAuth::None,
-            RemoteAuth::Bearer { token_env } => {
-                ResolvedAuth::Header("authorization".into(), format!("Bearer {}", env(token_env, "token_env")?))
+            RemoteAuth::Bearer { token_env } => ResolvedAuth::Header(
+                "authorization".into(),
+                format!("Bearer {}", env(token_env, "token_env")?),
+            ),
+            RemoteAuth::Header { name, value_env } => {
+                ResolvedAuth::Header(name.clone(), env(value_env, "value_env")?)
             }
-            RemoteAuth::Header { name, value_env } => ResolvedAuth::Header(name.clone(), env(value_env, "value_env")?),
-            RemoteAuth::AwsSigv4 { access_key_env, secret_key_env, region, service } => {
+            RemoteAuth::AwsSigv4 {
+                access_key_env,
+                secret_key_env,
+                region,
+                service,
+            } => {
                 let creds = aws_credential_types::Credentials::new(
                     env(access_key_env, "access_key_env")?,
                     env(secret_key_env, "secret_key_env")?,
@@ -65,10 +84,19 @@ impl RemoteSource {
                     None,
                     "media-edge-config",
                 );
-                ResolvedAuth::Sigv4 { identity: creds.into(), region: region.clone(), service: service.clone() }
+                ResolvedAuth::Sigv4 {
+                    identity: creds.into(),
+                    region: region.clone(),
+                    service: service.clone(),
+                }
             }
         };
-        Ok(RemoteSource { client, base: url.clone(), auth, timeout: timeout.0 })
+        Ok(RemoteSource {
+            client,
+            base: url.clone(),
+            auth,
+            timeout: timeout.0,
+        })
     }
 
     fn url_for(&self, path: &str) -> String {
@@ -84,7 +112,9 @@ fn sigv4_headers(
     url: &str,
     headers: &[(String, String)],
 ) -> Result<Vec<(String, String)>, String> {
-    use aws_sigv4::http_request::{sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings};
+    use aws_sigv4::http_request::{
+        sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
+    };
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
     let params = aws_sigv4::sign::v4::SigningParams::builder()
@@ -103,8 +133,13 @@ fn sigv4_headers(
         SignableBody::UnsignedPayload,
     )
     .map_err(|e| format!("sigv4 request: {e}"))?;
-    let (instructions, _) = sign(signable, &params).map_err(|e| format!("sigv4 sign: {e}"))?.into_parts();
-    Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| format!("sigv4 sign: {e}"))?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
 }
 
 #[async_trait]
@@ -130,19 +165,34 @@ impl Source for RemoteSource {
         match &self.auth {
             ResolvedAuth::None => {}
             ResolvedAuth::Header(k, v) => headers.push((k.clone(), v.clone())),
-            ResolvedAuth::Sigv4 { identity, region, service } => {
-                let signed = sigv4_headers(identity, region, service, &url, &headers).map_err(SourceError::Upstream)?;
+            ResolvedAuth::Sigv4 {
+                identity,
+                region,
+                service,
+            } => {
+                let signed = sigv4_headers(identity, region, service, &url, &headers)
+                    .map_err(SourceError::Upstream)?;
                 headers.extend(signed);
             }
         }
-        let mut rb = if req.head { self.client.head(&url) } else { self.client.get(&url) };
+        let mut rb = if req.head {
+            self.client.head(&url)
+        } else {
+            self.client.get(&url)
+        };
         for (k, v) in &headers {
             rb = rb.header(k, v);
         }
         let resp = match tokio::time::timeout(self.timeout, rb.send()).await {
             Err(_) => return Err(SourceError::Timeout(url_for_log(&url))),
             Ok(Err(e)) if e.is_timeout() => return Err(SourceError::Timeout(url_for_log(&url))),
-            Ok(Err(e)) => return Err(SourceError::Upstream(format!("{}: {}", url_for_log(&url), e.without_url()))),
+            Ok(Err(e)) => {
+                return Err(SourceError::Upstream(format!(
+                    "{}: {}",
+                    url_for_log(&url),
+                    e.without_url()
+                )))
+            }
             Ok(Ok(r)) => r,
         };
         let status = resp.status().as_u16();
@@ -158,20 +208,36 @@ impl Source for RemoteSource {
                     .unwrap_or(0);
                 return Err(SourceError::RangeNotSatisfiable(size));
             }
-            s if s >= 500 => return Err(SourceError::Upstream(format!("{}: status {s}", url_for_log(&url)))),
+            s if s >= 500 => {
+                return Err(SourceError::Upstream(format!(
+                    "{}: status {s}",
+                    url_for_log(&url)
+                )))
+            }
             _ => {}
         }
         let out_headers = PASS_HEADERS
             .iter()
             .filter_map(|h| {
-                resp.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| (h.to_string(), v.to_string()))
+                resp.headers()
+                    .get(*h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| (h.to_string(), v.to_string()))
             })
             .collect();
         if req.head || status == 304 {
-            return Ok(Fetched { status, headers: out_headers, body: None });
+            return Ok(Fetched {
+                status,
+                headers: out_headers,
+                body: None,
+            });
         }
         let stream = resp.bytes_stream().map_err(std::io::Error::other);
-        Ok(Fetched { status, headers: out_headers, body: Some(Box::pin(stream)) })
+        Ok(Fetched {
+            status,
+            headers: out_headers,
+            body: Some(Box::pin(stream)),
+        })
     }
 }
 

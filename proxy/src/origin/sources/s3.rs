@@ -19,7 +19,16 @@ pub struct S3Source {
 
 impl S3Source {
     pub async fn new(cfg: &SourceConfig) -> Result<Self, String> {
-        let SourceConfig::S3 { bucket, region, endpoint, path_style, access_key_env, secret_key_env, timeout, .. } = cfg
+        let SourceConfig::S3 {
+            bucket,
+            region,
+            endpoint,
+            path_style,
+            access_key_env,
+            secret_key_env,
+            timeout,
+            ..
+        } = cfg
         else {
             return Err("not an s3 source".into());
         };
@@ -33,8 +42,10 @@ impl S3Source {
             )
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2));
         if let (Some(ak), Some(sk)) = (access_key_env, secret_key_env) {
-            let ak = std::env::var(ak).map_err(|_| format!("env var {ak} (access_key_env) is not set"))?;
-            let sk = std::env::var(sk).map_err(|_| format!("env var {sk} (secret_key_env) is not set"))?;
+            let ak = std::env::var(ak)
+                .map_err(|_| format!("env var {ak} (access_key_env) is not set"))?;
+            let sk = std::env::var(sk)
+                .map_err(|_| format!("env var {sk} (secret_key_env) is not set"))?;
             loader = loader.credentials_provider(aws_credential_types::Credentials::new(
                 ak,
                 sk,
@@ -47,12 +58,25 @@ impl S3Source {
             loader = loader.endpoint_url(ep.clone());
         }
         let sdk = loader.load().await;
-        let conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(*path_style).build();
-        Ok(S3Source { client: aws_sdk_s3::Client::from_conf(conf), bucket: bucket.clone(), timeout: timeout.0 })
+        let conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(*path_style)
+            .build();
+        Ok(S3Source {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: bucket.clone(),
+            timeout: timeout.0,
+        })
     }
 
     async fn object_size(&self, key: &str) -> Option<u64> {
-        let h = self.client.head_object().bucket(&self.bucket).key(key).send().await.ok()?;
+        let h = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
         h.content_length().and_then(|l| u64::try_from(l).ok())
     }
 }
@@ -70,7 +94,11 @@ impl Source for S3Source {
             .get_object()
             .bucket(&self.bucket)
             .key(&key)
-            .set_range(req.range.clone().filter(|r| r.starts_with("bytes=") && !r.contains(',')))
+            .set_range(
+                req.range
+                    .clone()
+                    .filter(|r| r.starts_with("bytes=") && !r.contains(',')),
+            )
             .set_if_none_match(req.if_none_match.clone())
             .set_if_modified_since(
                 req.if_modified_since
@@ -94,13 +122,30 @@ impl Source for S3Source {
                                 }
                             }
                         }
-                        Ok(Fetched { status: 304, headers, body: None })
+                        Ok(Fetched {
+                            status: 304,
+                            headers,
+                            body: None,
+                        })
                     }
-                    (Some(404 | 403), _) => Err(SourceError::NotFound(format!("s3 {}/{key}", self.bucket))),
-                    (Some(416), _) => Err(SourceError::RangeNotSatisfiable(self.object_size(&key).await.unwrap_or(0))),
-                    (_, SdkError::TimeoutError(_)) => Err(SourceError::Timeout(format!("s3 {}/{key}", self.bucket))),
-                    (Some(s), _) => Err(SourceError::Upstream(format!("s3 {}/{key}: status {s}", self.bucket))),
-                    (None, e) => Err(SourceError::Upstream(format!("s3 {}/{key}: {}", self.bucket, short(e)))),
+                    (Some(404 | 403), _) => {
+                        Err(SourceError::NotFound(format!("s3 {}/{key}", self.bucket)))
+                    }
+                    (Some(416), _) => Err(SourceError::RangeNotSatisfiable(
+                        self.object_size(&key).await.unwrap_or(0),
+                    )),
+                    (_, SdkError::TimeoutError(_)) => {
+                        Err(SourceError::Timeout(format!("s3 {}/{key}", self.bucket)))
+                    }
+                    (Some(s), _) => Err(SourceError::Upstream(format!(
+                        "s3 {}/{key}: status {s}",
+                        self.bucket
+                    ))),
+                    (None, e) => Err(SourceError::Upstream(format!(
+                        "s3 {}/{key}: {}",
+                        self.bucket,
+                        short(e)
+                    ))),
                 };
             }
         };
@@ -111,21 +156,37 @@ impl Source for S3Source {
             }
         };
         push("content-type", out.content_type().map(str::to_string));
-        push("content-length", out.content_length().map(|l| l.to_string()));
+        push(
+            "content-length",
+            out.content_length().map(|l| l.to_string()),
+        );
         push("etag", out.e_tag().map(str::to_string));
         push(
             "last-modified",
-            out.last_modified().and_then(|d| d.fmt(DateTimeFormat::HttpDate).ok()),
+            out.last_modified()
+                .and_then(|d| d.fmt(DateTimeFormat::HttpDate).ok()),
         );
         push("cache-control", out.cache_control().map(str::to_string));
         push("content-range", out.content_range().map(str::to_string));
         push("expires", out.expires_string().map(str::to_string));
-        let status = if out.content_range().is_some() { 206 } else { 200 };
+        let status = if out.content_range().is_some() {
+            206
+        } else {
+            200
+        };
         if req.head {
-            return Ok(Fetched { status, headers, body: None });
+            return Ok(Fetched {
+                status,
+                headers,
+                body: None,
+            });
         }
         let reader = out.body.into_async_read();
-        Ok(Fetched { status, headers, body: Some(Box::pin(ReaderStream::with_capacity(reader, 64 * 1024))) })
+        Ok(Fetched {
+            status,
+            headers,
+            body: Some(Box::pin(ReaderStream::with_capacity(reader, 64 * 1024))),
+        })
     }
 }
 

@@ -1,0 +1,786 @@
+//! End-to-end: the edge cache in front of local, remote and S3 sources.
+
+use e2e::*;
+use std::time::Duration;
+
+fn config(origins: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{{PORT}}"]
+threads = 2
+[cache]
+memory_bytes = "64MiB"
+memory_max_object = "64KiB"
+disk_bytes = "1GiB"
+stale_while_revalidate = 0
+stale_if_error = 0
+{origins}
+"#
+    )
+}
+
+fn remote_origin(name: &str, matcher: &str, base: &str, ttl: &str) -> String {
+    format!(
+        r#"
+[[origins]]
+name = "{name}"
+matcher = "{matcher}"
+ttl = {ttl}
+[[origins.sources]]
+kind = "remote"
+url = "{base}"
+path = "$1"
+timeout = "1s"
+"#
+    )
+}
+
+fn samples_origin() -> String {
+    format!(
+        r#"
+[[origins]]
+name = "samples"
+matcher = "^/samples/(.+)$"
+[[origins.sources]]
+kind = "local"
+root = "{}"
+"#,
+        workspace().join("conf/samples").display()
+    )
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+fn h<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> (reqwest::Response, Vec<u8>) {
+    let mut rb = client().get(url);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.expect("request");
+    let hdrs = r.headers().clone();
+    let status = r.status();
+    let body = r.bytes().await.expect("body").to_vec();
+    // Rebuild a response-like pair: keep headers and status, return body separately.
+    let mut b = http::Response::builder().status(status);
+    for (k, v) in hdrs.iter() {
+        b = b.header(k, v);
+    }
+    (
+        reqwest::Response::from(b.body(Vec::<u8>::new()).unwrap()),
+        body,
+    )
+}
+
+async fn admin_purge(edge: &Edge, body: &str, token: Option<&str>) -> reqwest::Response {
+    let mut rb = client()
+        .post(edge.url("/admin/cache/purge"))
+        .body(body.to_string());
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    rb.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn miss_then_hit_with_headers() {
+    let edge = Edge::start(&config(&samples_origin())).await;
+    let want = std::fs::read(workspace().join("conf/samples/photo.jpg")).unwrap();
+    let url = edge.url("/samples/photo.jpg");
+    let (r, body) = get(&url, &[("x-request-id", "req-123")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(&r, "x-cache"), "MISS");
+    assert_eq!(h(&r, "x-cache-key"), "orig:/samples/photo.jpg");
+    assert_eq!(h(&r, "x-request-id"), "req-123");
+    assert_eq!(h(&r, "content-type"), "image/jpeg");
+    assert_eq!(h(&r, "accept-ranges"), "bytes");
+    assert!(h(&r, "via").contains("media-edge"));
+    assert!(!h(&r, "etag").is_empty());
+    assert!(
+        r.headers().get("cache-tag").is_none(),
+        "Cache-Tag is stripped"
+    );
+    assert_eq!(body, want);
+    let (r, body) = get(&url, &[]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT");
+    assert!(!h(&r, "age").is_empty());
+    assert_eq!(h(&r, "x-request-id").len(), 32, "generated request id");
+    assert_eq!(body, want);
+    // HEAD on a hit: headers, no body.
+    let r = client().head(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(&r, "content-length"), want.len().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_cold_requests_fetch_once() {
+    let origin = CountingOrigin::start().await;
+    let body = pattern(200_000);
+    origin.route(
+        "/slow.bin",
+        Canned::ok(body.clone()).delay(Duration::from_millis(700)),
+    );
+    let edge = Edge::start(&config(&remote_origin(
+        "r",
+        "^/r/(.+)$",
+        &origin.base(),
+        "{ ok = \"1h\" }",
+    )))
+    .await;
+    let url = edge.url("/r/slow.bin");
+    let reqs = (0..50).map(|_| {
+        let url = url.clone();
+        async move { get(&url, &[]).await }
+    });
+    let results = futures::future::join_all(reqs).await;
+    for (r, b) in &results {
+        assert_eq!(r.status(), 200);
+        assert_eq!(b, &body);
+    }
+    assert_eq!(origin.hits("/slow.bin"), 1, "exactly one source fetch");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sources_fall_through_in_order() {
+    let origin = CountingOrigin::start().await;
+    origin.route("/b.txt", Canned::status(500, "boom"));
+    origin.route("/c.txt", Canned::ok("late").delay(Duration::from_secs(3)));
+    let folder = tempfile::tempdir().unwrap();
+    for n in ["a.txt", "b.txt", "c.txt"] {
+        std::fs::write(folder.path().join(n), format!("local {n}")).unwrap();
+    }
+    let origins = format!(
+        r#"
+[[origins]]
+name = "multi"
+matcher = "^/m/(.+)$"
+[[origins.sources]]
+kind = "remote"
+url = "{}"
+timeout = "1s"
+[[origins.sources]]
+kind = "local"
+root = "{}"
+"#,
+        origin.base(),
+        folder.path().display()
+    );
+    let edge = Edge::start(&config(&origins)).await;
+    for (name, why) in [("a.txt", "404"), ("b.txt", "500"), ("c.txt", "timeout")] {
+        let (r, body) = get(&edge.url(&format!("/m/{name}")), &[]).await;
+        assert_eq!(r.status(), 200, "{why}");
+        assert_eq!(h(&r, "x-source-type"), "local", "{why}");
+        assert_eq!(body, format!("local {name}").as_bytes(), "{why}");
+    }
+    let (r, body) = get(&edge.url("/m/none.txt"), &[]).await;
+    assert_eq!(r.status(), 404);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "NOT_FOUND");
+    let (r, body) = get(&edge.url("/elsewhere/x"), &[]).await;
+    assert_eq!(r.status(), 404);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "NO_MATCHING_ORIGIN");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ttls_by_status_class_and_cache_control() {
+    let origin = CountingOrigin::start().await;
+    origin.route("/ok", Canned::ok("fine"));
+    origin.route("/err", Canned::status(500, "bad"));
+    origin.route("/gone", Canned::status(403, "forbidden"));
+    origin.route(
+        "/nostore",
+        Canned::ok("x").header("cache-control", "no-store"),
+    );
+    origin.route(
+        "/private",
+        Canned::ok("x").header("cache-control", "private, max-age=60"),
+    );
+    origin.route(
+        "/long",
+        Canned::ok("x").header("cache-control", "max-age=600"),
+    );
+    let ttl = r#"{ ok = "2s", redirects = "1m", client_error = "1m", server_error = 0 }"#;
+    let edge = Edge::start(&config(&remote_origin(
+        "r",
+        "^/r(/.+)$",
+        &origin.base(),
+        ttl,
+    )))
+    .await;
+    for p in ["/ok", "/err", "/gone", "/nostore", "/private", "/long"] {
+        get(&edge.url(&format!("/r{p}")), &[]).await;
+        get(&edge.url(&format!("/r{p}")), &[]).await;
+    }
+    assert_eq!(origin.hits("/ok"), 1, "2xx cached for ttl.ok");
+    assert_eq!(origin.hits("/gone"), 1, "4xx cached for ttl.client_error");
+    assert_eq!(origin.hits("/err"), 2, "5xx not cached (ttl 0)");
+    assert_eq!(origin.hits("/nostore"), 2, "no-store honoured");
+    assert_eq!(origin.hits("/private"), 2, "private honoured");
+    assert_eq!(origin.hits("/long"), 1);
+    let (r, _) = get(&edge.url("/r/err"), &[]).await;
+    assert_eq!(r.status(), 502, "a 5xx source answer is an origin error");
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let (r, _) = get(&edge.url("/r/ok"), &[]).await;
+    assert_eq!(origin.hits("/ok"), 2, "refetched after ttl.ok");
+    assert_ne!(h(&r, "x-cache"), "HIT");
+    let (r, _) = get(&edge.url("/r/long"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT", "max-age beats the class ttl");
+}
+
+fn multipart_parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .expect("boundary")
+        .trim()
+        .to_string();
+    let text = body.to_vec();
+    let delim = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut pos = 0;
+    while let Some(i) = find(&text[pos..], delim.as_bytes()) {
+        let start = pos + i + delim.len();
+        if text[start..].starts_with(b"--") {
+            break;
+        }
+        let head_end = find(&text[start..], b"\r\n\r\n").expect("part head") + start;
+        let head = String::from_utf8_lossy(&text[start..head_end]).to_string();
+        let range = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-range: ")
+                    .map(str::to_string)
+            })
+            .expect("part content-range");
+        let data_start = head_end + 4;
+        let next = find(&text[data_start..], delim.as_bytes()).expect("next delim") + data_start;
+        let data = text[data_start..next - 2].to_vec();
+        parts.push((range, data));
+        pos = next;
+    }
+    parts
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranges_on_miss_and_hit() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = pattern(100_000);
+    for n in ["a.bin", "b.bin", "c.bin"] {
+        std::fs::write(folder.path().join(n), &data).unwrap();
+    }
+    let origins = format!(
+        "[[origins]]\nname = \"f\"\nmatcher = \"^/f/(.+)$\"\n[[origins.sources]]\nkind = \"local\"\nroot = \"{}\"\n",
+        folder.path().display()
+    );
+    let edge = Edge::start(&config(&origins)).await;
+
+    // Single range on a miss: answered from the source's range.
+    let (r, body) = get(&edge.url("/f/a.bin"), &[("range", "bytes=100-199")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(h(&r, "content-range"), "bytes 100-199/100000");
+    assert_eq!(body, &data[100..200]);
+    // The whole object is filled in the background; then ranges are served from the cache.
+    let mut filled = false;
+    for _ in 0..100 {
+        let (r, _) = get(&edge.url("/f/a.bin"), &[("range", "bytes=0-0")]).await;
+        if h(&r, "x-cache") == "HIT" {
+            filled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(filled, "background fill made the object a hit");
+    let cases: &[(&str, usize, usize)] = &[
+        ("bytes=100-199", 100, 199),
+        ("bytes=-500", 99_500, 99_999),
+        ("bytes=99000-", 99_000, 99_999),
+    ];
+    for (range, s, e) in cases {
+        let (r, body) = get(&edge.url("/f/a.bin"), &[("range", range)]).await;
+        assert_eq!(r.status(), 206, "{range}");
+        assert_eq!(h(&r, "x-cache"), "HIT", "{range}");
+        assert_eq!(
+            h(&r, "content-range"),
+            format!("bytes {s}-{e}/100000"),
+            "{range}"
+        );
+        assert_eq!(body, &data[*s..=*e], "{range}");
+    }
+    // Multi-range on a hit.
+    let (r, body) = get(&edge.url("/f/a.bin"), &[("range", "bytes=0-9,50-59")]).await;
+    assert_eq!(r.status(), 206);
+    assert!(h(&r, "content-type").starts_with("multipart/byteranges"));
+    let parts = multipart_parts(h(&r, "content-type"), &body);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0].0, "bytes 0-9/100000");
+    assert_eq!(parts[0].1, &data[0..10]);
+    assert_eq!(parts[1].1, &data[50..60]);
+    // Unsatisfiable on a hit.
+    let (r, _) = get(&edge.url("/f/a.bin"), &[("range", "bytes=200000-")]).await;
+    assert_eq!(r.status(), 416);
+    assert_eq!(h(&r, "content-range"), "bytes */100000");
+    // Multi-range on a miss: fetched whole, cached, sliced.
+    let (r, body) = get(&edge.url("/f/b.bin"), &[("range", "bytes=0-9,50-59")]).await;
+    assert_eq!(r.status(), 206);
+    let parts = multipart_parts(h(&r, "content-type"), &body);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[1].0, "bytes 50-59/100000");
+    assert_eq!(parts[1].1, &data[50..60]);
+    // Unsatisfiable and open ranges on a miss.
+    let (r, body) = get(&edge.url("/f/c.bin"), &[("range", "bytes=200000-")]).await;
+    assert_eq!(r.status(), 416);
+    assert_eq!(h(&r, "content-range"), "bytes */100000");
+    assert!(String::from_utf8_lossy(&body).contains("RANGE_NOT_SATISFIABLE"));
+    let (r, body) = get(&edge.url("/f/c.bin"), &[("range", "bytes=99990-")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(body, &data[99_990..]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranged_miss_is_passed_to_the_source() {
+    let origin = CountingOrigin::start().await;
+    let data = pattern(50_000);
+    origin.route("/v.bin", Canned::ok(data.clone()).header("etag", "\"v1\""));
+    let edge = Edge::start(&config(&remote_origin(
+        "r",
+        "^/r(/.+)$",
+        &origin.base(),
+        "{ ok = \"1h\" }",
+    )))
+    .await;
+    let (r, body) = get(&edge.url("/r/v.bin"), &[("range", "bytes=1000-1999")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(body, &data[1000..2000]);
+    let seen = origin.seen.lock().unwrap().ranges.clone();
+    assert!(
+        seen.contains(&Some("bytes=1000-1999".to_string())),
+        "range forwarded: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conditional_requests_on_hits() {
+    let edge = Edge::start(&config(&samples_origin())).await;
+    let url = edge.url("/samples/alpha.png");
+    let (r, _) = get(&url, &[]).await;
+    let etag = h(&r, "etag").to_string();
+    let lm = h(&r, "last-modified").to_string();
+    get(&url, &[]).await;
+    let (r, body) = get(&url, &[("if-none-match", &etag)]).await;
+    assert_eq!(r.status(), 304);
+    assert!(body.is_empty());
+    let (r, _) = get(&url, &[("if-modified-since", &lm)]).await;
+    assert_eq!(r.status(), 304);
+    let (r, body) = get(&url, &[("if-none-match", "\"something-else\"")]).await;
+    assert_eq!(r.status(), 200);
+    assert!(!body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_if_error_serves_when_the_origin_is_down() {
+    let mut origin = CountingOrigin::start().await;
+    origin.route(
+        "/s",
+        Canned::ok("still here").header("cache-control", "max-age=1, stale-if-error=60"),
+    );
+    let edge = Edge::start(&config(&remote_origin(
+        "r",
+        "^/r(/.+)$",
+        &origin.base(),
+        "{ ok = \"1h\" }",
+    )))
+    .await;
+    let (r, _) = get(&edge.url("/r/s"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "MISS");
+    origin.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (r, body) = get(&edge.url("/r/s"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(&r, "x-cache"), "STALE");
+    assert_eq!(body, b"still here");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_while_revalidate_answers_at_once_and_refreshes() {
+    let origin = CountingOrigin::start().await;
+    origin.route(
+        "/w",
+        Canned::ok("fresh").header("cache-control", "max-age=1, stale-while-revalidate=30"),
+    );
+    let edge = Edge::start(&config(&remote_origin(
+        "r",
+        "^/r(/.+)$",
+        &origin.base(),
+        "{ ok = \"1h\" }",
+    )))
+    .await;
+    get(&edge.url("/r/w"), &[]).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (r, body) = get(&edge.url("/r/w"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "STALE");
+    assert_eq!(body, b"fresh");
+    for _ in 0..50 {
+        if origin.hits("/w") == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(origin.hits("/w"), 2, "revalidated in the background");
+    let (r, _) = get(&edge.url("/r/w"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vary_keeps_variants_apart() {
+    let origin = CountingOrigin::start().await;
+    origin.route(
+        "/v",
+        Canned::ok("v")
+            .header("vary", "Accept-Language")
+            .header("cache-control", "max-age=60"),
+    );
+    let edge = Edge::start(&config(&remote_origin(
+        "r",
+        "^/r(/.+)$",
+        &origin.base(),
+        "{ ok = \"1h\" }",
+    )))
+    .await;
+    let u = edge.url("/r/v");
+    let (r, _) = get(&u, &[("accept-language", "en")]).await;
+    assert_eq!(h(&r, "x-cache"), "MISS");
+    let (r, _) = get(&u, &[("accept-language", "en")]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT");
+    let (r, _) = get(&u, &[("accept-language", "fr")]).await;
+    assert_eq!(h(&r, "x-cache"), "MISS");
+    let (r, _) = get(&u, &[("accept-language", "fr")]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT");
+    assert_eq!(origin.hits("/v"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_by_tag_key_and_prefix_survives_restart() {
+    let origin = CountingOrigin::start().await;
+    let cc = "max-age=3600";
+    origin.route(
+        "/p/a",
+        Canned::ok("a")
+            .header("cache-control", cc)
+            .header("cache-tag", "team-a,shared"),
+    );
+    origin.route(
+        "/p/b",
+        Canned::ok("b")
+            .header("cache-control", cc)
+            .header("cache-tag", "team-b"),
+    );
+    origin.route("/q/c", Canned::ok("c").header("cache-control", cc));
+    origin.route(
+        "/q/d",
+        Canned::ok("d")
+            .header("cache-control", cc)
+            .header("cache-tag", "later"),
+    );
+    let mut edge = Edge::start(&config(&remote_origin(
+        "r",
+        "^/r(/.+)$",
+        &origin.base(),
+        "{ ok = \"1h\" }",
+    )))
+    .await;
+    for p in ["/p/a", "/p/b", "/q/c", "/q/d"] {
+        get(&edge.url(&format!("/r{p}")), &[]).await;
+    }
+    // Auth.
+    assert_eq!(
+        admin_purge(&edge, r#"{"tags":["team-a"]}"#, None)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        admin_purge(&edge, r#"{"tags":["team-a"]}"#, Some("wrong"))
+            .await
+            .status(),
+        403
+    );
+    let bad = admin_purge(&edge, r#"{"colour":["x"]}"#, Some(ADMIN_TOKEN)).await;
+    assert_eq!(bad.status(), 400);
+    // By tag.
+    assert_eq!(
+        admin_purge(&edge, r#"{"tags":["team-a"]}"#, Some(ADMIN_TOKEN))
+            .await
+            .status(),
+        200
+    );
+    let (r, _) = get(&edge.url("/r/p/a"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "MISS");
+    let (r, _) = get(&edge.url("/r/p/b"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT");
+    // By key (a URL path or an X-Cache-Key).
+    assert_eq!(
+        admin_purge(&edge, r#"{"keys":["/r/p/b"]}"#, Some(ADMIN_TOKEN))
+            .await
+            .status(),
+        200
+    );
+    let (r, _) = get(&edge.url("/r/p/b"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "MISS");
+    // By prefix.
+    assert_eq!(
+        admin_purge(&edge, r#"{"prefixes":["/r/q/"]}"#, Some(ADMIN_TOKEN))
+            .await
+            .status(),
+        200
+    );
+    let (r, _) = get(&edge.url("/r/q/c"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "MISS");
+    assert_eq!(origin.hits("/p/a"), 2);
+    assert_eq!(origin.hits("/q/c"), 2);
+    // The HTTP PURGE method from an allowed address (loopback).
+    let req = client().request(
+        reqwest::Method::from_bytes(b"PURGE").unwrap(),
+        edge.url("/r/p/a"),
+    );
+    assert_eq!(req.send().await.unwrap().status(), 200);
+    let (r, _) = get(&edge.url("/r/p/a"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "MISS");
+    // A purge recorded before a restart still applies after it.
+    get(&edge.url("/r/q/d"), &[]).await;
+    let (r, _) = get(&edge.url("/r/q/d"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT");
+    assert_eq!(
+        admin_purge(&edge, r#"{"tags":["later"]}"#, Some(ADMIN_TOKEN))
+            .await
+            .status(),
+        200
+    );
+    edge.restart().await;
+    let (r, _) = get(&edge.url("/r/q/d"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "MISS", "purge persisted across restart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_tier_survives_restart() {
+    let origin = CountingOrigin::start().await;
+    let big = pattern(300_000); // over memory_max_object: disk only
+    origin.route(
+        "/big",
+        Canned::ok(big.clone()).header("cache-control", "max-age=3600"),
+    );
+    origin.route(
+        "/small",
+        Canned::ok("small").header("cache-control", "max-age=3600"),
+    );
+    let mut edge = Edge::start(&config(&remote_origin(
+        "r",
+        "^/r(/.+)$",
+        &origin.base(),
+        "{ ok = \"1h\" }",
+    )))
+    .await;
+    get(&edge.url("/r/big"), &[]).await;
+    get(&edge.url("/r/small"), &[]).await;
+    edge.restart().await;
+    let (r, body) = get(&edge.url("/r/big"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT");
+    assert_eq!(body, big);
+    let (r, body) = get(&edge.url("/r/small"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT");
+    assert_eq!(body, b"small");
+    assert_eq!(origin.hits("/big"), 1);
+    assert_eq!(origin.hits("/small"), 1);
+    let m = client()
+        .get(edge.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("media_edge_cache_lookups_total{tier=\"disk\"}"),
+        "{m}"
+    );
+    assert!(m.contains("media_edge_requests_total"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn via_loop_is_refused() {
+    let edge = Edge::start(&config(&samples_origin())).await;
+    let (r, body) = get(
+        &edge.url("/samples/photo.jpg"),
+        &[("via", "1.1 other, 1.1 media-edge")],
+    )
+    .await;
+    assert_eq!(r.status(), 508);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "LOOP_DETECTED");
+    let (r, _) = get(&edge.url("/samples/photo.jpg"), &[("via", "1.1 other-cdn")]).await;
+    assert_eq!(r.status(), 200);
+    assert!(h(&r, "via").ends_with("1.1 media-edge"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traversal_and_bad_methods_are_refused() {
+    let edge = Edge::start(&config(&samples_origin())).await;
+    for p in [
+        "/samples/../../Cargo.toml",
+        "/samples/..%2f..%2fCargo.toml",
+        "/samples/%2e%2e/%2e%2e/Cargo.toml",
+        "/samples/%252e%252e/x",
+        "/samples/a%5c..%5cb",
+        "/samples/..\\..\\Cargo.toml",
+    ] {
+        let (status, body) = raw_get(edge.port, p).await;
+        assert_eq!(status, 400, "{p}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "BAD_REQUEST", "{p}");
+    }
+    let r = client()
+        .delete(edge.url("/samples/photo.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let r = client()
+        .get(edge.url("/admin/cache/stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .get(edge.url("/admin/cache/stats"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(edge.url("/health")).send().await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["status"], "healthy");
+    assert!(v["version"].is_string() && v["uptime"].is_u64());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_origin_passes_validators_and_ranges() {
+    let s3 = S3Server::start("media").await;
+    let data = pattern(150_000);
+    s3.put("media", "videos/clip.bin", &data);
+    s3.put("media", "videos/other.bin", &data);
+    let origins = format!(
+        r#"
+[[origins]]
+name = "s3"
+matcher = "^/s3/(.+)$"
+[[origins.sources]]
+kind = "s3"
+bucket = "media"
+region = "us-east-1"
+endpoint = "{}"
+path_style = true
+access_key_env = "TEST_S3_AK"
+secret_key_env = "TEST_S3_SK"
+path = "videos/$1"
+"#,
+        s3.endpoint
+    );
+    let edge = Edge::start_with_env(
+        &config(&origins),
+        &[("TEST_S3_AK", S3_ACCESS_KEY), ("TEST_S3_SK", S3_SECRET_KEY)],
+    )
+    .await;
+    let (r, body) = get(&edge.url("/s3/clip.bin"), &[]).await;
+    assert_eq!(r.status(), 200, "{}", edge.log());
+    assert_eq!(h(&r, "x-source-type"), "s3");
+    assert!(h(&r, "etag").starts_with('"'), "ETag passes through");
+    assert!(
+        !h(&r, "last-modified").is_empty(),
+        "Last-Modified passes through"
+    );
+    assert_eq!(body, data);
+    let (r, _) = get(&edge.url("/s3/clip.bin"), &[]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT");
+    let (r, body) = get(&edge.url("/s3/other.bin"), &[("range", "bytes=140000-")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(h(&r, "content-range"), "bytes 140000-149999/150000");
+    assert_eq!(body, &data[140_000..]);
+    let (r, _) = get(&edge.url("/s3/missing.bin"), &[]).await;
+    assert_eq!(r.status(), 404);
+    let (status, _) = raw_get(edge.port, "/s3/..%2f..%2fetc%2fpasswd").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_reports_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[server]
+listen = ["not-an-address"]
+[cache]
+memory_bytes = "lots"
+[[origins]]
+name = "x"
+matcher = "^/x/(.*"
+[[origins.sources]]
+kind = "local"
+root = "/no/such/folder"
+[[origins]]
+name = "y"
+matcher = "^/y/"
+sources = [{ kind = "ftp" }]
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary())
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for path in [
+        "server.listen[0]",
+        "cache.memory_bytes",
+        "origins[0].matcher",
+        "origins[0].sources[0].root",
+        "origins[1].sources[0]",
+    ] {
+        assert!(text.contains(path), "{path} missing in:\n{text}");
+    }
+    let good = workspace().join("conf/media-edge.toml");
+    let out = std::process::Command::new(binary())
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = std::process::Command::new(binary())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("media-edge"));
+}
