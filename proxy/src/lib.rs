@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod net;
 pub mod origin;
 pub mod server;
+pub mod transform;
