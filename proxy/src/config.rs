@@ -198,6 +198,9 @@ pub struct ServerConfig {
     /// Log as JSON lines.
     #[serde(default)]
     pub json_logs: bool,
+    /// Allow `debug=view` without the admin token.
+    #[serde(default)]
+    pub debug_view: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,6 +306,10 @@ pub struct OriginConfig {
     pub matcher: String,
     #[serde(default)]
     pub ttl: TtlConfig,
+    /// Per-origin request resolution switches (`akamai_snapping`, `derivative_matching`,
+    /// `responsive`; all on by default).
+    #[serde(default)]
+    pub options: filters::ResolveOptions,
     /// Tried in order; 404, 5xx and timeouts fall through to the next.
     pub sources: Vec<SourceConfig>,
 }
@@ -386,6 +393,8 @@ pub enum RemoteAuth {
 pub struct Config {
     pub server: ServerConfig,
     pub cache: CacheConfig,
+    /// Transform parameters: derivatives, breakpoints, client hints, rate limits.
+    pub filters: filters::FiltersConfig,
     pub origins: Vec<OriginConfig>,
     /// Compiled matchers, one per origin, same order.
     pub matchers: Vec<Regex>,
@@ -523,10 +532,10 @@ impl Config {
             }
         };
         for key in doc.keys() {
-            if !matches!(key.as_str(), "server" | "cache" | "origins") {
+            if !matches!(key.as_str(), "server" | "cache" | "filters" | "origins") {
                 problems.push(ConfigProblem {
                     path: key.clone(),
-                    message: format!("unknown section `{key}` (expected server, cache, origins)"),
+                    message: format!("unknown section `{key}` (expected server, cache, filters, origins)"),
                 });
             }
         }
@@ -537,6 +546,14 @@ impl Config {
         };
         let server: Option<ServerConfig> = section(table("server"), "server", &mut problems);
         let cache: Option<CacheConfig> = section(table("cache"), "cache", &mut problems);
+        let filters_cfg: Option<filters::FiltersConfig> = section(table("filters"), "filters", &mut problems);
+        if let Some(f) = &filters_cfg {
+            if let Err(errs) = f.validate() {
+                for e in errs {
+                    problems.push(ConfigProblem { path: "filters".into(), message: e });
+                }
+            }
+        }
         let mut origins = Vec::new();
         match doc.get("origins") {
             None => {}
@@ -707,7 +724,7 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
-        let (Some(mut server), Some(cache)) = (server, cache) else {
+        let (Some(mut server), Some(cache), Some(filters)) = (server, cache, filters_cfg) else {
             return Err(ConfigErrors(problems));
         };
         for t in &mut server.tls {
@@ -721,6 +738,7 @@ impl Config {
         Ok(Config {
             server,
             cache,
+            filters,
             origins: out_origins,
             matchers,
         })
@@ -789,7 +807,7 @@ mod tests {
 
     #[test]
     fn default_config_is_valid() {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
         let c = Config::parse(DEFAULT_CONFIG, &base).expect("default config validates");
         let (i, groups) = c
             .match_origin("/samples/photo.jpg")

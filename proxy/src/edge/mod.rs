@@ -71,6 +71,21 @@ pub struct Ctx {
     upstream_started: Option<Instant>,
     upstream_status: Option<u16>,
     error_code: Option<&'static str>,
+    /// The resolved request (spec, key, hints used).
+    pub resolved: Option<filters::Resolved>,
+    /// Path and canonical query sent to the origin service.
+    upstream_path: Option<String>,
+    /// `format=auto` was negotiated from `Accept`.
+    vary_accept: bool,
+}
+
+/// A request resolved to a spec, an origin and the origin service's request target.
+pub struct Resolution {
+    pub resolved: filters::Resolved,
+    pub origin: usize,
+    pub upstream_path: String,
+    /// The response depends on `Accept` (`format=auto`).
+    pub vary_accept: bool,
 }
 
 /// Writes a JSON error response. Never fails the request further: errors writing are logged.
@@ -146,7 +161,45 @@ pub fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
 impl Edge {
     /// Cache key of an original (no transform): `orig:{path}`.
     pub fn original_key(path: &str) -> String {
-        format!("orig:{path}")
+        filters::cache_key(&filters::TransformSpec::new(filters::Mode::Original), &filters::Source::Path(path.to_string()))
+    }
+
+    /// Resolves a request into a spec (filters crate), its origin, its cache key and the
+    /// origin service's request target. `format=auto` is negotiated here from `Accept`, so
+    /// the negotiated format (not the raw header) enters the key.
+    pub fn resolve(&self, path: &str, query: Option<&str>, headers: &http::HeaderMap) -> std::result::Result<Resolution, ApiError> {
+        let cfg = &self.state.cfg;
+        let parts = filters::RequestParts { path, query, headers };
+        let to_api = |e: filters::FilterError| ApiError::new(e.status(), e.code(), e.to_string());
+        let mut resolved = filters::resolve(&parts, &cfg.filters, &filters::ResolveOptions::default()).map_err(to_api)?;
+        let source_path = match &resolved.source {
+            filters::Source::Path(p) => p.clone(),
+            filters::Source::External(_) => {
+                return Err(ApiError::forbidden("external fetches are not enabled on this node"));
+            }
+        };
+        let Some((origin, _)) = cfg.match_origin(&source_path) else {
+            return Err(ApiError::no_matching_origin(&source_path));
+        };
+        let opts = &cfg.origins[origin].options;
+        if *opts != filters::ResolveOptions::default() {
+            resolved = filters::resolve(&parts, &cfg.filters, opts).map_err(to_api)?;
+        }
+        let vary_accept = resolved.spec.format == Some(filters::Format::Auto);
+        if vary_accept {
+            let accept = headers.get("accept").and_then(|v| v.to_str().ok());
+            let negotiated = filters::negotiate_format(accept, false, true);
+            if matches!(negotiated, filters::Format::Avif | filters::Format::Webp) {
+                resolved.spec.format = Some(negotiated);
+            }
+            resolved.cache_key = filters::cache_key(&resolved.spec, &resolved.source);
+        }
+        let upstream_path = if resolved.spec.is_passthrough() {
+            source_path
+        } else {
+            format!("{source_path}?{}", resolved.spec.to_canonical_query())
+        };
+        Ok(Resolution { resolved, origin, upstream_path, vary_accept })
     }
 
     fn spawn_fill(&self, path_and_query: String, key: String) {
@@ -206,6 +259,9 @@ impl ProxyHttp for Edge {
             upstream_started: None,
             upstream_status: None,
             error_code: None,
+            resolved: None,
+            upstream_path: None,
+            vary_accept: false,
         }
     }
 
@@ -292,20 +348,40 @@ impl ProxyHttp for Edge {
             .await;
             return Ok(true);
         }
-        let Some((origin, _)) = self.state.cfg.match_origin(&path) else {
-            respond_error(
-                session,
-                &ctx.request_id,
-                &ApiError::no_matching_origin(&path),
-            )
-            .await;
-            return Ok(true);
+        let query = req.uri.query().map(str::to_string);
+        let resolved = match self.resolve(&path, query.as_deref(), &req.headers) {
+            Ok(r) => r,
+            Err(e) => {
+                respond_error(session, &ctx.request_id, &e).await;
+                return Ok(true);
+            }
         };
+        let Resolution { resolved, origin, upstream_path, vary_accept } = resolved;
+        if resolved.debug {
+            let allowed = self.state.cfg.server.debug_view || admin::is_admin(self, session);
+            if !allowed {
+                let e = ApiError::forbidden("debug=view needs the admin token or server.debug_view = true");
+                respond_error(session, &ctx.request_id, &e).await;
+                return Ok(true);
+            }
+            let o = &self.state.cfg.origins[origin];
+            let mut v = serde_json::to_value(&resolved.diagnostics).unwrap_or_default();
+            v["origin"] = serde_json::json!({ "name": o.name, "matcher": o.matcher,
+                "sources": o.sources.iter().map(|s| s.kind()).collect::<Vec<_>>() });
+            v["cache_key"] = serde_json::json!(resolved.cache_key);
+            v["upstream"] = serde_json::json!(upstream_path);
+            respond_json(session, &ctx.request_id, 200, &v).await;
+            return Ok(true);
+        }
+        let req = session.req_header();
         ctx.origin = Some(origin);
-        ctx.key = Some(Self::original_key(&path));
-        ctx.single_range = header(req, "range")
-            .is_some_and(|r| r.trim_start().starts_with("bytes=") && !r.contains(','));
+        ctx.key = Some(resolved.cache_key.clone());
+        ctx.single_range = resolved.spec.is_passthrough()
+            && header(req, "range").is_some_and(|r| r.trim_start().starts_with("bytes=") && !r.contains(','));
         ctx.is_fill = header(req, FILL_HEADER) == Some(self.state.fill_token.as_str());
+        ctx.upstream_path = Some(upstream_path);
+        ctx.vary_accept = vary_accept;
+        ctx.resolved = Some(resolved);
         ctx.path = path;
         Ok(false)
     }
@@ -389,6 +465,12 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         upstream.insert_header("x-request-id", &ctx.request_id)?;
         upstream.remove_header(FILL_HEADER);
+        if let Some(target) = &ctx.upstream_path {
+            let uri: http::Uri = target
+                .parse()
+                .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream target"))?;
+            upstream.set_uri(uri);
+        }
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
@@ -558,6 +640,28 @@ impl ProxyHttp for Edge {
             resp.insert_header("x-cache-key", k.as_str())?;
         }
         resp.insert_header("x-request-id", &ctx.request_id)?;
+        if let Some(r) = &ctx.resolved {
+            for (k, v) in filters::response_headers(&r.spec) {
+                resp.insert_header(k, v)?;
+            }
+            let mut vary: Vec<&str> = r.vary.clone();
+            if ctx.vary_accept {
+                vary.push("Accept");
+            }
+            if !vary.is_empty() {
+                let existing = resp.headers.get("vary").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let mut all: Vec<String> = existing.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                for v in vary {
+                    if !all.iter().any(|a| a.eq_ignore_ascii_case(v)) {
+                        all.push(v.to_string());
+                    }
+                }
+                resp.insert_header("vary", all.join(", "))?;
+            }
+            if r.accept_ch {
+                resp.insert_header("accept-ch", filters::ACCEPT_CH)?;
+            }
+        }
         let via = format!("1.1 {}", self.state.cfg.server.via_token);
         let new_via = match resp.headers.get("via").and_then(|v| v.to_str().ok()) {
             Some(existing) if !existing.is_empty() => format!("{existing}, {via}"),

@@ -1,0 +1,2 @@
+//! Image engine benchmarks (placeholder while the engine lands).
+fn main() {}

@@ -1,0 +1,339 @@
+//! Encoders: a finished [`Raster`] (or a sequence of animation frames) to WebP (libwebp,
+//! lossy or lossless, animated through libwebp's `WebPAnimEncoder`), AVIF (ravif/rav1e),
+//! JPEG (libjpeg-turbo: progressive, 4:2:0, optimised Huffman), PNG (zlib level from the
+//! quality table) and GIF. Owns the quality table; it writes no metadata except the EXIF
+//! block the caller passes for JPEG under an explicit metadata policy.
+
+use filters::{Compression, Quality, TransformSpec};
+
+use super::{OutFormat, Raster};
+use crate::transform::TransformError;
+
+/// Encoder settings resolved from the spec and options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// 1..=100 for WebP/JPEG/AVIF.
+    pub quality: u8,
+    /// `quality=lossless`: lossless WebP, PNG stays PNG.
+    pub lossless: bool,
+    /// zlib level 0..=9 for PNG.
+    pub png_level: u8,
+    /// rav1e speed 1..=10.
+    pub avif_speed: u8,
+}
+
+/// The quality table: low|medium|high|lossless → 60/75/90/100 (WebP/JPEG/AVIF) and PNG
+/// compression 8/6/4/0; a number 1..=100 is used as is (PNG: interpolated on the same
+/// table); `auto` is medium. An explicit `compression` (`fast` = 1, or 0..=9) wins for PNG.
+pub fn settings(spec: &TransformSpec, avif_speed: u8) -> Settings {
+    let q = spec.quality.unwrap_or(Quality::Auto);
+    let quality = q.level().unwrap_or(75).clamp(1, 100);
+    let table_level = match q {
+        Quality::Low => 8,
+        Quality::Medium | Quality::Auto => 6,
+        Quality::High => 4,
+        Quality::Lossless => 0,
+        Quality::Value(v) => png_level_for(v),
+    };
+    let png_level = match spec.compression {
+        Some(Compression::Fast) => 1,
+        Some(Compression::Level(l)) => l.min(9),
+        None => table_level,
+    };
+    Settings {
+        quality,
+        lossless: q == Quality::Lossless,
+        png_level,
+        avif_speed: avif_speed.clamp(1, 10),
+    }
+}
+
+/// Piecewise-linear through (60, 8), (75, 6), (90, 4), (100, 0); 9 below 60 down to 1.
+fn png_level_for(q: u8) -> u8 {
+    let q = f64::from(q.clamp(1, 100));
+    let pts = [(1.0, 9.0), (60.0, 8.0), (75.0, 6.0), (90.0, 4.0), (100.0, 0.0)];
+    for win in pts.windows(2) {
+        let ((q0, l0), (q1, l1)) = (win[0], win[1]);
+        if q <= q1 {
+            return (l0 + (l1 - l0) * (q - q0) / (q1 - q0)).round() as u8;
+        }
+    }
+    0
+}
+
+fn enc_err(what: &str, e: impl std::fmt::Debug) -> TransformError {
+    TransformError::Internal(format!("{what} encoder failed: {e:?}"))
+}
+
+/// Encodes one still image. `exif` (raw TIFF) is embedded for JPEG only.
+pub fn encode_still(
+    r: &Raster,
+    fmt: OutFormat,
+    s: &Settings,
+    exif: Option<&[u8]>,
+) -> Result<Vec<u8>, TransformError> {
+    match fmt {
+        OutFormat::Webp => webp_still(r, s),
+        OutFormat::Avif => avif(r, s),
+        OutFormat::Jpeg => {
+            let out = jpeg(r, s.quality)?;
+            Ok(match exif {
+                Some(e) => super::exif::jpeg_insert_exif(out, e),
+                None => out,
+            })
+        }
+        OutFormat::Png => png(r, s.png_level),
+        OutFormat::Gif => {
+            let frame = Frame {
+                raster: r.clone().to_rgba(),
+                delay_ms: 0,
+            };
+            gif(std::slice::from_ref(&frame), None)
+        }
+    }
+}
+
+fn webp_still(r: &Raster, s: &Settings) -> Result<Vec<u8>, TransformError> {
+    let layout = if r.alpha {
+        webp::PixelLayout::Rgba
+    } else {
+        webp::PixelLayout::Rgb
+    };
+    let mem = webp::Encoder::new(&r.data, layout, r.width, r.height)
+        .encode_simple(s.lossless, f32::from(s.quality))
+        .map_err(|e| enc_err("webp", e))?;
+    Ok(mem.to_vec())
+}
+
+fn avif(r: &Raster, s: &Settings) -> Result<Vec<u8>, TransformError> {
+    use rgb::FromSlice;
+    let enc = ravif::Encoder::new()
+        .with_quality(f32::from(s.quality))
+        .with_alpha_quality(f32::from(s.quality))
+        .with_speed(s.avif_speed);
+    let (w, h) = (r.width as usize, r.height as usize);
+    let out = if r.alpha {
+        enc.encode_rgba(ravif::Img::new(r.data.as_rgba(), w, h))
+    } else {
+        enc.encode_rgb(ravif::Img::new(r.data.as_rgb(), w, h))
+    }
+    .map_err(|e| enc_err("avif", e))?;
+    Ok(out.avif_file)
+}
+
+fn jpeg(r: &Raster, quality: u8) -> Result<Vec<u8>, TransformError> {
+    let (pixels, format) = if r.alpha {
+        (&r.data[..], turbojpeg::PixelFormat::RGBA)
+    } else {
+        (&r.data[..], turbojpeg::PixelFormat::RGB)
+    };
+    let mut c = turbojpeg::Compressor::new().map_err(|e| enc_err("jpeg", e))?;
+    c.set_quality(i32::from(quality)).map_err(|e| enc_err("jpeg", e))?;
+    c.set_subsamp(turbojpeg::Subsamp::Sub2x2)
+        .map_err(|e| enc_err("jpeg", e))?;
+    c.set_progressive(true).map_err(|e| enc_err("jpeg", e))?;
+    c.set_optimize(true).map_err(|e| enc_err("jpeg", e))?;
+    let img = turbojpeg::Image {
+        pixels,
+        width: r.width as usize,
+        pitch: r.width as usize * format.size(),
+        height: r.height as usize,
+        format,
+    };
+    c.compress_to_vec(img).map_err(|e| enc_err("jpeg", e))
+}
+
+fn png(r: &Raster, level: u8) -> Result<Vec<u8>, TransformError> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    let compression = match level {
+        0 => CompressionType::Uncompressed,
+        l => CompressionType::Level(l.min(9)),
+    };
+    let enc = PngEncoder::new_with_quality(&mut out, compression, FilterType::Adaptive);
+    let ct = if r.alpha {
+        image::ExtendedColorType::Rgba8
+    } else {
+        image::ExtendedColorType::Rgb8
+    };
+    enc.write_image(&r.data, r.width, r.height, ct)
+        .map_err(|e| enc_err("png", e))?;
+    Ok(out)
+}
+
+/// One animation frame: full-canvas RGBA and how long it shows.
+#[derive(Clone)]
+pub struct Frame {
+    pub raster: Raster,
+    pub delay_ms: u32,
+}
+
+/// Encodes an animation. `loops`: `None` = forever, `Some(n)` = the source container's
+/// finite loop count, carried over as is.
+pub fn encode_animation(
+    frames: &[Frame],
+    fmt: OutFormat,
+    s: &Settings,
+    loops: Option<u32>,
+) -> Result<Vec<u8>, TransformError> {
+    match fmt {
+        OutFormat::Webp => webp_anim(frames, s, loops),
+        OutFormat::Gif => gif(frames, loops),
+        other => Err(TransformError::BadRequest(format!(
+            "animated output is webp or gif, not {}",
+            other.as_str()
+        ))),
+    }
+}
+
+fn gif(frames: &[Frame], loops: Option<u32>) -> Result<Vec<u8>, TransformError> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    let mut out = Vec::new();
+    {
+        let mut enc = GifEncoder::new_with_speed(&mut out, 10);
+        if frames.len() > 1 {
+            let repeat = match loops {
+                None => Repeat::Infinite,
+                Some(n) => Repeat::Finite(u16::try_from(n).unwrap_or(u16::MAX)),
+            };
+            enc.set_repeat(repeat).map_err(|e| enc_err("gif", e))?;
+        }
+        for f in frames {
+            let r = f.raster.clone().to_rgba();
+            let buf = image::RgbaImage::from_raw(r.width, r.height, r.data)
+                .ok_or_else(|| TransformError::Internal("gif frame size mismatch".into()))?;
+            let delay = image::Delay::from_numer_denom_ms(f.delay_ms, 1);
+            enc.encode_frame(image::Frame::from_parts(buf, 0, 0, delay))
+                .map_err(|e| enc_err("gif", e))?;
+        }
+    }
+    Ok(out)
+}
+
+/// Owns a `WebPAnimEncoder` so every exit path frees it.
+struct AnimEncoder(*mut libwebp_sys::WebPAnimEncoder);
+
+impl Drop for AnimEncoder {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from WebPAnimEncoderNewInternal and is deleted once.
+        unsafe { libwebp_sys::WebPAnimEncoderDelete(self.0) }
+    }
+}
+
+/// Owns a `WebPPicture`'s buffers.
+struct Picture(libwebp_sys::WebPPicture);
+
+impl Drop for Picture {
+    fn drop(&mut self) {
+        // SAFETY: the picture was initialised by WebPPictureInit; freeing is idempotent.
+        unsafe { libwebp_sys::WebPPictureFree(&mut self.0) }
+    }
+}
+
+fn webp_anim(frames: &[Frame], s: &Settings, loops: Option<u32>) -> Result<Vec<u8>, TransformError> {
+    use libwebp_sys as w;
+    let first = frames
+        .first()
+        .ok_or_else(|| TransformError::Internal("animation with no frames".into()))?;
+    let (width, height) = (first.raster.width, first.raster.height);
+    let mut config = w::WebPConfig::new().map_err(|_| enc_err("webp", "config init"))?;
+    config.lossless = i32::from(s.lossless);
+    config.quality = f32::from(s.quality);
+    // SAFETY: all pointers passed below point to live, initialised values owned here; the
+    // pixel buffers outlive the import calls (which copy them) and are exactly
+    // width*height*4 bytes (checked per frame).
+    unsafe {
+        if w::WebPValidateConfig(&config) == 0 {
+            return Err(enc_err("webp", "invalid config"));
+        }
+        let mut eo = std::mem::MaybeUninit::<w::WebPAnimEncoderOptions>::uninit();
+        let abi = w::WebPGetMuxABIVersion();
+        if w::WebPAnimEncoderOptionsInitInternal(eo.as_mut_ptr(), abi) == 0 {
+            return Err(enc_err("webp", "anim options init"));
+        }
+        let mut eo = eo.assume_init();
+        eo.anim_params.loop_count = match loops {
+            None => 0,
+            Some(n) => i32::try_from(n.clamp(1, 65535)).unwrap_or(65535),
+        };
+        let enc = w::WebPAnimEncoderNewInternal(width as i32, height as i32, &eo, abi);
+        if enc.is_null() {
+            return Err(enc_err("webp", "anim encoder init"));
+        }
+        let enc = AnimEncoder(enc);
+        let mut ts: i64 = 0;
+        for f in frames {
+            let r = &f.raster;
+            if (r.width, r.height) != (width, height) || !r.alpha || r.data.len() != (width * height * 4) as usize {
+                return Err(TransformError::Internal("animation frames differ in size".into()));
+            }
+            let mut pic = Picture(w::WebPPicture::new().map_err(|_| enc_err("webp", "picture init"))?);
+            pic.0.use_argb = 1;
+            pic.0.width = width as i32;
+            pic.0.height = height as i32;
+            if w::WebPPictureImportRGBA(&mut pic.0, r.data.as_ptr(), (width * 4) as i32) == 0 {
+                return Err(enc_err("webp", "picture import"));
+            }
+            let t = i32::try_from(ts).map_err(|_| TransformError::TooLarge("animation too long".into()))?;
+            if w::WebPAnimEncoderAdd(enc.0, &mut pic.0, t, &config) == 0 {
+                return Err(enc_err("webp", anim_error(enc.0)));
+            }
+            ts += i64::from(f.delay_ms.max(1));
+        }
+        let t = i32::try_from(ts).map_err(|_| TransformError::TooLarge("animation too long".into()))?;
+        if w::WebPAnimEncoderAdd(enc.0, std::ptr::null_mut(), t, std::ptr::null()) == 0 {
+            return Err(enc_err("webp", anim_error(enc.0)));
+        }
+        let mut data = w::WebPData::default();
+        if w::WebPAnimEncoderAssemble(enc.0, &mut data) == 0 {
+            return Err(enc_err("webp", anim_error(enc.0)));
+        }
+        let out = if data.bytes.is_null() {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(data.bytes, data.size).to_vec()
+        };
+        w::WebPDataClear(&mut data);
+        Ok(out)
+    }
+}
+
+unsafe fn anim_error(enc: *mut libwebp_sys::WebPAnimEncoder) -> String {
+    let p = libwebp_sys::WebPAnimEncoderGetError(enc);
+    if p.is_null() {
+        "unknown error".into()
+    } else {
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_table() {
+        let mut spec = TransformSpec::new(filters::Mode::Image);
+        let cases = [
+            (Some(Quality::Low), 60, 8, false),
+            (Some(Quality::Medium), 75, 6, false),
+            (None, 75, 6, false),
+            (Some(Quality::High), 90, 4, false),
+            (Some(Quality::Lossless), 100, 0, true),
+            (Some(Quality::Value(82)), 82, 5, false),
+            (Some(Quality::Value(1)), 1, 9, false),
+        ];
+        for (q, want_q, want_png, lossless) in cases {
+            spec.quality = q;
+            let s = settings(&spec, 8);
+            assert_eq!((s.quality, s.png_level, s.lossless), (want_q, want_png, lossless), "{q:?}");
+        }
+        spec.quality = Some(Quality::High);
+        spec.compression = Some(Compression::Level(9));
+        assert_eq!(settings(&spec, 8).png_level, 9);
+        spec.compression = Some(Compression::Fast);
+        assert_eq!(settings(&spec, 8).png_level, 1);
+        assert_eq!(settings(&spec, 99).avif_speed, 10);
+    }
+}

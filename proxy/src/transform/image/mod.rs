@@ -1,0 +1,583 @@
+//! The image engine: bytes + [`filters::TransformSpec`] → [`Output`]. It owns the whole
+//! still/animated image pipeline — sniff the format from the bytes, probe the header and
+//! refuse oversized inputs before any pixel is decoded, decode under `image::Limits` (JPEG
+//! with libjpeg-turbo shrink-on-load), apply EXIF orientation, explicit crop, the planned
+//! resize/crop/pad (see [`geometry`] for the fit semantics), rotation, blur and sharpen,
+//! flatten alpha where the output has none, and encode — plus the metadata JSON with EXIF
+//! and a ThumbHash placeholder. Everything is synchronous and CPU-bound: callers run it on
+//! the transform [`crate::transform::Pool`]. It must not fetch, cache or know about HTTP
+//! beyond the [`TransformError`] kinds.
+//!
+//! Privacy: no output carries EXIF, XMP, ICC or GPS unless the metadata policy asks; even
+//! then GPS and maker notes never survive (JPEG outputs only; other formats carry none).
+//!
+//! Order of operations: EXIF orientation → `crop` (in oriented source pixels) → plan in the
+//! rotated frame (`rotate` happens before `width`/`height` apply, as in Cloudflare) →
+//! resize the planned region with Lanczos3 → rotate the (small) result → blur → sharpen →
+//! pad → flatten → encode.
+
+mod color;
+mod decode;
+mod encode;
+mod exif;
+pub mod geometry;
+mod heif;
+mod ops;
+mod probe;
+mod svg;
+#[cfg(test)]
+mod tests;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use filters::{Fit, Format, TransformSpec};
+use serde_json::json;
+
+use self::geometry::{Plan, Rect};
+use super::{Output, TransformError};
+
+pub use self::probe::sniff;
+
+/// Which metadata an output keeps (Cloudflare `metadata`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetadataPolicy {
+    /// Camera description and copyright (never GPS, maker notes or orientation).
+    Keep,
+    /// Artist and copyright only.
+    Copyright,
+    /// Nothing.
+    #[default]
+    None,
+}
+
+impl From<filters::Metadata> for MetadataPolicy {
+    fn from(m: filters::Metadata) -> Self {
+        match m {
+            filters::Metadata::Keep => MetadataPolicy::Keep,
+            filters::Metadata::Copyright => MetadataPolicy::Copyright,
+            filters::Metadata::None => MetadataPolicy::None,
+        }
+    }
+}
+
+/// Engine limits and switches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageOptions {
+    /// Largest input, in pixels (width × height as stored). Default 268 402 689 (16383²).
+    pub max_input_pixels: u64,
+    /// Largest input, in bytes. Default 64 MiB.
+    pub max_input_bytes: u64,
+    /// Largest output side. Default 4096.
+    pub max_output_side: u32,
+    /// Whether AVIF may be produced (explicit `format=avif` falls back to WebP when off).
+    pub avif_enabled: bool,
+    /// rav1e speed 1 (slow, small) ..= 10 (fast). Default 8.
+    pub avif_speed: u8,
+    /// Default metadata policy when the request does not say. Default `None`.
+    pub metadata: MetadataPolicy,
+    /// Frames × canvas pixels an animation may decode (and produce). Default 100 M.
+    pub animation_budget_pixels: u64,
+}
+
+impl Default for ImageOptions {
+    fn default() -> Self {
+        ImageOptions {
+            max_input_pixels: 268_402_689,
+            max_input_bytes: 64 * 1024 * 1024,
+            max_output_side: 4096,
+            avif_enabled: true,
+            avif_speed: 8,
+            metadata: MetadataPolicy::None,
+            animation_budget_pixels: 100_000_000,
+        }
+    }
+}
+
+/// An input format, as sniffed from its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageFormat {
+    Jpeg,
+    Png,
+    Gif,
+    Webp,
+    Bmp,
+    Tiff,
+    Avif,
+    Heic,
+    Svg,
+}
+
+impl ImageFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "jpeg",
+            ImageFormat::Png => "png",
+            ImageFormat::Gif => "gif",
+            ImageFormat::Webp => "webp",
+            ImageFormat::Bmp => "bmp",
+            ImageFormat::Tiff => "tiff",
+            ImageFormat::Avif => "avif",
+            ImageFormat::Heic => "heic",
+            ImageFormat::Svg => "svg",
+        }
+    }
+
+    pub fn mime(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "image/jpeg",
+            ImageFormat::Png => "image/png",
+            ImageFormat::Gif => "image/gif",
+            ImageFormat::Webp => "image/webp",
+            ImageFormat::Bmp => "image/bmp",
+            ImageFormat::Tiff => "image/tiff",
+            ImageFormat::Avif => "image/avif",
+            ImageFormat::Heic => "image/heic",
+            ImageFormat::Svg => "image/svg+xml",
+        }
+    }
+}
+
+/// What a header-only probe learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub format: ImageFormat,
+    /// Displayed size (after EXIF orientation).
+    pub width: u32,
+    pub height: u32,
+    /// Stored size (before EXIF orientation).
+    pub stored_width: u32,
+    pub stored_height: u32,
+    /// EXIF orientation 1..=8 (1 when absent).
+    pub orientation: u8,
+    pub has_alpha: Option<bool>,
+    /// Frame count when cheap to know (GIF: block walk without LZW; WebP: header).
+    pub frame_count: Option<u32>,
+}
+
+impl Probe {
+    pub fn is_animated(&self) -> bool {
+        self.frame_count.is_some_and(|n| n > 1)
+    }
+}
+
+/// Header-only probe: dimensions, format, frame count, alpha. Enforces the byte and pixel
+/// limits (413) and never decodes pixel data.
+pub fn probe(bytes: &[u8], opts: &ImageOptions) -> Result<Probe, TransformError> {
+    probe::probe(bytes, opts)
+}
+
+/// An output format this engine encodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutFormat {
+    Webp,
+    Avif,
+    Jpeg,
+    Png,
+    Gif,
+}
+
+impl OutFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutFormat::Webp => "webp",
+            OutFormat::Avif => "avif",
+            OutFormat::Jpeg => "jpeg",
+            OutFormat::Png => "png",
+            OutFormat::Gif => "gif",
+        }
+    }
+
+    pub fn mime(self) -> &'static str {
+        match self {
+            OutFormat::Webp => "image/webp",
+            OutFormat::Avif => "image/avif",
+            OutFormat::Jpeg => "image/jpeg",
+            OutFormat::Png => "image/png",
+            OutFormat::Gif => "image/gif",
+        }
+    }
+
+    fn has_alpha(self) -> bool {
+        !matches!(self, OutFormat::Jpeg)
+    }
+}
+
+/// 8-bit RGB or RGBA pixels, straight alpha, rows packed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Raster {
+    pub width: u32,
+    pub height: u32,
+    pub alpha: bool,
+    pub data: Vec<u8>,
+}
+
+/// The output format: the requested one, or (for `None`/`auto`) the source's family.
+fn output_format(
+    requested: Option<Format>,
+    src: &Probe,
+    opts: &ImageOptions,
+) -> Result<OutFormat, TransformError> {
+    let alpha = src.has_alpha.unwrap_or(true);
+    let out = match requested {
+        Some(Format::Webp) => OutFormat::Webp,
+        Some(Format::Avif) => OutFormat::Avif,
+        Some(Format::Jpeg) => OutFormat::Jpeg,
+        Some(Format::Png) => OutFormat::Png,
+        Some(Format::Gif) => OutFormat::Gif,
+        Some(f @ (Format::Mp4 | Format::Webm | Format::M4a | Format::Json)) => {
+            return Err(TransformError::BadRequest(format!(
+                "format {f} is not an image output format"
+            )))
+        }
+        None | Some(Format::Auto) => match src.format {
+            ImageFormat::Jpeg => OutFormat::Jpeg,
+            ImageFormat::Png | ImageFormat::Svg => OutFormat::Png,
+            ImageFormat::Gif => OutFormat::Gif,
+            ImageFormat::Webp => OutFormat::Webp,
+            ImageFormat::Avif => OutFormat::Avif,
+            ImageFormat::Bmp | ImageFormat::Tiff | ImageFormat::Heic => {
+                if alpha {
+                    OutFormat::Png
+                } else {
+                    OutFormat::Jpeg
+                }
+            }
+        },
+    };
+    Ok(if out == OutFormat::Avif && !opts.avif_enabled {
+        OutFormat::Webp
+    } else {
+        out
+    })
+}
+
+/// Geometry for one source, shared by the still and animated paths.
+struct Geometry {
+    /// Explicit crop in oriented source pixels (the whole image without one).
+    base: Rect,
+    rotate: u16,
+    request: geometry::Request,
+    plan: Plan,
+    auto_gravity: bool,
+}
+
+impl Geometry {
+    fn new(spec: &TransformSpec, w: u32, h: u32, opts: &ImageOptions) -> Result<Self, TransformError> {
+        let bad = |e: geometry::GeometryError| TransformError::BadRequest(e.to_string());
+        let base = match spec.crop {
+            Some(c) => geometry::clip_crop(c, w, h).map_err(bad)?,
+            None => Rect::full(w, h),
+        };
+        let rotate = spec.rotate.unwrap_or(0) % 360;
+        if rotate % 90 != 0 {
+            return Err(TransformError::BadRequest(format!(
+                "rotate {rotate} is not a multiple of 90 for images"
+            )));
+        }
+        let anchor = geometry::anchor(spec.gravity);
+        let request = geometry::Request {
+            width: spec.width,
+            height: spec.height,
+            fit: spec.fit.unwrap_or(Fit::Contain),
+            anchor: anchor.unwrap_or((0.5, 0.5)),
+            max_side: opts.max_output_side,
+        };
+        let (pw, ph) = geometry::rotated_dims(base.w, base.h, rotate);
+        let plan = geometry::plan(pw, ph, &request).map_err(bad)?;
+        Ok(Geometry {
+            base,
+            rotate,
+            request,
+            plan,
+            auto_gravity: anchor.is_none(),
+        })
+    }
+
+    /// The planned source region in oriented source pixels (unrotated frame).
+    fn src_rect(&self) -> Rect {
+        let r = geometry::unrotate_rect(self.plan.src, self.base.w, self.base.h, self.rotate);
+        Rect {
+            x: r.x + self.base.x,
+            y: r.y + self.base.y,
+            ..r
+        }
+    }
+
+    /// The resize target in the unrotated frame.
+    fn resize_unrotated(&self) -> (u32, u32) {
+        geometry::rotated_dims(self.plan.resize.0, self.plan.resize.1, self.rotate)
+    }
+
+    /// Does the plan crop the (rotated) base image, so that gravity matters?
+    fn crops(&self) -> bool {
+        let (pw, ph) = geometry::rotated_dims(self.base.w, self.base.h, self.rotate);
+        (self.plan.src.w, self.plan.src.h) != (pw, ph)
+    }
+
+    /// `gravity=auto`: picks the anchor from the pixels of `r` (the oriented source at
+    /// scale `sx`,`sy`) and re-plans.
+    fn resolve_auto(&mut self, r: &Raster, sx: f64, sy: f64) -> Result<(), TransformError> {
+        if !self.auto_gravity || !self.crops() {
+            return Ok(());
+        }
+        let b = self.base;
+        let region = (
+            f64::from(b.x) * sx,
+            f64::from(b.y) * sy,
+            (f64::from(b.w) * sx).max(1.0),
+            (f64::from(b.h) * sy).max(1.0),
+        );
+        let scale = (128.0 / region.2.max(region.3)).min(1.0);
+        let small = ops::resize(
+            r,
+            region,
+            (
+                ((region.2 * scale).round() as u32).max(1),
+                ((region.3 * scale).round() as u32).max(1),
+            ),
+        )?;
+        let small = ops::rotate(small, self.rotate)?;
+        let (pw, ph) = geometry::rotated_dims(b.w, b.h, self.rotate);
+        let frac = (
+            f64::from(self.plan.src.w) / f64::from(pw),
+            f64::from(self.plan.src.h) / f64::from(ph),
+        );
+        self.request.anchor = ops::auto_anchor(&small, frac)?;
+        self.plan = geometry::plan(pw, ph, &self.request)
+            .map_err(|e| TransformError::BadRequest(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Runs resize → rotate → blur → sharpen → pad on an oriented raster at scale `sx`,`sy`
+    /// relative to the oriented source.
+    fn apply(
+        &self,
+        r: &Raster,
+        sx: f64,
+        sy: f64,
+        spec: &TransformSpec,
+        bg: [u8; 4],
+    ) -> Result<Raster, TransformError> {
+        let s = self.src_rect();
+        let region = (
+            f64::from(s.x) * sx,
+            f64::from(s.y) * sy,
+            (f64::from(s.w) * sx).min(f64::from(r.width)),
+            (f64::from(s.h) * sy).min(f64::from(r.height)),
+        );
+        let mut out = ops::resize(r, region, self.resize_unrotated())?;
+        out = ops::rotate(out, self.rotate)?;
+        if let Some(b) = spec.blur {
+            out = ops::blur(out, b)?;
+        }
+        if let Some(s) = spec.sharpen {
+            out = ops::sharpen(out, s)?;
+        }
+        Ok(ops::pad(out, self.plan.canvas, self.plan.offset, bg))
+    }
+}
+
+fn background(spec: &TransformSpec) -> [u8; 4] {
+    spec.background
+        .as_deref()
+        .and_then(ops::parse_rgba)
+        .unwrap_or([255, 255, 255, 255])
+}
+
+fn metadata_policy(spec: &TransformSpec, opts: &ImageOptions) -> MetadataPolicy {
+    spec.metadata.map(MetadataPolicy::from).unwrap_or(opts.metadata)
+}
+
+/// The raw EXIF block of an input, if it has one we can read cheaply.
+fn input_exif(bytes: &[u8], f: ImageFormat) -> Option<Vec<u8>> {
+    use image::ImageDecoder;
+    match f {
+        ImageFormat::Jpeg => exif::jpeg_exif(bytes),
+        ImageFormat::Png | ImageFormat::Webp | ImageFormat::Tiff => {
+            let fmt = probe::image_crate_format(f)?;
+            let mut r = image::ImageReader::with_format(std::io::Cursor::new(bytes), fmt);
+            r.no_limits();
+            r.into_decoder().ok()?.exif_metadata().ok().flatten()
+        }
+        _ => None,
+    }
+}
+
+/// Full transform. `spec.format` `None`/`auto` keeps the source's format family;
+/// `json` answers the metadata document.
+pub fn transform(
+    bytes: &[u8],
+    spec: &TransformSpec,
+    opts: &ImageOptions,
+) -> Result<Output, TransformError> {
+    if spec.format == Some(Format::Json) {
+        let v = metadata_json(bytes, opts)?;
+        let body = serde_json::to_vec(&v)
+            .map_err(|e| TransformError::Internal(format!("metadata json: {e}")))?;
+        return Ok(Output {
+            body: Bytes::from(body),
+            content_type: "application/json",
+            width: 0,
+            height: 0,
+            headers: Vec::new(),
+        });
+    }
+    let p = probe(bytes, opts)?;
+    let fmt = output_format(spec.format, &p, opts)?;
+    let settings = encode::settings(spec, opts.avif_speed);
+    let mut geo = Geometry::new(spec, p.width, p.height, opts)?;
+    let bg = background(spec);
+
+    let animated = spec.animated != Some(false)
+        && p.is_animated()
+        && matches!(p.format, ImageFormat::Gif | ImageFormat::Webp)
+        && matches!(fmt, OutFormat::Webp | OutFormat::Gif);
+    if animated {
+        return transform_animation(bytes, &p, spec, opts, &mut geo, fmt, &settings, bg);
+    }
+
+    let src = geo.src_rect();
+    let want = geo.resize_unrotated();
+    let raster = if p.format == ImageFormat::Svg {
+        // Render at the scale the plan needs, so vectors stay sharp.
+        let s = (f64::from(want.0) / f64::from(src.w)).max(f64::from(want.1) / f64::from(src.h));
+        let max_px = opts.max_input_pixels as f64;
+        let s = s.min((max_px / (f64::from(p.width) * f64::from(p.height))).sqrt());
+        let w = ((f64::from(p.width) * s).ceil() as u32).clamp(1, 16384);
+        let h = ((f64::from(p.height) * s).ceil() as u32).clamp(1, 16384);
+        svg::rasterize(bytes, w, h)?
+    } else {
+        let shrink = if p.format == ImageFormat::Jpeg {
+            geometry::jpeg_shrink((src.w, src.h), want)
+        } else {
+            1
+        };
+        decode::still(bytes, &p, opts, shrink)?
+    };
+    let sx = f64::from(raster.width) / f64::from(p.width);
+    let sy = f64::from(raster.height) / f64::from(p.height);
+    geo.resolve_auto(&raster, sx, sy)?;
+    let mut out = geo.apply(&raster, sx, sy, spec, bg)?;
+    drop(raster);
+    if out.alpha && (!fmt.has_alpha() || !out.uses_alpha()) {
+        out = ops::flatten(out, bg);
+    }
+    let exif_out = match (fmt, metadata_policy(spec, opts)) {
+        (OutFormat::Jpeg, policy) if policy != MetadataPolicy::None => {
+            exif::output_exif(input_exif(bytes, p.format).as_deref(), policy)
+        }
+        _ => None,
+    };
+    let body = encode::encode_still(&out, fmt, &settings, exif_out.as_deref())?;
+    Ok(Output {
+        body: Bytes::from(body),
+        content_type: fmt.mime(),
+        width: out.width,
+        height: out.height,
+        headers: Vec::new(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn transform_animation(
+    bytes: &[u8],
+    p: &Probe,
+    spec: &TransformSpec,
+    opts: &ImageOptions,
+    geo: &mut Geometry,
+    fmt: OutFormat,
+    settings: &encode::Settings,
+    bg: [u8; 4],
+) -> Result<Output, TransformError> {
+    let canvas_px = u64::from(p.stored_width) * u64::from(p.stored_height);
+    let out_px = u64::from(geo.plan.canvas.0) * u64::from(geo.plan.canvas.1);
+    let per_frame = canvas_px.max(out_px);
+    let over = |frames: u64| {
+        TransformError::TooLarge(format!(
+            "animation of {frames} frames at {}x{} is over the budget of {} frame pixels",
+            p.stored_width, p.stored_height, opts.animation_budget_pixels
+        ))
+    };
+    if let Some(n) = p.frame_count {
+        if u64::from(n).saturating_mul(per_frame) > opts.animation_budget_pixels {
+            return Err(over(u64::from(n)));
+        }
+    }
+    let anim = decode::animation(bytes, p.format, opts)?;
+    let mut frames: Vec<encode::Frame> = Vec::new();
+    let mut first = true;
+    for fr in anim.frames {
+        let fr = fr?;
+        if (frames.len() as u64 + 1).saturating_mul(per_frame) > opts.animation_budget_pixels {
+            return Err(over(frames.len() as u64 + 1));
+        }
+        let raster = ops::orient(fr.raster, p.orientation)?;
+        let sx = f64::from(raster.width) / f64::from(p.width);
+        let sy = f64::from(raster.height) / f64::from(p.height);
+        if first {
+            geo.resolve_auto(&raster, sx, sy)?;
+            first = false;
+        }
+        let out = geo.apply(&raster, sx, sy, spec, bg)?.to_rgba();
+        frames.push(encode::Frame {
+            raster: out,
+            delay_ms: fr.delay_ms,
+        });
+    }
+    let (w, h) = frames
+        .first()
+        .map(|f| (f.raster.width, f.raster.height))
+        .ok_or_else(|| TransformError::Invalid("animation has no frames".into()))?;
+    let body = encode::encode_animation(&frames, fmt, settings, anim.loops)?;
+    Ok(Output {
+        body: Bytes::from(body),
+        content_type: fmt.mime(),
+        width: w,
+        height: h,
+        headers: Vec::new(),
+    })
+}
+
+/// The metadata document: size, format, alpha, animation, EXIF (GPS as signed decimal
+/// degrees) and a ThumbHash placeholder (base64).
+pub fn metadata_json(bytes: &[u8], opts: &ImageOptions) -> Result<serde_json::Value, TransformError> {
+    let p = probe(bytes, opts)?;
+    let exif_json = input_exif(bytes, p.format)
+        .map(|raw| exif::to_json(&raw))
+        .unwrap_or_else(|| json!({}));
+    let placeholder = placeholder(bytes, &p, opts).ok();
+    Ok(json!({
+        "width": p.width,
+        "height": p.height,
+        "format": p.format.as_str(),
+        "size": bytes.len(),
+        "has_alpha": p.has_alpha,
+        "is_animated": p.is_animated(),
+        "frame_count": p.frame_count,
+        "orientation": p.orientation,
+        "mime_type": p.format.mime(),
+        "exif": exif_json,
+        "placeholder": placeholder,
+    }))
+}
+
+/// A ThumbHash of the image, from a ≤100 px thumbnail.
+fn placeholder(bytes: &[u8], p: &Probe, opts: &ImageOptions) -> Result<String, TransformError> {
+    let s = (100.0 / f64::from(p.width.max(p.height))).min(1.0);
+    let tw = ((f64::from(p.width) * s).round() as u32).max(1);
+    let th = ((f64::from(p.height) * s).round() as u32).max(1);
+    let r = if p.format == ImageFormat::Svg {
+        svg::rasterize(bytes, tw, th)?
+    } else {
+        let shrink = if p.format == ImageFormat::Jpeg {
+            geometry::jpeg_shrink((p.width, p.height), (tw, th))
+        } else {
+            1
+        };
+        decode::still(bytes, p, opts, shrink)?
+    };
+    let small = ops::resize(&r, (0.0, 0.0, f64::from(r.width), f64::from(r.height)), (tw, th))?
+        .to_rgba();
+    let hash = thumbhash::rgba_to_thumb_hash(tw as usize, th as usize, &small.data);
+    Ok(base64::engine::general_purpose::STANDARD.encode(hash))
+}

@@ -1,0 +1,338 @@
+//! Format sniffing and header-only probing. This module decides what an input *is* from its
+//! first bytes (never from a name or a `Content-Type`) and reads its dimensions, orientation,
+//! alpha and frame count without decoding pixels, so limits are enforced before a decoder
+//! allocates anything. It must not decode image data.
+
+use std::io::Cursor;
+
+use super::{exif, ImageFormat, ImageOptions, Probe};
+use crate::transform::TransformError;
+
+/// Sniffs the format from magic bytes.
+pub fn sniff(b: &[u8]) -> Option<ImageFormat> {
+    if b.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Some(ImageFormat::Jpeg);
+    }
+    if b.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Some(ImageFormat::Png);
+    }
+    if b.starts_with(b"GIF87a") || b.starts_with(b"GIF89a") {
+        return Some(ImageFormat::Gif);
+    }
+    if b.len() >= 12 && &b[0..4] == b"RIFF" && &b[8..12] == b"WEBP" {
+        return Some(ImageFormat::Webp);
+    }
+    if b.starts_with(b"II*\0") || b.starts_with(b"MM\0*") {
+        return Some(ImageFormat::Tiff);
+    }
+    if b.len() >= 18 && b.starts_with(b"BM") {
+        let dib = u32::from_le_bytes([b[14], b[15], b[16], b[17]]);
+        if matches!(dib, 12 | 16 | 40 | 52 | 56 | 64 | 108 | 124) {
+            return Some(ImageFormat::Bmp);
+        }
+    }
+    if b.len() >= 12 && &b[4..8] == b"ftyp" {
+        return isobmff_brand(b);
+    }
+    if looks_like_svg(b) {
+        return Some(ImageFormat::Svg);
+    }
+    None
+}
+
+/// AVIF or HEIC from an ISO-BMFF `ftyp` box (major brand, then compatible brands).
+fn isobmff_brand(b: &[u8]) -> Option<ImageFormat> {
+    let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    let end = size.clamp(16, b.len().min(256));
+    let brands = std::iter::once(&b[8..12]).chain(b.get(16..end).unwrap_or(&[]).chunks_exact(4));
+    let mut heic = false;
+    for brand in brands {
+        match brand {
+            b"avif" | b"avis" => return Some(ImageFormat::Avif),
+            b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" | b"hevm" | b"hevs" => {
+                heic = true
+            }
+            _ => {}
+        }
+    }
+    heic.then_some(ImageFormat::Heic)
+}
+
+fn looks_like_svg(b: &[u8]) -> bool {
+    let head = &b[..b.len().min(4096)];
+    let Ok(text) = std::str::from_utf8(head).or_else(|e| {
+        // A multi-byte character cut at 4096 is fine.
+        std::str::from_utf8(&head[..e.valid_up_to()])
+    }) else {
+        return false;
+    };
+    let t = text.trim_start_matches('\u{feff}').trim_start();
+    (t.starts_with("<?xml") || t.starts_with("<svg") || t.starts_with("<!--") || t.starts_with("<!DOCTYPE"))
+        && t.contains("<svg")
+}
+
+/// Maps our format to the `image` crate's, for the formats it decodes.
+pub(crate) fn image_crate_format(f: ImageFormat) -> Option<image::ImageFormat> {
+    Some(match f {
+        ImageFormat::Jpeg => image::ImageFormat::Jpeg,
+        ImageFormat::Png => image::ImageFormat::Png,
+        ImageFormat::Gif => image::ImageFormat::Gif,
+        ImageFormat::Webp => image::ImageFormat::WebP,
+        ImageFormat::Bmp => image::ImageFormat::Bmp,
+        ImageFormat::Tiff => image::ImageFormat::Tiff,
+        ImageFormat::Avif | ImageFormat::Heic | ImageFormat::Svg => return None,
+    })
+}
+
+/// `image` crate limits derived from our options: no single allocation past what a
+/// `max_input_pixels` RGBA image with 16-bit channels needs.
+pub(crate) fn limits(opts: &ImageOptions) -> image::Limits {
+    let mut l = image::Limits::default();
+    l.max_alloc = Some(opts.max_input_pixels.saturating_mul(8).max(1 << 20));
+    l.max_image_width = Some(u32::try_from(opts.max_input_pixels).unwrap_or(u32::MAX));
+    l.max_image_height = Some(u32::try_from(opts.max_input_pixels).unwrap_or(u32::MAX));
+    l
+}
+
+/// Converts an `image` crate error into ours.
+pub(crate) fn image_err(e: image::ImageError) -> TransformError {
+    use image::ImageError as E;
+    match e {
+        E::Limits(l) => TransformError::TooLarge(format!("image over the decoder limits: {l}")),
+        E::Unsupported(u) => TransformError::Unsupported(format!("unsupported image: {u}")),
+        E::Decoding(d) => TransformError::Invalid(format!("corrupt image: {d}")),
+        E::Parameter(p) => TransformError::Invalid(format!("corrupt image: {p}")),
+        E::IoError(io) => TransformError::Invalid(format!("truncated or unreadable image: {io}")),
+        E::Encoding(en) => TransformError::Internal(format!("encoder failed: {en}")),
+    }
+}
+
+/// Checks the byte limit.
+pub(crate) fn check_bytes(bytes: &[u8], opts: &ImageOptions) -> Result<(), TransformError> {
+    if bytes.len() as u64 > opts.max_input_bytes {
+        return Err(TransformError::TooLarge(format!(
+            "input of {} bytes over the limit of {} bytes",
+            bytes.len(),
+            opts.max_input_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the pixel limit on (stored) dimensions.
+pub(crate) fn check_pixels(w: u32, h: u32, opts: &ImageOptions) -> Result<(), TransformError> {
+    let px = u64::from(w) * u64::from(h);
+    if px > opts.max_input_pixels {
+        return Err(TransformError::TooLarge(format!(
+            "image of {w}x{h} ({px} pixels) over the limit of {} pixels",
+            opts.max_input_pixels
+        )));
+    }
+    if w == 0 || h == 0 {
+        return Err(TransformError::Invalid(format!("image has an empty dimension ({w}x{h})")));
+    }
+    Ok(())
+}
+
+/// Header-only probe.
+pub fn probe(bytes: &[u8], opts: &ImageOptions) -> Result<Probe, TransformError> {
+    check_bytes(bytes, opts)?;
+    let format = sniff(bytes).ok_or_else(|| {
+        TransformError::Unsupported("input is not a recognised image format".to_string())
+    })?;
+    let p = match format {
+        ImageFormat::Svg => {
+            let (w, h) = super::svg::intrinsic_size(bytes)?;
+            Probe {
+                format,
+                width: w,
+                height: h,
+                stored_width: w,
+                stored_height: h,
+                orientation: 1,
+                has_alpha: Some(true),
+                frame_count: Some(1),
+            }
+        }
+        ImageFormat::Avif | ImageFormat::Heic => {
+            let (w, h) = isobmff_ispe(bytes).ok_or_else(|| {
+                TransformError::Invalid(format!("{} has no readable image size", format.as_str()))
+            })?;
+            Probe {
+                format,
+                width: w,
+                height: h,
+                stored_width: w,
+                stored_height: h,
+                orientation: 1,
+                has_alpha: None,
+                frame_count: None,
+            }
+        }
+        _ => raster_probe(bytes, format, opts)?,
+    };
+    check_pixels(p.stored_width, p.stored_height, opts)?;
+    Ok(p)
+}
+
+fn raster_probe(bytes: &[u8], format: ImageFormat, opts: &ImageOptions) -> Result<Probe, TransformError> {
+    use image::ImageDecoder;
+    let f = image_crate_format(format)
+        .ok_or_else(|| TransformError::Unsupported(format!("{} is not decodable", format.as_str())))?;
+    // Dimensions first, with no limits beyond the header parse, so an oversized header is a
+    // clean 413 rather than a decoder limit error.
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), f);
+    reader.no_limits();
+    let mut dec = reader.into_decoder().map_err(image_err)?;
+    let (w, h) = dec.dimensions();
+    check_pixels(w, h, opts)?;
+    let has_alpha = dec.color_type().has_alpha();
+    let orientation = match format {
+        ImageFormat::Jpeg => exif::jpeg_exif(bytes).and_then(|e| exif::orientation(&e)),
+        _ => dec
+            .exif_metadata()
+            .ok()
+            .flatten()
+            .and_then(|e| exif::orientation(&e)),
+    }
+    .unwrap_or(1);
+    let frame_count = match format {
+        ImageFormat::Gif => Some(gif_frame_count(bytes)?),
+        ImageFormat::Webp => Some(webp_frame_count(bytes)?),
+        _ => Some(1),
+    };
+    let (dw, dh) = if (5..=8).contains(&orientation) { (h, w) } else { (w, h) };
+    Ok(Probe {
+        format,
+        width: dw,
+        height: dh,
+        stored_width: w,
+        stored_height: h,
+        orientation,
+        has_alpha: Some(has_alpha),
+        frame_count,
+    })
+}
+
+/// Counts GIF frames without decompressing them.
+pub(crate) fn gif_frame_count(bytes: &[u8]) -> Result<u32, TransformError> {
+    let mut opts = gif::DecodeOptions::new();
+    opts.skip_frame_decoding(true);
+    opts.set_color_output(gif::ColorOutput::Indexed);
+    let mut dec = opts
+        .read_info(Cursor::new(bytes))
+        .map_err(|e| TransformError::Invalid(format!("corrupt gif: {e}")))?;
+    let mut n = 0u32;
+    loop {
+        match dec.read_next_frame() {
+            Ok(Some(_)) => n = n.saturating_add(1),
+            Ok(None) => break,
+            Err(e) if n > 0 => {
+                // A damaged trailer after complete frames: count what is there.
+                let _ = e;
+                break;
+            }
+            Err(e) => return Err(TransformError::Invalid(format!("corrupt gif: {e}"))),
+        }
+    }
+    Ok(n.max(1))
+}
+
+pub(crate) fn webp_frame_count(bytes: &[u8]) -> Result<u32, TransformError> {
+    let dec = image_webp::WebPDecoder::new(Cursor::new(bytes))
+        .map_err(|e| TransformError::Invalid(format!("corrupt webp: {e}")))?;
+    Ok(if dec.is_animated() { dec.num_frames().max(1) } else { 1 })
+}
+
+/// The largest `ispe` (image spatial extents) property of an AVIF/HEIF file: the primary
+/// image's size in all but exotic files (thumbnails are smaller).
+pub(crate) fn isobmff_ispe(b: &[u8]) -> Option<(u32, u32)> {
+    fn boxes(mut b: &[u8]) -> impl Iterator<Item = (&[u8; 4], &[u8])> {
+        std::iter::from_fn(move || {
+            if b.len() < 8 {
+                return None;
+            }
+            let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64;
+            let kind: &[u8; 4] = b[4..8].try_into().ok()?;
+            let (hdr, size) = match size {
+                0 => (8usize, b.len() as u64),
+                1 => {
+                    let big = u64::from_be_bytes(b.get(8..16)?.try_into().ok()?);
+                    (16usize, big)
+                }
+                s => (8usize, s),
+            };
+            let size = usize::try_from(size).ok()?;
+            if size < hdr || size > b.len() {
+                return None;
+            }
+            let body = &b[hdr..size];
+            b = &b[size..];
+            Some((kind, body))
+        })
+    }
+    let meta = boxes(b).find(|(k, _)| *k == b"meta")?.1;
+    let iprp = boxes(meta.get(4..)?).find(|(k, _)| *k == b"iprp")?.1;
+    let ipco = boxes(iprp).find(|(k, _)| *k == b"ipco")?.1;
+    boxes(ipco)
+        .filter(|(k, _)| *k == b"ispe")
+        .filter_map(|(_, body)| {
+            let w = u32::from_be_bytes(body.get(4..8)?.try_into().ok()?);
+            let h = u32::from_be_bytes(body.get(8..12)?.try_into().ok()?);
+            Some((w, h))
+        })
+        .max_by_key(|&(w, h)| u64::from(w) * u64::from(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniff_table() {
+        let cases: &[(&[u8], Option<ImageFormat>)] = &[
+            (b"\xFF\xD8\xFF\xE0\0\x10JFIF", Some(ImageFormat::Jpeg)),
+            (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", Some(ImageFormat::Png)),
+            (b"GIF89a\x01\0\x01\0", Some(ImageFormat::Gif)),
+            (b"RIFF\x24\0\0\0WEBPVP8 ", Some(ImageFormat::Webp)),
+            (b"II*\0\x08\0\0\0", Some(ImageFormat::Tiff)),
+            (b"MM\0*\0\0\0\x08", Some(ImageFormat::Tiff)),
+            (b"BM\x3a\0\0\0\0\0\0\0\x36\0\0\0\x28\0\0\0", Some(ImageFormat::Bmp)),
+            (b"BMW hello world, not a bitmap", None),
+            (b"\0\0\0\x1cftypavif\0\0\0\0avifmif1", Some(ImageFormat::Avif)),
+            (b"\0\0\0\x18ftypmif1\0\0\0\0mif1heic", Some(ImageFormat::Heic)),
+            (b"\0\0\0\x18ftypisom\0\0\0\0isommp41", None),
+            (b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>", Some(ImageFormat::Svg)),
+            (b"  <svg width=\"10\" height=\"10\"></svg>", Some(ImageFormat::Svg)),
+            (b"<html><body>hi</body></html>", None),
+            (b"", None),
+            (b"\xFF\xD8", None),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(sniff(bytes), *want, "{:?}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn ispe_is_found_in_nested_boxes() {
+        fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+            let mut v = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+            v.extend_from_slice(kind);
+            v.extend_from_slice(body);
+            v
+        }
+        let ispe = |w: u32, h: u32| {
+            let mut body = vec![0u8; 4];
+            body.extend_from_slice(&w.to_be_bytes());
+            body.extend_from_slice(&h.to_be_bytes());
+            bx(b"ispe", &body)
+        };
+        let ipco = bx(b"ipco", &[ispe(160, 120), ispe(4032, 3024)].concat());
+        let iprp = bx(b"iprp", &ipco);
+        let meta = bx(b"meta", &[vec![0u8; 4], bx(b"hdlr", &[0u8; 20]), iprp].concat());
+        let file = [bx(b"ftyp", b"avif\0\0\0\0avifmif1"), meta].concat();
+        assert_eq!(sniff(&file), Some(ImageFormat::Avif));
+        assert_eq!(isobmff_ispe(&file), Some((4032, 3024)));
+        assert_eq!(isobmff_ispe(&file[..30]), None);
+    }
+}

@@ -1,0 +1,300 @@
+//! FFmpeg filter graphs for the video engine: a video graph (`buffer` → chain →
+//! `buffersink`) and an audio graph (`abuffer` → chain → `abuffersink`), plus the chains
+//! every mode shares: display rotation, the client's `crop` and `rotate`. Filter strings are
+//! built from validated numbers only, never from client text.
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg::{filter, format, frame, Rational};
+
+use super::input::{internal, VideoStream};
+use crate::transform::TransformError;
+use filters::TransformSpec;
+
+/// A configured single-input, single-output video filter graph.
+pub struct VideoGraph {
+    graph: filter::Graph,
+}
+
+/// What comes out of a graph.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoOut {
+    pub width: u32,
+    pub height: u32,
+    pub format: format::Pixel,
+    pub time_base: Rational,
+    pub frame_rate: Rational,
+}
+
+impl VideoGraph {
+    /// `chain` is a comma-separated filter list (may be empty).
+    pub fn new(
+        width: u32,
+        height: u32,
+        pix: format::Pixel,
+        time_base: Rational,
+        sar: Rational,
+        frame_rate: Rational,
+        chain: &str,
+    ) -> Result<VideoGraph, TransformError> {
+        let mut graph = filter::Graph::new();
+        let sar = if sar.numerator() > 0 && sar.denominator() > 0 {
+            sar
+        } else {
+            Rational::new(1, 1)
+        };
+        let pix_id: ffmpeg::ffi::AVPixelFormat = pix.into();
+        let mut args = format!(
+            "video_size={width}x{height}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
+            pix_id as i32,
+            time_base.numerator(),
+            time_base.denominator().max(1),
+            sar.numerator(),
+            sar.denominator()
+        );
+        if frame_rate.numerator() > 0 && frame_rate.denominator() > 0 {
+            args.push_str(&format!(
+                ":frame_rate={}/{}",
+                frame_rate.numerator(),
+                frame_rate.denominator()
+            ));
+        }
+        let buffer = filter::find("buffer")
+            .ok_or_else(|| TransformError::Internal("FFmpeg has no buffer filter".into()))?;
+        let sink = filter::find("buffersink")
+            .ok_or_else(|| TransformError::Internal("FFmpeg has no buffersink filter".into()))?;
+        graph
+            .add(&buffer, "in", &args)
+            .map_err(|e| internal(&format!("video source {args}"), e))?;
+        graph
+            .add(&sink, "out", "")
+            .map_err(|e| internal("video sink", e))?;
+        let chain = if chain.is_empty() { "null" } else { chain };
+        graph
+            .output("in", 0)
+            .and_then(|p| p.input("out", 0))
+            .and_then(|p| p.parse(chain))
+            .map_err(|e| internal(&format!("video filters {chain:?}"), e))?;
+        graph
+            .validate()
+            .map_err(|e| internal(&format!("video filters {chain:?}"), e))?;
+        Ok(VideoGraph { graph })
+    }
+
+    /// Output properties (valid once configured).
+    pub fn output(&mut self) -> Result<VideoOut, TransformError> {
+        let mut ctx = self
+            .graph
+            .get("out")
+            .ok_or_else(|| TransformError::Internal("video sink missing".into()))?;
+        // SAFETY: `ctx` is the configured buffersink of this graph.
+        unsafe {
+            let p = ctx.as_mut_ptr();
+            Ok(VideoOut {
+                width: ffmpeg::ffi::av_buffersink_get_w(p).max(0) as u32,
+                height: ffmpeg::ffi::av_buffersink_get_h(p).max(0) as u32,
+                format: std::mem::transmute::<i32, ffmpeg::ffi::AVPixelFormat>(
+                    ffmpeg::ffi::av_buffersink_get_format(p),
+                )
+                .into(),
+                time_base: ffmpeg::ffi::av_buffersink_get_time_base(p).into(),
+                frame_rate: ffmpeg::ffi::av_buffersink_get_frame_rate(p).into(),
+            })
+        }
+    }
+
+    pub fn push(&mut self, f: &frame::Video) -> Result<(), TransformError> {
+        let mut src = self
+            .graph
+            .get("in")
+            .ok_or_else(|| TransformError::Internal("video source missing".into()))?;
+        src.source()
+            .add(f)
+            .map_err(|e| internal("feed the video filters", e))
+    }
+
+    pub fn flush(&mut self) -> Result<(), TransformError> {
+        let mut src = self
+            .graph
+            .get("in")
+            .ok_or_else(|| TransformError::Internal("video source missing".into()))?;
+        src.source()
+            .flush()
+            .map_err(|e| internal("flush the video filters", e))
+    }
+
+    /// Next filtered frame, `None` when the graph needs more input (or is done).
+    pub fn pull(&mut self, f: &mut frame::Video) -> Result<bool, TransformError> {
+        let mut sink = self
+            .graph
+            .get("out")
+            .ok_or_else(|| TransformError::Internal("video sink missing".into()))?;
+        match sink.sink().frame(f) {
+            Ok(()) => Ok(true),
+            Err(ffmpeg::Error::Eof) | Err(ffmpeg::Error::Other { errno: ffmpeg::error::EAGAIN }) => {
+                Ok(false)
+            }
+            Err(e) => Err(internal("read the video filters", e)),
+        }
+    }
+}
+
+/// A configured audio filter graph.
+pub struct AudioGraph {
+    graph: filter::Graph,
+}
+
+impl AudioGraph {
+    /// `frame_size`: fixed number of samples per output frame (0 = any).
+    pub fn new(
+        dec: &ffmpeg::decoder::Audio,
+        time_base: Rational,
+        chain: &str,
+        frame_size: u32,
+    ) -> Result<AudioGraph, TransformError> {
+        let mut graph = filter::Graph::new();
+        // SAFETY: reading fields of an open decoder context.
+        let (rate, fmt, layout) = unsafe {
+            let c = dec.as_ptr();
+            let mut layout = (*c).ch_layout;
+            let mut buf = [0 as std::os::raw::c_char; 128];
+            if layout.order != ffmpeg::ffi::AVChannelOrder::AV_CHANNEL_ORDER_NATIVE {
+                let n = layout.nb_channels.max(1);
+                ffmpeg::ffi::av_channel_layout_default(&mut layout, n);
+            }
+            ffmpeg::ffi::av_channel_layout_describe(&layout, buf.as_mut_ptr(), buf.len());
+            let name = std::ffi::CStr::from_ptr(buf.as_ptr())
+                .to_string_lossy()
+                .into_owned();
+            ((*c).sample_rate, (*c).sample_fmt as i32, name)
+        };
+        if rate <= 0 {
+            return Err(TransformError::Invalid(format!(
+                "audio stream has sample rate {rate}"
+            )));
+        }
+        let args = format!(
+            "time_base={}/{}:sample_rate={rate}:sample_fmt={fmt}:channel_layout={layout}",
+            time_base.numerator(),
+            time_base.denominator().max(1)
+        );
+        let abuffer = filter::find("abuffer")
+            .ok_or_else(|| TransformError::Internal("FFmpeg has no abuffer filter".into()))?;
+        let sink = filter::find("abuffersink")
+            .ok_or_else(|| TransformError::Internal("FFmpeg has no abuffersink filter".into()))?;
+        graph
+            .add(&abuffer, "in", &args)
+            .map_err(|e| internal(&format!("audio source {args}"), e))?;
+        graph
+            .add(&sink, "out", "")
+            .map_err(|e| internal("audio sink", e))?;
+        let chain = if chain.is_empty() { "anull" } else { chain };
+        graph
+            .output("in", 0)
+            .and_then(|p| p.input("out", 0))
+            .and_then(|p| p.parse(chain))
+            .map_err(|e| internal(&format!("audio filters {chain:?}"), e))?;
+        graph
+            .validate()
+            .map_err(|e| internal(&format!("audio filters {chain:?}"), e))?;
+        if frame_size > 0 {
+            if let Some(mut out) = graph.get("out") {
+                out.sink().set_frame_size(frame_size);
+            }
+        }
+        Ok(AudioGraph { graph })
+    }
+
+    pub fn time_base(&mut self) -> Result<Rational, TransformError> {
+        let ctx = self
+            .graph
+            .get("out")
+            .ok_or_else(|| TransformError::Internal("audio sink missing".into()))?;
+        // SAFETY: configured abuffersink.
+        Ok(unsafe { ffmpeg::ffi::av_buffersink_get_time_base(ctx.as_ptr()) }.into())
+    }
+
+    pub fn push(&mut self, f: &frame::Audio) -> Result<(), TransformError> {
+        let mut src = self
+            .graph
+            .get("in")
+            .ok_or_else(|| TransformError::Internal("audio source missing".into()))?;
+        src.source()
+            .add(f)
+            .map_err(|e| internal("feed the audio filters", e))
+    }
+
+    pub fn flush(&mut self) -> Result<(), TransformError> {
+        let mut src = self
+            .graph
+            .get("in")
+            .ok_or_else(|| TransformError::Internal("audio source missing".into()))?;
+        src.source()
+            .flush()
+            .map_err(|e| internal("flush the audio filters", e))
+    }
+
+    pub fn pull(&mut self, f: &mut frame::Audio) -> Result<bool, TransformError> {
+        let mut sink = self
+            .graph
+            .get("out")
+            .ok_or_else(|| TransformError::Internal("audio sink missing".into()))?;
+        match sink.sink().frame(f) {
+            Ok(()) => Ok(true),
+            Err(ffmpeg::Error::Eof) | Err(ffmpeg::Error::Other { errno: ffmpeg::error::EAGAIN }) => {
+                Ok(false)
+            }
+            Err(e) => Err(internal("read the audio filters", e)),
+        }
+    }
+}
+
+/// Filters that turn a `rotation`° (clockwise) coded picture upright.
+pub fn rotation_filters(rotation: u32) -> Vec<String> {
+    match rotation {
+        90 => vec!["transpose=clock".into()],
+        180 => vec!["hflip".into(), "vflip".into()],
+        270 => vec!["transpose=cclock".into()],
+        _ => Vec::new(),
+    }
+}
+
+/// The chain shared by every visual mode, before scaling: display rotation, the client's
+/// `crop` (source pixels, upright picture) and `rotate` (degrees clockwise). Returns the
+/// filters and the picture size they produce.
+pub fn source_chain(
+    vs: &VideoStream,
+    spec: &TransformSpec,
+) -> Result<(Vec<String>, (u32, u32)), TransformError> {
+    let mut f = rotation_filters(vs.rotation);
+    let (mut w, mut h) = vs.display_size();
+    if let Some(c) = spec.crop {
+        if u64::from(c.x) + u64::from(c.w) > u64::from(w)
+            || u64::from(c.y) + u64::from(c.h) > u64::from(h)
+        {
+            return Err(TransformError::BadRequest(format!(
+                "crop {}:{}:{}:{} falls outside the {w}x{h} video",
+                c.w, c.h, c.x, c.y
+            )));
+        }
+        f.push(format!("crop={}:{}:{}:{}", c.w, c.h, c.x, c.y));
+        (w, h) = (c.w, c.h);
+    }
+    if let Some(deg) = spec.rotate.filter(|d| *d % 360 != 0) {
+        match deg {
+            90 | 270 => {
+                f.push(if deg == 90 { "transpose=clock" } else { "transpose=cclock" }.into());
+                (w, h) = (h, w);
+            }
+            180 => f.extend(["hflip".to_string(), "vflip".to_string()]),
+            _ => {
+                let a = f64::from(deg).to_radians();
+                let (s, c) = (a.sin().abs(), a.cos().abs());
+                let nw = ((f64::from(w) * c + f64::from(h) * s).ceil() as u32 + 1) & !1;
+                let nh = ((f64::from(w) * s + f64::from(h) * c).ceil() as u32 + 1) & !1;
+                f.push(format!("rotate={a:.6}:ow={nw}:oh={nh}:c=black"));
+                (w, h) = (nw, nh);
+            }
+        }
+    }
+    Ok((f, (w, h)))
+}

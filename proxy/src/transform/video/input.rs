@@ -1,0 +1,382 @@
+//! Opening a source file with FFmpeg and everything shared by the readers: one-time library
+//! init, the wall-clock [`Deadline`], classification of open failures (not a media file →
+//! 415, a media file we cannot read → 422), the checks on the chosen video stream
+//! (dimensions, rotation from the display matrix or the legacy `rotate` tag), decoder setup
+//! and bytes-read accounting. It never writes files and never encodes.
+
+use std::path::Path;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg::{codec, decoder, format, media, Rational};
+
+use crate::transform::TransformError;
+
+/// Largest accepted width or height of a source video.
+pub const MAX_SOURCE_DIM: u32 = 8192;
+/// Largest accepted pixel count of a source video (8K UHD).
+pub const MAX_SOURCE_PIXELS: u64 = 7680 * 4320;
+
+static INIT: Once = Once::new();
+
+/// Initialises FFmpeg once per process and keeps its logging to errors.
+pub fn init() {
+    INIT.call_once(|| {
+        // `init` only registers devices and never fails on supported versions; a failure
+        // would surface as an open error later anyway.
+        let _ = ffmpeg::init();
+        ffmpeg::log::set_level(ffmpeg::log::Level::Fatal);
+    });
+}
+
+/// The per-transform wall-clock budget, checked in every decode/encode loop and by the
+/// demuxer's interrupt callback.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    start: Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    pub fn new(limit: Duration) -> Deadline {
+        Deadline {
+            start: Instant::now(),
+            limit,
+        }
+    }
+
+    pub fn expired(&self) -> bool {
+        self.start.elapsed() > self.limit
+    }
+
+    pub fn check(&self, what: &str) -> Result<(), TransformError> {
+        if self.expired() {
+            return Err(TransformError::Timeout(format!(
+                "video {what} took longer than the {:.1}s limit",
+                self.limit.as_secs_f64()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Maps an FFmpeg error met while reading/decoding the source.
+pub fn invalid(what: &str, e: ffmpeg::Error) -> TransformError {
+    TransformError::Invalid(format!("cannot {what}: {e}"))
+}
+
+/// Maps an FFmpeg error on our side (encoder, muxer, filter graph).
+pub fn internal(what: &str, e: ffmpeg::Error) -> TransformError {
+    TransformError::Internal(format!("{what}: {e}"))
+}
+
+/// Does FFmpeg recognise the first bytes of the file as some container?
+fn looks_like_media(path: &Path) -> bool {
+    use std::io::Read;
+    let mut buf = vec![0u8; 8192 + ffmpeg::ffi::AVPROBE_PADDING_SIZE as usize];
+    let n = match std::fs::File::open(path).and_then(|mut f| f.read(&mut buf[..8192])) {
+        Ok(n) => n,
+        Err(_) => return false,
+    };
+    if n == 0 {
+        return false;
+    }
+    let empty = c"";
+    let pd = ffmpeg::ffi::AVProbeData {
+        filename: empty.as_ptr(),
+        buf: buf.as_mut_ptr(),
+        buf_size: n as i32,
+        mime_type: std::ptr::null(),
+    };
+    let mut score = 0;
+    // SAFETY: `pd` points at a live buffer padded with AVPROBE_PADDING_SIZE zero bytes.
+    let fmt = unsafe { ffmpeg::ffi::av_probe_input_format3(&pd, 1, &mut score) };
+    !fmt.is_null() && score > ffmpeg::ffi::AVPROBE_SCORE_MAX as i32 / 4
+}
+
+/// Opens a source: 415 when it is not a media file, 422 when it is one we cannot read.
+pub fn open(path: &Path, deadline: Deadline) -> Result<format::context::Input, TransformError> {
+    init();
+    let meta = std::fs::metadata(path).map_err(|e| {
+        TransformError::Internal(format!("cannot stat source {}: {e}", path.display()))
+    })?;
+    if meta.len() == 0 {
+        return Err(TransformError::Unsupported(format!(
+            "source {} is empty",
+            file_name(path)
+        )));
+    }
+    let e = match format::input_with_interrupt(path, move || deadline.expired()) {
+        Ok(ictx) => return Ok(ictx),
+        Err(e) => e,
+    };
+    deadline.check("open")?;
+    if looks_like_media(path) {
+        Err(TransformError::Invalid(format!(
+            "cannot read {} ({} bytes): {e}",
+            file_name(path),
+            meta.len()
+        )))
+    } else {
+        Err(TransformError::Unsupported(format!(
+            "{} ({} bytes) is not a video or audio file FFmpeg recognises",
+            file_name(path),
+            meta.len()
+        )))
+    }
+}
+
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Bytes the demuxer has read from the file so far.
+pub fn bytes_read(ictx: &format::context::Input) -> u64 {
+    // SAFETY: the context is live; `pb` is null-checked.
+    unsafe {
+        let pb = (*ictx.as_ptr()).pb;
+        if pb.is_null() {
+            0
+        } else {
+            (*pb).bytes_read.max(0) as u64
+        }
+    }
+}
+
+/// The chosen video stream, checked.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoStream {
+    pub index: usize,
+    pub time_base: Rational,
+    /// Stream start in `time_base` units (0 when unknown).
+    pub start_pts: i64,
+    /// Coded size.
+    pub width: u32,
+    pub height: u32,
+    /// Clockwise rotation to apply for display: 0, 90, 180 or 270.
+    pub rotation: u32,
+    pub fps: f64,
+    pub codec: codec::Id,
+}
+
+impl VideoStream {
+    /// Size after the display rotation.
+    pub fn display_size(&self) -> (u32, u32) {
+        if self.rotation % 180 == 90 {
+            (self.height, self.width)
+        } else {
+            (self.width, self.height)
+        }
+    }
+
+    /// Seconds → stream timestamp.
+    pub fn ts(&self, secs: f64) -> i64 {
+        self.start_pts + secs_to_ts(secs, self.time_base)
+    }
+
+    /// Stream timestamp → seconds from the stream start.
+    pub fn secs(&self, ts: i64) -> f64 {
+        ts_to_secs(ts - self.start_pts, self.time_base)
+    }
+}
+
+pub fn secs_to_ts(secs: f64, tb: Rational) -> i64 {
+    if tb.numerator() <= 0 {
+        return 0;
+    }
+    (secs * f64::from(tb.denominator()) / f64::from(tb.numerator())).round() as i64
+}
+
+pub fn ts_to_secs(ts: i64, tb: Rational) -> f64 {
+    if tb.denominator() == 0 {
+        return 0.0;
+    }
+    ts as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator())
+}
+
+/// Clockwise display rotation of a stream, from its display matrix or `rotate` tag.
+pub fn rotation_of(stream: &format::stream::Stream) -> u32 {
+    for sd in stream.side_data() {
+        if sd.kind() == codec::packet::side_data::Type::DisplayMatrix && sd.data().len() >= 36 {
+            let mut m = [0i32; 9];
+            for (i, c) in sd.data().chunks_exact(4).take(9).enumerate() {
+                m[i] = i32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            // SAFETY: `m` is a 3x3 display matrix as FFmpeg lays it out.
+            let ccw = unsafe { ffmpeg::ffi::av_display_rotation_get(m.as_ptr()) };
+            if ccw.is_finite() {
+                return quarter_turns(-ccw);
+            }
+        }
+    }
+    stream
+        .metadata()
+        .get("rotate")
+        .and_then(|r| r.trim().parse::<f64>().ok())
+        .map(quarter_turns)
+        .unwrap_or(0)
+}
+
+/// Rounds degrees (clockwise) to 0/90/180/270.
+fn quarter_turns(deg: f64) -> u32 {
+    ((deg / 90.0).round() as i64).rem_euclid(4) as u32 * 90
+}
+
+/// Finds and checks the best video stream; `None` when the file has none.
+pub fn video_stream(ictx: &format::context::Input) -> Result<Option<VideoStream>, TransformError> {
+    let Some(st) = ictx
+        .streams()
+        .filter(|s| s.parameters().medium() == media::Type::Video)
+        .filter(|s| !s.disposition().contains(format::stream::Disposition::ATTACHED_PIC))
+        .max_by_key(|s| {
+            // SAFETY: parameters pointer of a live stream.
+            let p = unsafe { *s.parameters().as_ptr() };
+            i64::from(p.width) * i64::from(p.height)
+        })
+    else {
+        return Ok(None);
+    };
+    // SAFETY: parameters pointer of a live stream.
+    let par = unsafe { *st.parameters().as_ptr() };
+    let (w, h) = (par.width, par.height);
+    if w <= 0 || h <= 0 {
+        return Err(TransformError::Invalid(format!(
+            "video stream {} has no usable dimensions ({w}x{h})",
+            st.index()
+        )));
+    }
+    let (w, h) = (w as u32, h as u32);
+    if w > MAX_SOURCE_DIM || h > MAX_SOURCE_DIM || u64::from(w) * u64::from(h) > MAX_SOURCE_PIXELS
+    {
+        return Err(TransformError::Unsupported(format!(
+            "video dimensions {w}x{h} exceed the {MAX_SOURCE_DIM}x{MAX_SOURCE_DIM} (7680x4320 pixels) limit"
+        )));
+    }
+    let rate = st.avg_frame_rate();
+    let rate = if rate.numerator() > 0 && rate.denominator() > 0 {
+        rate
+    } else {
+        st.rate()
+    };
+    let fps = if rate.denominator() > 0 {
+        f64::from(rate.numerator()) / f64::from(rate.denominator())
+    } else {
+        0.0
+    };
+    let start = st.start_time();
+    Ok(Some(VideoStream {
+        index: st.index(),
+        time_base: st.time_base(),
+        start_pts: if start == ffmpeg::ffi::AV_NOPTS_VALUE {
+            0
+        } else {
+            start
+        },
+        width: w,
+        height: h,
+        rotation: rotation_of(&st),
+        fps: if fps.is_finite() && fps < 1000.0 { fps } else { 0.0 },
+        codec: par.codec_id.into(),
+    }))
+}
+
+/// The best audio stream's index, if any.
+pub fn audio_stream(ictx: &format::context::Input) -> Option<usize> {
+    ictx.streams().best(media::Type::Audio).map(|s| s.index())
+}
+
+/// Opens a threaded video decoder for stream `index`.
+pub fn video_decoder(
+    ictx: &format::context::Input,
+    index: usize,
+) -> Result<decoder::Video, TransformError> {
+    let st = ictx
+        .stream(index)
+        .ok_or_else(|| TransformError::Internal(format!("no stream {index}")))?;
+    let mut ctx = codec::context::Context::from_parameters(st.parameters())
+        .map_err(|e| invalid("read the video codec parameters", e))?;
+    ctx.set_threading(codec::threading::Config {
+        kind: codec::threading::Type::Frame,
+        count: 0,
+        safe: false,
+    });
+    // SAFETY: setting the packet time base on an unopened context.
+    unsafe {
+        (*ctx.as_mut_ptr()).pkt_timebase = st.time_base().into();
+    }
+    let id = st.parameters().id();
+    ctx.decoder().video().map_err(|e| {
+        TransformError::Unsupported(format!("no decoder for video codec {id:?}: {e}"))
+    })
+}
+
+/// Opens an audio decoder for stream `index`.
+pub fn audio_decoder(
+    ictx: &format::context::Input,
+    index: usize,
+) -> Result<decoder::Audio, TransformError> {
+    let st = ictx
+        .stream(index)
+        .ok_or_else(|| TransformError::Internal(format!("no stream {index}")))?;
+    let mut ctx = codec::context::Context::from_parameters(st.parameters())
+        .map_err(|e| invalid("read the audio codec parameters", e))?;
+    // SAFETY: setting the packet time base on an unopened context.
+    unsafe {
+        (*ctx.as_mut_ptr()).pkt_timebase = st.time_base().into();
+    }
+    let id = st.parameters().id();
+    ctx.decoder().audio().map_err(|e| {
+        TransformError::Unsupported(format!("no decoder for audio codec {id:?}: {e}"))
+    })
+}
+
+/// Seeks so that the next packets start at the keyframe at or before `secs` (from the
+/// file start, in seconds).
+pub fn seek(ictx: &mut format::context::Input, secs: f64) -> Result<(), TransformError> {
+    let ts = (secs.max(0.0) * f64::from(ffmpeg::ffi::AV_TIME_BASE)) as i64;
+    let start = ictx.start_time();
+    let ts = if start == ffmpeg::ffi::AV_NOPTS_VALUE {
+        ts
+    } else {
+        ts + start
+    };
+    ictx.seek(ts, ..=ts)
+        .or_else(|_| ictx.seek(ts, ..))
+        .map_err(|e| invalid(&format!("seek to {secs:.3}s"), e))
+}
+
+/// Container duration in seconds (0 when unknown).
+pub fn duration_secs(ictx: &format::context::Input) -> f64 {
+    let d = ictx.duration();
+    if d <= 0 || d == ffmpeg::ffi::AV_NOPTS_VALUE {
+        0.0
+    } else {
+        d as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarter_turn_rounding() {
+        assert_eq!(quarter_turns(90.0), 90);
+        assert_eq!(quarter_turns(-90.0), 270);
+        assert_eq!(quarter_turns(180.0), 180);
+        assert_eq!(quarter_turns(-180.0), 180);
+        assert_eq!(quarter_turns(359.0), 0);
+        assert_eq!(quarter_turns(0.0), 0);
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let tb = Rational::new(1, 12800);
+        assert_eq!(secs_to_ts(2.5, tb), 32000);
+        assert!((ts_to_secs(32000, tb) - 2.5).abs() < 1e-9);
+        assert_eq!(secs_to_ts(1.0, Rational::new(0, 1)), 0);
+    }
+}
