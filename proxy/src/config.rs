@@ -260,6 +260,63 @@ impl Default for CacheConfig {
     }
 }
 
+/// Limits and switches of the transform engines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformConfig {
+    /// Largest original read into memory for an image transform (413 above).
+    #[serde(default = "default_max_image_bytes")]
+    pub max_image_bytes: ByteSize,
+    /// Largest original streamed to a temp file for a video transform (413 above).
+    #[serde(default = "default_max_video_bytes")]
+    pub max_video_bytes: ByteSize,
+    /// Largest decoded image, in pixels (width × height; 413 above).
+    #[serde(default = "default_max_pixels")]
+    pub max_input_pixels: u64,
+    /// Offer AVIF for `format=auto`.
+    #[serde(default = "yes")]
+    pub avif: bool,
+    /// Metadata kept in outputs: `none` (default), `copyright`, `keep`.
+    #[serde(default = "default_metadata")]
+    pub metadata: String,
+    /// Concurrent transforms; 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Wall-clock limit of one video transform.
+    #[serde(default = "default_video_timeout")]
+    pub video_timeout: Dur,
+}
+
+impl Default for TransformConfig {
+    fn default() -> Self {
+        TransformConfig {
+            max_image_bytes: default_max_image_bytes(),
+            max_video_bytes: default_max_video_bytes(),
+            max_input_pixels: default_max_pixels(),
+            avif: true,
+            metadata: default_metadata(),
+            workers: 0,
+            video_timeout: default_video_timeout(),
+        }
+    }
+}
+
+fn default_max_image_bytes() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_max_video_bytes() -> ByteSize {
+    ByteSize(4 << 30)
+}
+fn default_max_pixels() -> u64 {
+    268_402_689
+}
+fn default_metadata() -> String {
+    "none".into()
+}
+fn default_video_timeout() -> Dur {
+    Dur(Duration::from_secs(120))
+}
+
 /// TTLs for responses that carry no freshness of their own, by status class.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -395,6 +452,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Transform parameters: derivatives, breakpoints, client hints, rate limits.
     pub filters: filters::FiltersConfig,
+    /// Transform engine limits.
+    pub transform: TransformConfig,
     pub origins: Vec<OriginConfig>,
     /// Compiled matchers, one per origin, same order.
     pub matchers: Vec<Regex>,
@@ -532,10 +591,10 @@ impl Config {
             }
         };
         for key in doc.keys() {
-            if !matches!(key.as_str(), "server" | "cache" | "filters" | "origins") {
+            if !matches!(key.as_str(), "server" | "cache" | "filters" | "transform" | "origins") {
                 problems.push(ConfigProblem {
                     path: key.clone(),
-                    message: format!("unknown section `{key}` (expected server, cache, filters, origins)"),
+                    message: format!("unknown section `{key}` (expected server, cache, filters, transform, origins)"),
                 });
             }
         }
@@ -546,6 +605,15 @@ impl Config {
         };
         let server: Option<ServerConfig> = section(table("server"), "server", &mut problems);
         let cache: Option<CacheConfig> = section(table("cache"), "cache", &mut problems);
+        let transform: Option<TransformConfig> = section(table("transform"), "transform", &mut problems);
+        if let Some(t) = &transform {
+            if !matches!(t.metadata.as_str(), "none" | "copyright" | "keep") {
+                problems.push(ConfigProblem {
+                    path: "transform.metadata".into(),
+                    message: format!("{:?} is not one of none, copyright, keep", t.metadata),
+                });
+            }
+        }
         let filters_cfg: Option<filters::FiltersConfig> = section(table("filters"), "filters", &mut problems);
         if let Some(f) = &filters_cfg {
             if let Err(errs) = f.validate() {
@@ -724,7 +792,7 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
-        let (Some(mut server), Some(cache), Some(filters)) = (server, cache, filters_cfg) else {
+        let (Some(mut server), Some(cache), Some(filters), Some(transform)) = (server, cache, filters_cfg, transform) else {
             return Err(ConfigErrors(problems));
         };
         for t in &mut server.tls {
@@ -739,6 +807,7 @@ impl Config {
             server,
             cache,
             filters,
+            transform,
             origins: out_origins,
             matchers,
         })

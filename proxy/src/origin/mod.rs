@@ -8,6 +8,7 @@
 //! It holds no caching policy: TTLs, purge and ranges on hits are the edge's.
 
 pub mod sources;
+pub mod transform;
 
 use crate::config::{substitute, Config};
 use crate::error::ApiError;
@@ -35,6 +36,7 @@ struct BuiltOrigin {
 pub struct OriginService {
     cfg: Arc<Config>,
     origins: Vec<BuiltOrigin>,
+    transformer: transform::Transformer,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -74,7 +76,23 @@ impl OriginService {
             }
             origins.push(BuiltOrigin { sources: built });
         }
-        Ok(OriginService { cfg, origins })
+        let t = &cfg.transform;
+        let limits = transform::TransformLimits {
+            max_image_bytes: t.max_image_bytes.0,
+            max_video_bytes: t.max_video_bytes.0,
+            temp_dir: cfg.server.data_dir.join("tmp"),
+        };
+        let _ = std::fs::create_dir_all(&limits.temp_dir);
+        let pool = if t.workers == 0 { crate::transform::Pool::for_cores() } else { crate::transform::Pool::new(t.workers) };
+        let transformer = transform::Transformer {
+            pool,
+            limits,
+            #[cfg(feature = "image-engine")]
+            image: image_options(t),
+            #[cfg(feature = "video-engine")]
+            video: video_options(&cfg),
+        };
+        Ok(OriginService { cfg, origins, transformer })
     }
 
     /// Answers one request.
@@ -102,11 +120,20 @@ impl OriginService {
             return Err(ApiError::no_matching_origin(&path));
         };
         let origin = &self.cfg.origins[idx];
+        let spec = match req.uri().query() {
+            Some(q) if !q.is_empty() => Some(
+                filters::TransformSpec::from_canonical_query(q)
+                    .map_err(|e| ApiError::new(e.status(), e.code(), e.to_string()))?,
+            ),
+            _ => None,
+        }
+        .filter(|s| !s.is_passthrough());
+        // A transform reads the whole original: no range, no conditional.
+        let passthrough = spec.is_none();
         let hv = |n: &str| {
-            req.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
+            passthrough
+                .then(|| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string))
+                .flatten()
         };
         let mut last_err: Option<SourceError> = None;
         for (j, source) in self.origins[idx].sources.iter().enumerate() {
@@ -123,7 +150,26 @@ impl OriginService {
                 head,
             };
             match source.fetch(&fetch).await {
-                Ok(f) => return Ok(self.respond(&origin.name, &path, source.kind(), f)),
+                Ok(f) => match spec {
+                    None => return Ok(self.respond(&origin.name, &path, source.kind(), f)),
+                    Some(spec) if f.status == 200 => {
+                        let job = transform::Job { origin: &origin.name, path: &path, spec };
+                        return match self.transformer.run(job, f).await {
+                            Ok(mut r) => {
+                                if let Ok(v) = http::HeaderValue::from_str(source.kind()) {
+                                    r.headers_mut().insert(HDR_SOURCE_TYPE, v);
+                                }
+                                Ok(r)
+                            }
+                            Err(e) => {
+                                let mut r = error_response(&e);
+                                r.headers_mut().insert("cache-control", http::HeaderValue::from_static("no-store"));
+                                Ok(r)
+                            }
+                        };
+                    }
+                    Some(_) => return Ok(self.respond(&origin.name, &path, source.kind(), f)),
+                },
                 Err(e) if e.falls_through() => {
                     tracing::debug!(origin = %origin.name, source = j, error = %e, "source fell through");
                     // A real failure outranks a 404 when choosing what to report.
@@ -284,6 +330,31 @@ impl OriginService {
                 tracing::debug!(error = %e, "origin connection ended");
             }
         });
+    }
+}
+
+#[cfg(feature = "image-engine")]
+fn image_options(t: &crate::config::TransformConfig) -> crate::transform::image::ImageOptions {
+    use crate::transform::image::{ImageOptions, MetadataPolicy};
+    ImageOptions {
+        max_input_pixels: t.max_input_pixels,
+        max_input_bytes: t.max_image_bytes.0,
+        avif_enabled: t.avif,
+        metadata: match t.metadata.as_str() {
+            "keep" => MetadataPolicy::Keep,
+            "copyright" => MetadataPolicy::Copyright,
+            _ => MetadataPolicy::None,
+        },
+        ..ImageOptions::default()
+    }
+}
+
+#[cfg(feature = "video-engine")]
+fn video_options(cfg: &Config) -> crate::transform::video::VideoOptions {
+    crate::transform::video::VideoOptions {
+        timeout: cfg.transform.video_timeout.0,
+        temp_dir: cfg.server.data_dir.join("tmp"),
+        ..crate::transform::video::VideoOptions::default()
     }
 }
 
