@@ -260,6 +260,128 @@ impl Default for CacheConfig {
     }
 }
 
+/// What a route class requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthRule {
+    /// Open (a valid bearer token still identifies the tenant).
+    #[default]
+    None,
+    /// A valid signed URL.
+    Signature,
+    /// A bearer token from `security.tokens`.
+    Token,
+    /// A signed URL or a bearer token.
+    Either,
+}
+
+/// Per route class rules (the classes of `filters::OperationClass`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuth {
+    #[serde(default)]
+    pub original: AuthRule,
+    #[serde(default)]
+    pub image: AuthRule,
+    #[serde(default)]
+    pub video: AuthRule,
+    #[serde(default)]
+    pub thumbnail: AuthRule,
+    #[serde(default)]
+    pub metadata: AuthRule,
+    #[serde(default)]
+    pub external: AuthRule,
+    #[serde(default = "token_rule")]
+    pub upload: AuthRule,
+}
+
+fn token_rule() -> AuthRule {
+    AuthRule::Token
+}
+
+impl Default for RouteAuth {
+    fn default() -> Self {
+        RouteAuth {
+            original: AuthRule::None,
+            image: AuthRule::None,
+            video: AuthRule::None,
+            thumbnail: AuthRule::None,
+            metadata: AuthRule::None,
+            external: AuthRule::None,
+            upload: AuthRule::Token,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    pub id: String,
+    /// Env var holding the secret.
+    pub secret_env: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Env var holding the token.
+    pub token_env: String,
+    pub tenant: String,
+    /// `read`, `upload`, `admin`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Signed URLs, tokens, trusted proxies, route rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Keys accepted for signed URLs (several at once for rotation; `kid` picks one).
+    #[serde(default = "default_signing_keys")]
+    pub signing_keys: Vec<SigningKey>,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Peers whose `CF-Connecting-IP` / `X-Forwarded-For` / `X-Real-IP` are believed (CIDRs).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// A file of CIDRs, one per line (`conf/cloudflare-ips.txt` ships Cloudflare's ranges).
+    #[serde(default)]
+    pub trusted_proxies_file: Option<PathBuf>,
+    /// Refuse (403) peers that are not trusted proxies.
+    #[serde(default)]
+    pub require_cloudflare_edge: bool,
+    /// Networks that may read /health and /metrics directly under `require_cloudflare_edge`.
+    #[serde(default = "default_purgers")]
+    pub admin_networks: Vec<String>,
+    #[serde(default)]
+    pub auth: RouteAuth,
+    /// Count cache hits against rate limits too (default: only requests reaching the origin).
+    #[serde(default)]
+    pub rate_limit_hits: bool,
+}
+
+fn default_signing_keys() -> Vec<SigningKey> {
+    vec![SigningKey {
+        id: "default".into(),
+        secret_env: "MEDIA_EDGE_SECRET".into(),
+    }]
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            signing_keys: default_signing_keys(),
+            tokens: vec![],
+            trusted_proxies: vec![],
+            trusted_proxies_file: None,
+            require_cloudflare_edge: false,
+            admin_networks: default_purgers(),
+            auth: RouteAuth::default(),
+            rate_limit_hits: false,
+        }
+    }
+}
+
 /// Limits and switches of the transform engines.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -454,6 +576,10 @@ pub struct Config {
     pub filters: filters::FiltersConfig,
     /// Transform engine limits.
     pub transform: TransformConfig,
+    /// Signed URLs, tokens, client IPs, route rules.
+    pub security: SecurityConfig,
+    /// The folder relative paths in the file resolve against.
+    pub base: PathBuf,
     pub origins: Vec<OriginConfig>,
     /// Compiled matchers, one per origin, same order.
     pub matchers: Vec<Regex>,
@@ -591,10 +717,13 @@ impl Config {
             }
         };
         for key in doc.keys() {
-            if !matches!(key.as_str(), "server" | "cache" | "filters" | "transform" | "origins") {
+            if !matches!(
+                key.as_str(),
+                "server" | "cache" | "filters" | "transform" | "security" | "origins"
+            ) {
                 problems.push(ConfigProblem {
                     path: key.clone(),
-                    message: format!("unknown section `{key}` (expected server, cache, filters, transform, origins)"),
+                    message: format!("unknown section `{key}` (expected server, cache, filters, transform, security, origins)"),
                 });
             }
         }
@@ -605,7 +734,38 @@ impl Config {
         };
         let server: Option<ServerConfig> = section(table("server"), "server", &mut problems);
         let cache: Option<CacheConfig> = section(table("cache"), "cache", &mut problems);
-        let transform: Option<TransformConfig> = section(table("transform"), "transform", &mut problems);
+        let security: Option<SecurityConfig> =
+            section(table("security"), "security", &mut problems);
+        if let Some(sec) = &security {
+            for (name, list) in [
+                ("trusted_proxies", &sec.trusted_proxies),
+                ("admin_networks", &sec.admin_networks),
+            ] {
+                if let Err(errs) = filters::CidrSet::parse(list) {
+                    for e in errs {
+                        problems.push(ConfigProblem {
+                            path: format!("security.{name}"),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+            if let Some(f) = &sec.trusted_proxies_file {
+                let f = if f.is_relative() {
+                    base.join(f)
+                } else {
+                    f.clone()
+                };
+                if !f.is_file() {
+                    problems.push(ConfigProblem {
+                        path: "security.trusted_proxies_file".into(),
+                        message: format!("file {} does not exist", f.display()),
+                    });
+                }
+            }
+        }
+        let transform: Option<TransformConfig> =
+            section(table("transform"), "transform", &mut problems);
         if let Some(t) = &transform {
             if !matches!(t.metadata.as_str(), "none" | "copyright" | "keep") {
                 problems.push(ConfigProblem {
@@ -614,11 +774,15 @@ impl Config {
                 });
             }
         }
-        let filters_cfg: Option<filters::FiltersConfig> = section(table("filters"), "filters", &mut problems);
+        let filters_cfg: Option<filters::FiltersConfig> =
+            section(table("filters"), "filters", &mut problems);
         if let Some(f) = &filters_cfg {
             if let Err(errs) = f.validate() {
                 for e in errs {
-                    problems.push(ConfigProblem { path: "filters".into(), message: e });
+                    problems.push(ConfigProblem {
+                        path: "filters".into(),
+                        message: e,
+                    });
                 }
             }
         }
@@ -769,11 +933,11 @@ impl Config {
                     }
                 }
             }
-            for (i, c) in s.purge_allowed.iter().enumerate() {
-                if crate::net::Cidr::parse(c).is_none() {
+            if let Err(errs) = filters::CidrSet::parse(&s.purge_allowed) {
+                for e in errs {
                     problems.push(ConfigProblem {
-                        path: format!("server.purge_allowed[{i}]"),
-                        message: format!("{c:?} is not a CIDR like 127.0.0.0/8"),
+                        path: "server.purge_allowed".into(),
+                        message: e.to_string(),
                     });
                 }
             }
@@ -792,7 +956,9 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
-        let (Some(mut server), Some(cache), Some(filters), Some(transform)) = (server, cache, filters_cfg, transform) else {
+        let (Some(mut server), Some(cache), Some(filters), Some(transform), Some(security)) =
+            (server, cache, filters_cfg, transform, security)
+        else {
             return Err(ConfigErrors(problems));
         };
         for t in &mut server.tls {
@@ -808,6 +974,8 @@ impl Config {
             cache,
             filters,
             transform,
+            security,
+            base: base.to_path_buf(),
             origins: out_origins,
             matchers,
         })

@@ -7,7 +7,6 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod metrics;
-pub mod net;
 pub mod origin;
 pub mod server;
 pub mod transform;

@@ -39,6 +39,33 @@ enum Cmd {
     },
     /// Validate a config file: prints every problem with its key path; exit 1 on any.
     CheckConfig { file: PathBuf },
+    /// Print a signed URL for PATH (path and query), with a key from `security.signing_keys`.
+    SignUrl {
+        /// Path and query, e.g. `/samples/photo.jpg?width=300`.
+        path: String,
+        /// Seconds from now until the URL expires.
+        #[arg(long, default_value_t = 3600)]
+        expires_in: u64,
+        /// Key id (default: the first configured key whose secret is set).
+        #[arg(long)]
+        key: Option<String>,
+        /// Config file (default: the built-in config).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(config: &Option<PathBuf>) -> Result<Config, ExitCode> {
+    let cfg = match config {
+        Some(f) => Config::load(f),
+        None => Config::parse(media_edge::config::DEFAULT_CONFIG, Path::new("conf")),
+    };
+    cfg.map_err(|errs| {
+        for p in &errs.0 {
+            eprintln!("config error: {p}");
+        }
+        ExitCode::from(1)
+    })
 }
 
 fn main() -> ExitCode {
@@ -56,6 +83,32 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Cmd::SignUrl {
+            path,
+            expires_in,
+            key,
+            config,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match media_edge::edge::security::sign_url(
+                &cfg.security,
+                &path,
+                expires_in,
+                key.as_deref(),
+            ) {
+                Ok(url) => {
+                    println!("{url}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("media-edge: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Run {
             config,
             listen,
@@ -63,18 +116,9 @@ fn main() -> ExitCode {
             daemon,
             upgrade,
         } => {
-            let cfg = match &config {
-                Some(f) => Config::load(f),
-                None => Config::parse(media_edge::config::DEFAULT_CONFIG, Path::new("conf")),
-            };
-            let cfg = match cfg {
+            let cfg = match load(&config) {
                 Ok(c) => c,
-                Err(errs) => {
-                    for p in &errs.0 {
-                        eprintln!("config error: {p}");
-                    }
-                    return ExitCode::from(1);
-                }
+                Err(code) => return code,
             };
             match run(
                 cfg,

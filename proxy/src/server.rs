@@ -8,7 +8,6 @@ use crate::config::Config;
 use crate::edge::purge::PurgeLog;
 use crate::edge::storage::{StorageLimits, TieredStorage};
 use crate::edge::{Edge, EdgeState};
-use crate::net::Cidr;
 use crate::origin::{OriginBackground, OriginService};
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -123,12 +122,13 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         lock,
         purge,
         admin_token,
-        purge_allowed: cfg
-            .server
-            .purge_allowed
-            .iter()
-            .filter_map(|c| Cidr::parse(c))
-            .collect(),
+        purge_allowed: filters::CidrSet::parse(&cfg.server.purge_allowed)
+            .map_err(|e| format!("server.purge_allowed: {e:?}"))?,
+        security: crate::edge::security::Security::new(
+            &cfg.security,
+            &cfg.filters.ratelimit,
+            &cfg.base,
+        )?,
         started: Instant::now(),
         fill_token: uuid::Uuid::new_v4().simple().to_string(),
         fill_base,

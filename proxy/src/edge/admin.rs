@@ -73,11 +73,18 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, ApiError> {
 /// Cache key for a purge target: a key as shown in `X-Cache-Key`, or a URL/path with its
 /// transform query (resolved exactly as a request would be, without client hints).
 fn key_of(edge: &Edge, item: &str) -> String {
-    if item.contains(':') && !item.starts_with('/') && !item.starts_with("http://") && !item.starts_with("https://") {
+    if item.contains(':')
+        && !item.starts_with('/')
+        && !item.starts_with("http://")
+        && !item.starts_with("https://")
+    {
         return item.to_string();
     }
     let target = match item.find("://") {
-        Some(i) => item[i + 3..].find('/').map(|j| &item[i + 3 + j..]).unwrap_or("/"),
+        Some(i) => item[i + 3..]
+            .find('/')
+            .map(|j| &item[i + 3 + j..])
+            .unwrap_or("/"),
         None => item,
     };
     let (path, query) = match target.split_once('?') {
@@ -236,8 +243,7 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
 /// `PURGE /path`: purge one URL's key, from allowed networks only.
 pub async fn purge_one(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
     let rid = ctx.request_id.clone();
-    let allowed =
-        peer_ip(session).is_some_and(|ip| crate::net::any_contains(&edge.state.purge_allowed, ip));
+    let allowed = peer_ip(session).is_some_and(|ip| edge.state.purge_allowed.contains(ip));
     if !allowed && !is_admin(edge, session) {
         respond_error(
             session,
@@ -247,7 +253,12 @@ pub async fn purge_one(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
         .await;
         return;
     }
-    let target = session.req_header().uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let target = session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
     let key = key_of(edge, &target);
     if let Err(e) = edge
         .state

@@ -8,12 +8,12 @@
 
 pub mod admin;
 pub mod purge;
+pub mod security;
 pub mod storage;
 
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::net::Cidr;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
@@ -44,7 +44,8 @@ pub struct EdgeState {
     pub lock: &'static CacheKeyLockImpl,
     pub purge: PurgeLog,
     pub admin_token: Option<String>,
-    pub purge_allowed: Vec<Cidr>,
+    pub purge_allowed: filters::CidrSet,
+    pub security: security::Security,
     pub started: Instant,
     pub fill_token: String,
     /// `http://127.0.0.1:PORT` of a plain listener, for background fills.
@@ -77,6 +78,12 @@ pub struct Ctx {
     upstream_path: Option<String>,
     /// `format=auto` was negotiated from `Accept`.
     vary_accept: bool,
+    /// The client as resolved from trusted forwarding headers.
+    pub client_ip: Option<std::net::IpAddr>,
+    /// Rate-limit class, checked before going upstream when hits are exempt.
+    rate_class: Option<filters::OperationClass>,
+    /// A 429 decided in `proxy_upstream_filter`.
+    rate_limited: Option<ApiError>,
 }
 
 /// A request resolved to a spec, an origin and the origin service's request target.
@@ -161,21 +168,37 @@ pub fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
 impl Edge {
     /// Cache key of an original (no transform): `orig:{path}`.
     pub fn original_key(path: &str) -> String {
-        filters::cache_key(&filters::TransformSpec::new(filters::Mode::Original), &filters::Source::Path(path.to_string()))
+        filters::cache_key(
+            &filters::TransformSpec::new(filters::Mode::Original),
+            &filters::Source::Path(path.to_string()),
+        )
     }
 
     /// Resolves a request into a spec (filters crate), its origin, its cache key and the
     /// origin service's request target. `format=auto` is negotiated here from `Accept`, so
     /// the negotiated format (not the raw header) enters the key.
-    pub fn resolve(&self, path: &str, query: Option<&str>, headers: &http::HeaderMap) -> std::result::Result<Resolution, ApiError> {
+    pub fn resolve(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> std::result::Result<Resolution, ApiError> {
         let cfg = &self.state.cfg;
-        let parts = filters::RequestParts { path, query, headers };
+        let parts = filters::RequestParts {
+            path,
+            query,
+            headers,
+        };
         let to_api = |e: filters::FilterError| ApiError::new(e.status(), e.code(), e.to_string());
-        let mut resolved = filters::resolve(&parts, &cfg.filters, &filters::ResolveOptions::default()).map_err(to_api)?;
+        let mut resolved =
+            filters::resolve(&parts, &cfg.filters, &filters::ResolveOptions::default())
+                .map_err(to_api)?;
         let source_path = match &resolved.source {
             filters::Source::Path(p) => p.clone(),
             filters::Source::External(_) => {
-                return Err(ApiError::forbidden("external fetches are not enabled on this node"));
+                return Err(ApiError::forbidden(
+                    "external fetches are not enabled on this node",
+                ));
             }
         };
         let Some((origin, _)) = cfg.match_origin(&source_path) else {
@@ -199,7 +222,12 @@ impl Edge {
         } else {
             format!("{source_path}?{}", resolved.spec.to_canonical_query())
         };
-        Ok(Resolution { resolved, origin, upstream_path, vary_accept })
+        Ok(Resolution {
+            resolved,
+            origin,
+            upstream_path,
+            vary_accept,
+        })
     }
 
     fn spawn_fill(&self, path_and_query: String, key: String) {
@@ -262,6 +290,9 @@ impl ProxyHttp for Edge {
             resolved: None,
             upstream_path: None,
             vary_accept: false,
+            client_ip: None,
+            rate_class: None,
+            rate_limited: None,
         }
     }
 
@@ -271,6 +302,15 @@ impl ProxyHttp for Edge {
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        if let Some(peer) = peer_ip(session) {
+            let sec = &self.state.security;
+            if let Err(e) = sec.check_peer(peer, req.uri.path()) {
+                respond_error(session, &ctx.request_id, &e).await;
+                return Ok(true);
+            }
+            ctx.client_ip = Some(sec.client_ip(peer, &req.headers));
+        }
+        let req = session.req_header();
         let token = &self.state.cfg.server.via_token;
         let looped = req
             .headers
@@ -356,11 +396,18 @@ impl ProxyHttp for Edge {
                 return Ok(true);
             }
         };
-        let Resolution { resolved, origin, upstream_path, vary_accept } = resolved;
+        let Resolution {
+            resolved,
+            origin,
+            upstream_path,
+            vary_accept,
+        } = resolved;
         if resolved.debug {
             let allowed = self.state.cfg.server.debug_view || admin::is_admin(self, session);
             if !allowed {
-                let e = ApiError::forbidden("debug=view needs the admin token or server.debug_view = true");
+                let e = ApiError::forbidden(
+                    "debug=view needs the admin token or server.debug_view = true",
+                );
                 respond_error(session, &ctx.request_id, &e).await;
                 return Ok(true);
             }
@@ -374,11 +421,37 @@ impl ProxyHttp for Edge {
             return Ok(true);
         }
         let req = session.req_header();
+        let class = filters::ratelimit::classify_resolved(&path, &resolved);
+        let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if let Err(e) = self
+            .state
+            .security
+            .authorize(class, pq, header(req, "authorization"))
+        {
+            respond_error(session, &ctx.request_id, &e).await;
+            return Ok(true);
+        }
+        let is_fill = header(req, FILL_HEADER) == Some(self.state.fill_token.as_str());
+        if !is_fill {
+            if self.state.security.limit_hits() {
+                let checked = ctx
+                    .client_ip
+                    .map(|ip| self.state.security.rate_check(class, ip));
+                if let Some(Err(e)) = checked {
+                    respond_error(session, &ctx.request_id, &e).await;
+                    return Ok(true);
+                }
+            } else {
+                ctx.rate_class = Some(class);
+            }
+        }
+        let req = session.req_header();
         ctx.origin = Some(origin);
         ctx.key = Some(resolved.cache_key.clone());
         ctx.single_range = resolved.spec.is_passthrough()
-            && header(req, "range").is_some_and(|r| r.trim_start().starts_with("bytes=") && !r.contains(','));
-        ctx.is_fill = header(req, FILL_HEADER) == Some(self.state.fill_token.as_str());
+            && header(req, "range")
+                .is_some_and(|r| r.trim_start().starts_with("bytes=") && !r.contains(','));
+        ctx.is_fill = is_fill;
         ctx.upstream_path = Some(upstream_path);
         ctx.vary_accept = vary_accept;
         ctx.resolved = Some(resolved);
@@ -447,6 +520,17 @@ impl ProxyHttp for Edge {
             return Ok(Some(ForcedFreshness::ForceMiss));
         }
         Ok(None)
+    }
+
+    async fn proxy_upstream_filter(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Only requests that reach the origin count against rate limits (hits are exempt).
+        if let (Some(class), Some(ip)) = (ctx.rate_class, ctx.client_ip) {
+            if let Err(e) = self.state.security.rate_check(class, ip) {
+                ctx.rate_limited = Some(e);
+                return Error::e_explain(ErrorType::HTTPStatus(429), "rate limited");
+            }
+        }
+        Ok(true)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -649,8 +733,17 @@ impl ProxyHttp for Edge {
                 vary.push("Accept");
             }
             if !vary.is_empty() {
-                let existing = resp.headers.get("vary").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                let mut all: Vec<String> = existing.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                let existing = resp
+                    .headers
+                    .get("vary")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let mut all: Vec<String> = existing
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
                 for v in vary {
                     if !all.iter().any(|a| a.eq_ignore_ascii_case(v)) {
                         all.push(v.to_string());
@@ -681,6 +774,7 @@ impl ProxyHttp for Edge {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let api = match e.etype() {
+            _ if ctx.rate_limited.is_some() => ctx.rate_limited.take(),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 Some(ApiError::timeout("origin service timed out"))
             }
@@ -733,6 +827,7 @@ impl ProxyHttp for Edge {
             .observe(ms);
         tracing::info!(
             request_id = %ctx.request_id,
+            client_ip = %ctx.client_ip.map(|i| i.to_string()).unwrap_or_default(),
             method = %session.req_header().method,
             path = %ctx.path,
             status,

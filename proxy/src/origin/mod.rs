@@ -83,7 +83,11 @@ impl OriginService {
             temp_dir: cfg.server.data_dir.join("tmp"),
         };
         let _ = std::fs::create_dir_all(&limits.temp_dir);
-        let pool = if t.workers == 0 { crate::transform::Pool::for_cores() } else { crate::transform::Pool::new(t.workers) };
+        let pool = if t.workers == 0 {
+            crate::transform::Pool::for_cores()
+        } else {
+            crate::transform::Pool::new(t.workers)
+        };
         let transformer = transform::Transformer {
             pool,
             limits,
@@ -92,7 +96,11 @@ impl OriginService {
             #[cfg(feature = "video-engine")]
             video: video_options(&cfg),
         };
-        Ok(OriginService { cfg, origins, transformer })
+        Ok(OriginService {
+            cfg,
+            origins,
+            transformer,
+        })
     }
 
     /// Answers one request.
@@ -132,7 +140,12 @@ impl OriginService {
         let passthrough = spec.is_none();
         let hv = |n: &str| {
             passthrough
-                .then(|| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string))
+                .then(|| {
+                    req.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                })
                 .flatten()
         };
         let mut last_err: Option<SourceError> = None;
@@ -153,7 +166,11 @@ impl OriginService {
                 Ok(f) => match spec {
                     None => return Ok(self.respond(&origin.name, &path, source.kind(), f)),
                     Some(spec) if f.status == 200 => {
-                        let job = transform::Job { origin: &origin.name, path: &path, spec };
+                        let job = transform::Job {
+                            origin: &origin.name,
+                            path: &path,
+                            spec,
+                        };
                         return match self.transformer.run(job, f).await {
                             Ok(mut r) => {
                                 if let Ok(v) = http::HeaderValue::from_str(source.kind()) {
@@ -163,7 +180,10 @@ impl OriginService {
                             }
                             Err(e) => {
                                 let mut r = error_response(&e);
-                                r.headers_mut().insert("cache-control", http::HeaderValue::from_static("no-store"));
+                                r.headers_mut().insert(
+                                    "cache-control",
+                                    http::HeaderValue::from_static("no-store"),
+                                );
                                 Ok(r)
                             }
                         };

@@ -45,10 +45,15 @@ pub struct Job<'a> {
     pub spec: TransformSpec,
 }
 
-const VIDEO_EXTENSIONS: &[&str] = &["mp4", "m4v", "mov", "webm", "mkv", "avi", "ts", "mpg", "mpeg", "3gp", "ogv"];
+const VIDEO_EXTENSIONS: &[&str] = &[
+    "mp4", "m4v", "mov", "webm", "mkv", "avi", "ts", "mpg", "mpeg", "3gp", "ogv",
+];
 
 fn is_video(path: &str, content_type: Option<&str>, spec: &TransformSpec) -> bool {
-    if matches!(spec.mode, Mode::Video | Mode::Frame | Mode::Spritesheet | Mode::Audio) {
+    if matches!(
+        spec.mode,
+        Mode::Video | Mode::Frame | Mode::Spritesheet | Mode::Audio
+    ) {
         return true;
     }
     if content_type.is_some_and(|c| c.starts_with("video/") || c.starts_with("audio/")) {
@@ -68,7 +73,10 @@ impl Drop for TempFile {
 }
 
 async fn read_to_memory(fetched: Fetched, max: u64) -> Result<Bytes, ApiError> {
-    if let Some(len) = fetched.header("content-length").and_then(|l| l.parse::<u64>().ok()) {
+    if let Some(len) = fetched
+        .header("content-length")
+        .and_then(|l| l.parse::<u64>().ok())
+    {
         if len > max {
             return Err(too_large(len, max));
         }
@@ -88,7 +96,11 @@ async fn read_to_memory(fetched: Fetched, max: u64) -> Result<Bytes, ApiError> {
 }
 
 #[cfg_attr(not(feature = "video-engine"), allow(dead_code))]
-async fn stream_to_file(fetched: Fetched, max: u64, dir: &std::path::Path) -> Result<TempFile, ApiError> {
+async fn stream_to_file(
+    fetched: Fetched,
+    max: u64,
+    dir: &std::path::Path,
+) -> Result<TempFile, ApiError> {
     use tokio::io::AsyncWriteExt;
     tokio::fs::create_dir_all(dir)
         .await
@@ -100,7 +112,8 @@ async fn stream_to_file(fetched: Fetched, max: u64, dir: &std::path::Path) -> Re
     let mut written = 0u64;
     if let Some(mut body) = fetched.body {
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ApiError::origin_error(format!("reading source: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| ApiError::origin_error(format!("reading source: {e}")))?;
             written += chunk.len() as u64;
             if written > max {
                 return Err(too_large(written, max));
@@ -110,12 +123,18 @@ async fn stream_to_file(fetched: Fetched, max: u64, dir: &std::path::Path) -> Re
                 .map_err(|e| ApiError::internal(format!("temp file: {e}")))?;
         }
     }
-    file.flush().await.map_err(|e| ApiError::internal(format!("temp file: {e}")))?;
+    file.flush()
+        .await
+        .map_err(|e| ApiError::internal(format!("temp file: {e}")))?;
     Ok(tmp)
 }
 
 fn too_large(len: u64, max: u64) -> ApiError {
-    ApiError::new(413, "PAYLOAD_TOO_LARGE", format!("source of {len} bytes is over the limit of {max} bytes"))
+    ApiError::new(
+        413,
+        "PAYLOAD_TOO_LARGE",
+        format!("source of {len} bytes is over the limit of {max} bytes"),
+    )
 }
 
 fn err(e: TransformError) -> ApiError {
@@ -158,7 +177,10 @@ impl Transformer {
             .header("etag", etag)
             .header("cache-tag", tags.join(","))
             .header("x-transform-source", engine)
-            .header("x-processing-time-ms", started.elapsed().as_millis().to_string())
+            .header(
+                "x-processing-time-ms",
+                started.elapsed().as_millis().to_string(),
+            )
             .header(super::HDR_ORIGIN, job.origin);
         if out.width > 0 {
             b = b
@@ -193,7 +215,13 @@ impl Transformer {
                 if spec.format == Some(filters::Format::Json) {
                     let v = image::metadata_json(&bytes, &opts)?;
                     let body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
-                    return Ok(Output { body, content_type: "application/json", width: 0, height: 0, headers: vec![] });
+                    return Ok(Output {
+                        body,
+                        content_type: "application/json",
+                        width: 0,
+                        height: 0,
+                        headers: vec![],
+                    });
                 }
                 image::transform(&bytes, &spec, &opts)
             })
@@ -203,16 +231,22 @@ impl Transformer {
 
     #[cfg(not(feature = "image-engine"))]
     async fn image_bytes(&self, _spec: &TransformSpec, _bytes: Bytes) -> Result<Output, ApiError> {
-        Err(err(TransformError::Unsupported("this build has no image engine".into())))
+        Err(err(TransformError::Unsupported(
+            "this build has no image engine".into(),
+        )))
     }
 
     #[cfg(feature = "video-engine")]
     async fn run_video(&self, job: &Job<'_>, fetched: Fetched) -> Result<Output, ApiError> {
         use crate::transform::video;
-        let src = stream_to_file(fetched, self.limits.max_video_bytes, &self.limits.temp_dir).await?;
+        let src =
+            stream_to_file(fetched, self.limits.max_video_bytes, &self.limits.temp_dir).await?;
         let opts = self.video.clone();
         let spec = job.spec.clone();
-        let out_path = self.limits.temp_dir.join(format!("out-{}", uuid::Uuid::new_v4().simple()));
+        let out_path = self
+            .limits
+            .temp_dir
+            .join(format!("out-{}", uuid::Uuid::new_v4().simple()));
         self.pool
             .run(move || {
                 let src = src;
@@ -222,7 +256,13 @@ impl Transformer {
                     _ if json => {
                         let p = video::probe(&src.0)?;
                         let body = Bytes::from(serde_json::to_vec(&p).unwrap_or_default());
-                        Output { body, content_type: "application/json", width: 0, height: 0, headers: vec![] }
+                        Output {
+                            body,
+                            content_type: "application/json",
+                            width: 0,
+                            height: 0,
+                            headers: vec![],
+                        }
                     }
                     Mode::Frame => video::frame(&src.0, &spec, &opts)?,
                     Mode::Spritesheet => video::spritesheet(&src.0, &spec, &opts)?,
@@ -232,8 +272,9 @@ impl Transformer {
                         } else {
                             video::transcode(&src.0, &spec, &opts, &out_guard.0, &|_| {})?
                         };
-                        let body = std::fs::read(&f.path)
-                            .map_err(|e| TransformError::Internal(format!("reading output: {e}")))?;
+                        let body = std::fs::read(&f.path).map_err(|e| {
+                            TransformError::Internal(format!("reading output: {e}"))
+                        })?;
                         if f.path != out_guard.0 {
                             let _ = std::fs::remove_file(&f.path);
                         }
@@ -260,7 +301,9 @@ impl Transformer {
 
     #[cfg(not(feature = "video-engine"))]
     async fn run_video(&self, _job: &Job<'_>, _fetched: Fetched) -> Result<Output, ApiError> {
-        Err(err(TransformError::Unsupported("this build has no video engine".into())))
+        Err(err(TransformError::Unsupported(
+            "this build has no video engine".into(),
+        )))
     }
 }
 

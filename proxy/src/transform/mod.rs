@@ -71,12 +71,18 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(permits: usize) -> Pool {
-        Pool { permits: Arc::new(Semaphore::new(permits.max(1))) }
+        Pool {
+            permits: Arc::new(Semaphore::new(permits.max(1))),
+        }
     }
 
     /// Sized from the machine's cores.
     pub fn for_cores() -> Pool {
-        Pool::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+        Pool::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
     }
 
     /// Runs `f` on a blocking thread once a permit is free. A panic in `f` is an internal error.

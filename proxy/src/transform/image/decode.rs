@@ -10,17 +10,24 @@ use std::io::Cursor;
 use image::{AnimationDecoder, ImageDecoder};
 
 use super::probe::{image_crate_format, image_err, limits};
-use super::{color, ImageFormat, ImageOptions, Probe, Raster};
+use super::{ImageFormat, ImageOptions, Probe, Raster};
 use crate::transform::TransformError;
 
+/// A decoded still: pixels with EXIF orientation applied, and the ICC profile they are in
+/// (converted to sRGB later, on the smaller output).
+pub struct Decoded {
+    pub raster: Raster,
+    pub icc: Option<Vec<u8>>,
+}
+
 /// Decodes the first frame at 1/`shrink` scale (JPEG only; other formats ignore `shrink`),
-/// converted to sRGB when it carries an ICC profile, with EXIF orientation applied.
+/// with EXIF orientation applied.
 pub fn still(
     bytes: &[u8],
     probe: &Probe,
     opts: &ImageOptions,
     shrink: u32,
-) -> Result<Raster, TransformError> {
+) -> Result<Decoded, TransformError> {
     let (raster, icc) = match probe.format {
         ImageFormat::Jpeg => jpeg(bytes, probe, opts, shrink)?,
         ImageFormat::Avif | ImageFormat::Heic => super::heif::decode(bytes, probe, opts)?,
@@ -31,11 +38,10 @@ pub fn still(
         }
         f => generic(bytes, f, opts)?,
     };
-    let raster = match icc {
-        Some(icc) => color::to_srgb(raster, &icc),
-        None => raster,
-    };
-    super::ops::orient(raster, probe.orientation)
+    Ok(Decoded {
+        raster: super::ops::orient(raster, probe.orientation)?,
+        icc,
+    })
 }
 
 fn generic(
@@ -129,7 +135,8 @@ pub fn animation<'a>(
 ) -> Result<Animation<'a>, TransformError> {
     let (frames, loop_count) = match f {
         ImageFormat::Gif => {
-            let mut d = image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).map_err(image_err)?;
+            let mut d =
+                image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).map_err(image_err)?;
             d.set_limits(limits(opts)).map_err(image_err)?;
             let lc = d.loop_count();
             (d.into_frames(), lc)

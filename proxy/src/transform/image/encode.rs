@@ -51,7 +51,13 @@ pub fn settings(spec: &TransformSpec, avif_speed: u8) -> Settings {
 /// Piecewise-linear through (60, 8), (75, 6), (90, 4), (100, 0); 9 below 60 down to 1.
 fn png_level_for(q: u8) -> u8 {
     let q = f64::from(q.clamp(1, 100));
-    let pts = [(1.0, 9.0), (60.0, 8.0), (75.0, 6.0), (90.0, 4.0), (100.0, 0.0)];
+    let pts = [
+        (1.0, 9.0),
+        (60.0, 8.0),
+        (75.0, 6.0),
+        (90.0, 4.0),
+        (100.0, 0.0),
+    ];
     for win in pts.windows(2) {
         let ((q0, l0), (q1, l1)) = (win[0], win[1]);
         if q <= q1 {
@@ -128,7 +134,8 @@ fn jpeg(r: &Raster, quality: u8) -> Result<Vec<u8>, TransformError> {
         (&r.data[..], turbojpeg::PixelFormat::RGB)
     };
     let mut c = turbojpeg::Compressor::new().map_err(|e| enc_err("jpeg", e))?;
-    c.set_quality(i32::from(quality)).map_err(|e| enc_err("jpeg", e))?;
+    c.set_quality(i32::from(quality))
+        .map_err(|e| enc_err("jpeg", e))?;
     c.set_subsamp(turbojpeg::Subsamp::Sub2x2)
         .map_err(|e| enc_err("jpeg", e))?;
     c.set_progressive(true).map_err(|e| enc_err("jpeg", e))?;
@@ -231,7 +238,11 @@ impl Drop for Picture {
     }
 }
 
-fn webp_anim(frames: &[Frame], s: &Settings, loops: Option<u32>) -> Result<Vec<u8>, TransformError> {
+fn webp_anim(
+    frames: &[Frame],
+    s: &Settings,
+    loops: Option<u32>,
+) -> Result<Vec<u8>, TransformError> {
     use libwebp_sys as w;
     let first = frames
         .first()
@@ -265,23 +276,33 @@ fn webp_anim(frames: &[Frame], s: &Settings, loops: Option<u32>) -> Result<Vec<u
         let mut ts: i64 = 0;
         for f in frames {
             let r = &f.raster;
-            if (r.width, r.height) != (width, height) || !r.alpha || r.data.len() != (width * height * 4) as usize {
-                return Err(TransformError::Internal("animation frames differ in size".into()));
+            if (r.width, r.height) != (width, height)
+                || !r.alpha
+                || r.data.len() != width as usize * height as usize * 4
+            {
+                return Err(TransformError::Internal(
+                    "animation frames differ in size".into(),
+                ));
             }
-            let mut pic = Picture(w::WebPPicture::new().map_err(|_| enc_err("webp", "picture init"))?);
+            let mut pic =
+                Picture(w::WebPPicture::new().map_err(|_| enc_err("webp", "picture init"))?);
             pic.0.use_argb = 1;
             pic.0.width = width as i32;
             pic.0.height = height as i32;
-            if w::WebPPictureImportRGBA(&mut pic.0, r.data.as_ptr(), (width * 4) as i32) == 0 {
+            let stride = i32::try_from(width as usize * 4)
+                .map_err(|_| TransformError::TooLarge(format!("animation {width} px wide")))?;
+            if w::WebPPictureImportRGBA(&mut pic.0, r.data.as_ptr(), stride) == 0 {
                 return Err(enc_err("webp", "picture import"));
             }
-            let t = i32::try_from(ts).map_err(|_| TransformError::TooLarge("animation too long".into()))?;
+            let t = i32::try_from(ts)
+                .map_err(|_| TransformError::TooLarge("animation too long".into()))?;
             if w::WebPAnimEncoderAdd(enc.0, &mut pic.0, t, &config) == 0 {
                 return Err(enc_err("webp", anim_error(enc.0)));
             }
             ts += i64::from(f.delay_ms.max(1));
         }
-        let t = i32::try_from(ts).map_err(|_| TransformError::TooLarge("animation too long".into()))?;
+        let t =
+            i32::try_from(ts).map_err(|_| TransformError::TooLarge("animation too long".into()))?;
         if w::WebPAnimEncoderAdd(enc.0, std::ptr::null_mut(), t, std::ptr::null()) == 0 {
             return Err(enc_err("webp", anim_error(enc.0)));
         }
@@ -327,7 +348,11 @@ mod tests {
         for (q, want_q, want_png, lossless) in cases {
             spec.quality = q;
             let s = settings(&spec, 8);
-            assert_eq!((s.quality, s.png_level, s.lossless), (want_q, want_png, lossless), "{q:?}");
+            assert_eq!(
+                (s.quality, s.png_level, s.lossless),
+                (want_q, want_png, lossless),
+                "{q:?}"
+            );
         }
         spec.quality = Some(Quality::High);
         spec.compression = Some(Compression::Level(9));

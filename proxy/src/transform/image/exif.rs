@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value as Json};
 use super::MetadataPolicy;
 
 /// Walks the JPEG marker segments before the first scan, calling `f(marker, payload)`.
-fn jpeg_segments<'a>(b: &'a [u8], mut f: impl FnMut(u8, &'a [u8])) {
+pub(crate) fn jpeg_segments<'a>(b: &'a [u8], mut f: impl FnMut(u8, &'a [u8])) {
     if !b.starts_with(&[0xFF, 0xD8]) {
         return;
     }
@@ -63,14 +63,12 @@ pub fn jpeg_icc(b: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     chunks.sort_by_key(|c| c.0);
-    Some(chunks.into_iter().flat_map(|c| c.1.iter().copied()).collect())
-}
-
-/// Does a JPEG carry an Adobe APP14 marker (CMYK/YCCK inversion hint)?
-pub fn jpeg_has_adobe(b: &[u8]) -> bool {
-    let mut found = false;
-    jpeg_segments(b, |m, p| found |= m == 0xEE && p.starts_with(b"Adobe"));
-    found
+    Some(
+        chunks
+            .into_iter()
+            .flat_map(|c| c.1.iter().copied())
+            .collect(),
+    )
 }
 
 fn parse(raw: &[u8]) -> Option<exif::Exif> {
@@ -99,7 +97,12 @@ fn ascii(e: &exif::Exif, tag: Tag) -> Option<String> {
         Value::Ascii(v) => {
             let s: Vec<String> = v
                 .iter()
-                .map(|b| String::from_utf8_lossy(b).trim_end_matches('\0').trim().to_string())
+                .map(|b| {
+                    String::from_utf8_lossy(b)
+                        .trim_end_matches('\0')
+                        .trim()
+                        .to_string()
+                })
                 .filter(|s| !s.is_empty())
                 .collect();
             (!s.is_empty()).then(|| s.join(" "))
@@ -180,7 +183,8 @@ pub fn to_json(raw: &[u8]) -> Json {
         m.insert("longitude".into(), json!(lon));
         if let Some(alt) = rational(&e, Tag::GPSAltitude).filter(|v| v.is_finite()) {
             let below = matches!(
-                e.get_field(Tag::GPSAltitudeRef, In::PRIMARY).and_then(|f| f.value.get_uint(0)),
+                e.get_field(Tag::GPSAltitudeRef, In::PRIMARY)
+                    .and_then(|f| f.value.get_uint(0)),
                 Some(1)
             );
             m.insert("altitude".into(), json!(if below { -alt } else { alt }));
@@ -249,15 +253,51 @@ pub(crate) mod tests {
         use exif::{Field, Rational};
         let rat = |n: u32, d: u32| Rational { num: n, denom: d };
         let fields = [
-            Field { tag: Tag::Make, ifd_num: In::PRIMARY, value: Value::Ascii(vec![b"TestCam".to_vec()]) },
-            Field { tag: Tag::Model, ifd_num: In::PRIMARY, value: Value::Ascii(vec![b"Model 9".to_vec()]) },
-            Field { tag: Tag::Orientation, ifd_num: In::PRIMARY, value: Value::Short(vec![orientation]) },
-            Field { tag: Tag::Copyright, ifd_num: In::PRIMARY, value: Value::Ascii(vec![b"(c) Test".to_vec()]) },
-            Field { tag: Tag::DateTimeOriginal, ifd_num: In::PRIMARY, value: Value::Ascii(vec![b"2024:05:06 07:08:09".to_vec()]) },
-            Field { tag: Tag::GPSLatitudeRef, ifd_num: In::PRIMARY, value: Value::Ascii(vec![b"N".to_vec()]) },
-            Field { tag: Tag::GPSLatitude, ifd_num: In::PRIMARY, value: Value::Rational(vec![rat(48, 1), rat(51, 1), rat(2976, 100)]) },
-            Field { tag: Tag::GPSLongitudeRef, ifd_num: In::PRIMARY, value: Value::Ascii(vec![b"W".to_vec()]) },
-            Field { tag: Tag::GPSLongitude, ifd_num: In::PRIMARY, value: Value::Rational(vec![rat(2, 1), rat(17, 1), rat(4020, 100)]) },
+            Field {
+                tag: Tag::Make,
+                ifd_num: In::PRIMARY,
+                value: Value::Ascii(vec![b"TestCam".to_vec()]),
+            },
+            Field {
+                tag: Tag::Model,
+                ifd_num: In::PRIMARY,
+                value: Value::Ascii(vec![b"Model 9".to_vec()]),
+            },
+            Field {
+                tag: Tag::Orientation,
+                ifd_num: In::PRIMARY,
+                value: Value::Short(vec![orientation]),
+            },
+            Field {
+                tag: Tag::Copyright,
+                ifd_num: In::PRIMARY,
+                value: Value::Ascii(vec![b"(c) Test".to_vec()]),
+            },
+            Field {
+                tag: Tag::DateTimeOriginal,
+                ifd_num: In::PRIMARY,
+                value: Value::Ascii(vec![b"2024:05:06 07:08:09".to_vec()]),
+            },
+            Field {
+                tag: Tag::GPSLatitudeRef,
+                ifd_num: In::PRIMARY,
+                value: Value::Ascii(vec![b"N".to_vec()]),
+            },
+            Field {
+                tag: Tag::GPSLatitude,
+                ifd_num: In::PRIMARY,
+                value: Value::Rational(vec![rat(48, 1), rat(51, 1), rat(2976, 100)]),
+            },
+            Field {
+                tag: Tag::GPSLongitudeRef,
+                ifd_num: In::PRIMARY,
+                value: Value::Ascii(vec![b"W".to_vec()]),
+            },
+            Field {
+                tag: Tag::GPSLongitude,
+                ifd_num: In::PRIMARY,
+                value: Value::Rational(vec![rat(2, 1), rat(17, 1), rat(4020, 100)]),
+            },
         ];
         let mut w = exif::experimental::Writer::new();
         for f in &fields {
@@ -277,7 +317,7 @@ pub(crate) mod tests {
         assert_eq!(j["DateTimeOriginal"], "2024:05:06 07:08:09");
         let lat = j["latitude"].as_f64().unwrap();
         let lon = j["longitude"].as_f64().unwrap();
-        assert!((lat - 48.8416).abs() < 1e-4, "{lat}");
+        assert!((lat - 48.858267).abs() < 1e-5, "{lat}");
         assert!((lon + 2.2945).abs() < 1e-4, "{lon}");
         assert_eq!(to_json(b"garbage"), json!({}));
     }
@@ -289,7 +329,10 @@ pub(crate) mod tests {
         let kept = output_exif(Some(&raw), MetadataPolicy::Keep).unwrap();
         let j = to_json(&kept);
         assert_eq!(j["Make"], "TestCam");
-        assert!(j.get("latitude").is_none() && j.get("Orientation").is_none(), "{j}");
+        assert!(
+            j.get("latitude").is_none() && j.get("Orientation").is_none(),
+            "{j}"
+        );
         let c = to_json(&output_exif(Some(&raw), MetadataPolicy::Copyright).unwrap());
         assert_eq!(c["Copyright"], "(c) Test");
         assert!(c.get("Make").is_none());

@@ -273,11 +273,7 @@ fn place_inner(outer: u32, inner: u32, a: f64) -> u32 {
 
 /// Clips a requested crop (`w:h:x:y`, source pixels) to a `src_w`×`src_h` image. A crop that
 /// starts outside the image is an error; one that overhangs is shortened.
-pub fn clip_crop(
-    crop: filters::Crop,
-    src_w: u32,
-    src_h: u32,
-) -> Result<Rect, GeometryError> {
+pub fn clip_crop(crop: filters::Crop, src_w: u32, src_h: u32) -> Result<Rect, GeometryError> {
     if crop.x >= src_w || crop.y >= src_h {
         return Err(GeometryError::CropOutside {
             w: crop.w,
@@ -361,38 +357,261 @@ mod tests {
         use Fit::*;
         // (src, width, height, fit) -> (src rect, resize, canvas, offset)
         #[allow(clippy::type_complexity)]
-        let table: &[((u32, u32), Option<u32>, Option<u32>, Fit, Rect, (u32, u32), (u32, u32), (u32, u32))] = &[
+        let table: &[(
+            (u32, u32),
+            Option<u32>,
+            Option<u32>,
+            Fit,
+            Rect,
+            (u32, u32),
+            (u32, u32),
+            (u32, u32),
+        )] = &[
             // No box: unchanged.
-            ((1800, 1200), None, None, Contain, Rect::full(1800, 1200), (1800, 1200), (1800, 1200), (0, 0)),
+            (
+                (1800, 1200),
+                None,
+                None,
+                Contain,
+                Rect::full(1800, 1200),
+                (1800, 1200),
+                (1800, 1200),
+                (0, 0),
+            ),
             // One side: proportional.
-            ((1800, 1200), Some(900), None, Contain, Rect::full(1800, 1200), (900, 600), (900, 600), (0, 0)),
-            ((1800, 1200), None, Some(300), Cover, Rect::full(1800, 1200), (450, 300), (450, 300), (0, 0)),
-            ((100, 50), Some(400), None, Contain, Rect::full(100, 50), (400, 200), (400, 200), (0, 0)),
-            ((100, 50), Some(400), None, ScaleDown, Rect::full(100, 50), (100, 50), (100, 50), (0, 0)),
-            ((100, 50), Some(400), None, Crop, Rect::full(100, 50), (100, 50), (100, 50), (0, 0)),
+            (
+                (1800, 1200),
+                Some(900),
+                None,
+                Contain,
+                Rect::full(1800, 1200),
+                (900, 600),
+                (900, 600),
+                (0, 0),
+            ),
+            (
+                (1800, 1200),
+                None,
+                Some(300),
+                Cover,
+                Rect::full(1800, 1200),
+                (450, 300),
+                (450, 300),
+                (0, 0),
+            ),
+            (
+                (100, 50),
+                Some(400),
+                None,
+                Contain,
+                Rect::full(100, 50),
+                (400, 200),
+                (400, 200),
+                (0, 0),
+            ),
+            (
+                (100, 50),
+                Some(400),
+                None,
+                ScaleDown,
+                Rect::full(100, 50),
+                (100, 50),
+                (100, 50),
+                (0, 0),
+            ),
+            (
+                (100, 50),
+                Some(400),
+                None,
+                Crop,
+                Rect::full(100, 50),
+                (100, 50),
+                (100, 50),
+                (0, 0),
+            ),
             // contain: inside the box, may enlarge.
-            ((1800, 1200), Some(800), Some(800), Contain, Rect::full(1800, 1200), (800, 533), (800, 533), (0, 0)),
-            ((100, 50), Some(400), Some(400), Contain, Rect::full(100, 50), (400, 200), (400, 200), (0, 0)),
+            (
+                (1800, 1200),
+                Some(800),
+                Some(800),
+                Contain,
+                Rect::full(1800, 1200),
+                (800, 533),
+                (800, 533),
+                (0, 0),
+            ),
+            (
+                (100, 50),
+                Some(400),
+                Some(400),
+                Contain,
+                Rect::full(100, 50),
+                (400, 200),
+                (400, 200),
+                (0, 0),
+            ),
             // scale-down: never enlarges.
-            ((1800, 1200), Some(800), Some(800), ScaleDown, Rect::full(1800, 1200), (800, 533), (800, 533), (0, 0)),
-            ((100, 50), Some(400), Some(400), ScaleDown, Rect::full(100, 50), (100, 50), (100, 50), (0, 0)),
+            (
+                (1800, 1200),
+                Some(800),
+                Some(800),
+                ScaleDown,
+                Rect::full(1800, 1200),
+                (800, 533),
+                (800, 533),
+                (0, 0),
+            ),
+            (
+                (100, 50),
+                Some(400),
+                Some(400),
+                ScaleDown,
+                Rect::full(100, 50),
+                (100, 50),
+                (100, 50),
+                (0, 0),
+            ),
             // cover: exactly the box, centred crop.
-            ((1800, 1200), Some(800), Some(800), Cover, Rect { x: 300, y: 0, w: 1200, h: 1200 }, (800, 800), (800, 800), (0, 0)),
-            ((1200, 1800), Some(400), Some(200), Cover, Rect { x: 0, y: 600, w: 1200, h: 600 }, (400, 200), (400, 200), (0, 0)),
-            ((100, 50), Some(400), Some(400), Cover, Rect { x: 25, y: 0, w: 50, h: 50 }, (400, 400), (400, 400), (0, 0)),
+            (
+                (1800, 1200),
+                Some(800),
+                Some(800),
+                Cover,
+                Rect {
+                    x: 300,
+                    y: 0,
+                    w: 1200,
+                    h: 1200,
+                },
+                (800, 800),
+                (800, 800),
+                (0, 0),
+            ),
+            (
+                (1200, 1800),
+                Some(400),
+                Some(200),
+                Cover,
+                Rect {
+                    x: 0,
+                    y: 600,
+                    w: 1200,
+                    h: 600,
+                },
+                (400, 200),
+                (400, 200),
+                (0, 0),
+            ),
+            (
+                (100, 50),
+                Some(400),
+                Some(400),
+                Cover,
+                Rect {
+                    x: 25,
+                    y: 0,
+                    w: 50,
+                    h: 50,
+                },
+                (400, 400),
+                (400, 400),
+                (0, 0),
+            ),
             // crop: cover without enlarging.
-            ((1800, 1200), Some(800), Some(800), Crop, Rect { x: 300, y: 0, w: 1200, h: 1200 }, (800, 800), (800, 800), (0, 0)),
-            ((1000, 300), Some(500), Some(500), Crop, Rect { x: 250, y: 0, w: 500, h: 300 }, (500, 300), (500, 300), (0, 0)),
-            ((100, 50), Some(400), Some(400), Crop, Rect::full(100, 50), (100, 50), (100, 50), (0, 0)),
+            (
+                (1800, 1200),
+                Some(800),
+                Some(800),
+                Crop,
+                Rect {
+                    x: 300,
+                    y: 0,
+                    w: 1200,
+                    h: 1200,
+                },
+                (800, 800),
+                (800, 800),
+                (0, 0),
+            ),
+            (
+                (1000, 300),
+                Some(500),
+                Some(500),
+                Crop,
+                Rect {
+                    x: 250,
+                    y: 0,
+                    w: 500,
+                    h: 300,
+                },
+                (500, 300),
+                (500, 300),
+                (0, 0),
+            ),
+            (
+                (100, 50),
+                Some(400),
+                Some(400),
+                Crop,
+                Rect::full(100, 50),
+                (100, 50),
+                (100, 50),
+                (0, 0),
+            ),
             // pad: contain on a canvas of the box.
-            ((1800, 1200), Some(800), Some(800), Pad, Rect::full(1800, 1200), (800, 533), (800, 800), (0, 134)),
-            ((100, 50), Some(400), Some(400), Pad, Rect::full(100, 50), (400, 200), (400, 400), (0, 100)),
+            (
+                (1800, 1200),
+                Some(800),
+                Some(800),
+                Pad,
+                Rect::full(1800, 1200),
+                (800, 533),
+                (800, 800),
+                (0, 134),
+            ),
+            (
+                (100, 50),
+                Some(400),
+                Some(400),
+                Pad,
+                Rect::full(100, 50),
+                (400, 200),
+                (400, 400),
+                (0, 100),
+            ),
             // fill: stretched.
-            ((1800, 1200), Some(800), Some(800), Fill, Rect::full(1800, 1200), (800, 800), (800, 800), (0, 0)),
+            (
+                (1800, 1200),
+                Some(800),
+                Some(800),
+                Fill,
+                Rect::full(1800, 1200),
+                (800, 800),
+                (800, 800),
+                (0, 0),
+            ),
             // Source over the limit with no box: shrunk to 4096 a side.
-            ((8192, 4096), None, None, Contain, Rect::full(8192, 4096), (4096, 2048), (4096, 2048), (0, 0)),
+            (
+                (8192, 4096),
+                None,
+                None,
+                Contain,
+                Rect::full(8192, 4096),
+                (4096, 2048),
+                (4096, 2048),
+                (0, 0),
+            ),
             // Derived side over the limit: uniformly shrunk.
-            ((100, 1000), Some(1000), None, Contain, Rect::full(100, 1000), (410, 4096), (410, 4096), (0, 0)),
+            (
+                (100, 1000),
+                Some(1000),
+                None,
+                Contain,
+                Rect::full(100, 1000),
+                (410, 4096),
+                (410, 4096),
+                (0, 0),
+            ),
         ];
         for &(src, w, h, fit, rect, resize, canvas, offset) in table {
             let p = plan(src.0, src.1, &req(w, h, fit)).unwrap();
@@ -407,13 +626,69 @@ mod tests {
     #[test]
     fn gravity_moves_the_cover_window() {
         let cases = [
-            (Some(Gravity::Left), Rect { x: 0, y: 0, w: 1200, h: 1200 }),
-            (Some(Gravity::Right), Rect { x: 600, y: 0, w: 1200, h: 1200 }),
-            (Some(Gravity::Top), Rect { x: 300, y: 0, w: 1200, h: 1200 }),
-            (None, Rect { x: 300, y: 0, w: 1200, h: 1200 }),
-            (Some(Gravity::Focal { x: 250, y: 500 }), Rect { x: 0, y: 0, w: 1200, h: 1200 }),
-            (Some(Gravity::Focal { x: 600, y: 500 }), Rect { x: 480, y: 0, w: 1200, h: 1200 }),
-            (Some(Gravity::Focal { x: 1000, y: 0 }), Rect { x: 600, y: 0, w: 1200, h: 1200 }),
+            (
+                Some(Gravity::Left),
+                Rect {
+                    x: 0,
+                    y: 0,
+                    w: 1200,
+                    h: 1200,
+                },
+            ),
+            (
+                Some(Gravity::Right),
+                Rect {
+                    x: 600,
+                    y: 0,
+                    w: 1200,
+                    h: 1200,
+                },
+            ),
+            (
+                Some(Gravity::Top),
+                Rect {
+                    x: 300,
+                    y: 0,
+                    w: 1200,
+                    h: 1200,
+                },
+            ),
+            (
+                None,
+                Rect {
+                    x: 300,
+                    y: 0,
+                    w: 1200,
+                    h: 1200,
+                },
+            ),
+            (
+                Some(Gravity::Focal { x: 250, y: 500 }),
+                Rect {
+                    x: 0,
+                    y: 0,
+                    w: 1200,
+                    h: 1200,
+                },
+            ),
+            (
+                Some(Gravity::Focal { x: 600, y: 500 }),
+                Rect {
+                    x: 480,
+                    y: 0,
+                    w: 1200,
+                    h: 1200,
+                },
+            ),
+            (
+                Some(Gravity::Focal { x: 1000, y: 0 }),
+                Rect {
+                    x: 600,
+                    y: 0,
+                    w: 1200,
+                    h: 1200,
+                },
+            ),
         ];
         for (g, want) in cases {
             let mut r = req(Some(400), Some(400), Fit::Cover);
@@ -421,7 +696,11 @@ mod tests {
             assert_eq!(plan(1800, 1200, &r).unwrap().src, want, "{g:?}");
         }
         // Vertical: top/bottom on a portrait source.
-        for (g, y) in [(Gravity::Top, 0), (Gravity::Bottom, 600), (Gravity::Center, 300)] {
+        for (g, y) in [
+            (Gravity::Top, 0),
+            (Gravity::Bottom, 600),
+            (Gravity::Center, 300),
+        ] {
             let mut r = req(Some(400), Some(400), Fit::Cover);
             r.anchor = anchor(Some(g)).unwrap();
             assert_eq!(plan(1200, 1800, &r).unwrap().src.y, y, "{g:?}");
@@ -455,8 +734,24 @@ mod tests {
     #[test]
     fn crop_is_clipped_or_refused() {
         let c = |w, h, x, y| filters::Crop { w, h, x, y };
-        assert_eq!(clip_crop(c(100, 100, 10, 20), 1000, 1000), Ok(Rect { x: 10, y: 20, w: 100, h: 100 }));
-        assert_eq!(clip_crop(c(500, 500, 800, 900), 1000, 1000), Ok(Rect { x: 800, y: 900, w: 200, h: 100 }));
+        assert_eq!(
+            clip_crop(c(100, 100, 10, 20), 1000, 1000),
+            Ok(Rect {
+                x: 10,
+                y: 20,
+                w: 100,
+                h: 100
+            })
+        );
+        assert_eq!(
+            clip_crop(c(500, 500, 800, 900), 1000, 1000),
+            Ok(Rect {
+                x: 800,
+                y: 900,
+                w: 200,
+                h: 100
+            })
+        );
         assert!(clip_crop(c(10, 10, 1000, 0), 1000, 1000).is_err());
     }
 
@@ -466,13 +761,63 @@ mod tests {
         assert_eq!(rotated_dims(4, 2, 90), (2, 4));
         assert_eq!(rotated_dims(4, 2, 180), (4, 2));
         // The top row of the rotated image is the left column of the original, bottom up.
-        let top_row = Rect { x: 0, y: 0, w: 2, h: 1 };
-        assert_eq!(unrotate_rect(top_row, 4, 2, 90), Rect { x: 0, y: 0, w: 1, h: 2 });
-        assert_eq!(unrotate_rect(top_row, 4, 2, 270), Rect { x: 3, y: 0, w: 1, h: 2 });
-        let corner = Rect { x: 0, y: 0, w: 1, h: 1 };
-        assert_eq!(unrotate_rect(corner, 4, 2, 180), Rect { x: 3, y: 1, w: 1, h: 1 });
-        assert_eq!(unrotate_rect(corner, 4, 2, 90), Rect { x: 0, y: 1, w: 1, h: 1 });
-        assert_eq!(unrotate_rect(corner, 4, 2, 270), Rect { x: 3, y: 0, w: 1, h: 1 });
+        let top_row = Rect {
+            x: 0,
+            y: 0,
+            w: 2,
+            h: 1,
+        };
+        assert_eq!(
+            unrotate_rect(top_row, 4, 2, 90),
+            Rect {
+                x: 0,
+                y: 0,
+                w: 1,
+                h: 2
+            }
+        );
+        assert_eq!(
+            unrotate_rect(top_row, 4, 2, 270),
+            Rect {
+                x: 3,
+                y: 0,
+                w: 1,
+                h: 2
+            }
+        );
+        let corner = Rect {
+            x: 0,
+            y: 0,
+            w: 1,
+            h: 1,
+        };
+        assert_eq!(
+            unrotate_rect(corner, 4, 2, 180),
+            Rect {
+                x: 3,
+                y: 1,
+                w: 1,
+                h: 1
+            }
+        );
+        assert_eq!(
+            unrotate_rect(corner, 4, 2, 90),
+            Rect {
+                x: 0,
+                y: 1,
+                w: 1,
+                h: 1
+            }
+        );
+        assert_eq!(
+            unrotate_rect(corner, 4, 2, 270),
+            Rect {
+                x: 3,
+                y: 0,
+                w: 1,
+                h: 1
+            }
+        );
         assert_eq!(unrotate_rect(corner, 4, 2, 0), corner);
     }
 

@@ -77,6 +77,9 @@ pub struct ImageOptions {
     pub metadata: MetadataPolicy,
     /// Frames × canvas pixels an animation may decode (and produce). Default 100 M.
     pub animation_budget_pixels: u64,
+    /// Decode JPEG at 1/2, 1/4 or 1/8 scale when the output is that much smaller. Default
+    /// true; off only to measure what it saves.
+    pub shrink_on_load: bool,
 }
 
 impl Default for ImageOptions {
@@ -89,6 +92,7 @@ impl Default for ImageOptions {
             avif_speed: 8,
             metadata: MetadataPolicy::None,
             animation_budget_pixels: 100_000_000,
+            shrink_on_load: true,
         }
     }
 }
@@ -262,7 +266,12 @@ struct Geometry {
 }
 
 impl Geometry {
-    fn new(spec: &TransformSpec, w: u32, h: u32, opts: &ImageOptions) -> Result<Self, TransformError> {
+    fn new(
+        spec: &TransformSpec,
+        w: u32,
+        h: u32,
+        opts: &ImageOptions,
+    ) -> Result<Self, TransformError> {
         let bad = |e: geometry::GeometryError| TransformError::BadRequest(e.to_string());
         let base = match spec.crop {
             Some(c) => geometry::clip_crop(c, w, h).map_err(bad)?,
@@ -321,12 +330,7 @@ impl Geometry {
             return Ok(());
         }
         let b = self.base;
-        let region = (
-            f64::from(b.x) * sx,
-            f64::from(b.y) * sy,
-            (f64::from(b.w) * sx).max(1.0),
-            (f64::from(b.h) * sy).max(1.0),
-        );
+        let region = scaled_region(b, r, sx, sy);
         let scale = (128.0 / region.2.max(region.3)).min(1.0);
         let small = ops::resize(
             r,
@@ -357,15 +361,13 @@ impl Geometry {
         sy: f64,
         spec: &TransformSpec,
         bg: [u8; 4],
+        icc: Option<&[u8]>,
     ) -> Result<Raster, TransformError> {
-        let s = self.src_rect();
-        let region = (
-            f64::from(s.x) * sx,
-            f64::from(s.y) * sy,
-            (f64::from(s.w) * sx).min(f64::from(r.width)),
-            (f64::from(s.h) * sy).min(f64::from(r.height)),
-        );
+        let region = scaled_region(self.src_rect(), r, sx, sy);
         let mut out = ops::resize(r, region, self.resize_unrotated())?;
+        if let Some(icc) = icc {
+            out = color::to_srgb(out, icc);
+        }
         out = ops::rotate(out, self.rotate)?;
         if let Some(b) = spec.blur {
             out = ops::blur(out, b)?;
@@ -377,6 +379,17 @@ impl Geometry {
     }
 }
 
+/// A rectangle of oriented source pixels in the coordinates of `r` (the source decoded at
+/// scale `sx`,`sy`), kept inside `r` whatever the rounding of a scaled decode.
+fn scaled_region(s: Rect, r: &Raster, sx: f64, sy: f64) -> (f64, f64, f64, f64) {
+    let (rw, rh) = (f64::from(r.width), f64::from(r.height));
+    let x = (f64::from(s.x) * sx).clamp(0.0, rw - 1.0);
+    let y = (f64::from(s.y) * sy).clamp(0.0, rh - 1.0);
+    let w = (f64::from(s.w) * sx).clamp(1.0, rw - x);
+    let h = (f64::from(s.h) * sy).clamp(1.0, rh - y);
+    (x, y, w, h)
+}
+
 fn background(spec: &TransformSpec) -> [u8; 4] {
     spec.background
         .as_deref()
@@ -385,7 +398,9 @@ fn background(spec: &TransformSpec) -> [u8; 4] {
 }
 
 fn metadata_policy(spec: &TransformSpec, opts: &ImageOptions) -> MetadataPolicy {
-    spec.metadata.map(MetadataPolicy::from).unwrap_or(opts.metadata)
+    spec.metadata
+        .map(MetadataPolicy::from)
+        .unwrap_or(opts.metadata)
 }
 
 /// The raw EXIF block of an input, if it has one we can read cheaply.
@@ -438,16 +453,19 @@ pub fn transform(
 
     let src = geo.src_rect();
     let want = geo.resize_unrotated();
-    let raster = if p.format == ImageFormat::Svg {
+    let decode::Decoded { raster, icc } = if p.format == ImageFormat::Svg {
         // Render at the scale the plan needs, so vectors stay sharp.
         let s = (f64::from(want.0) / f64::from(src.w)).max(f64::from(want.1) / f64::from(src.h));
         let max_px = opts.max_input_pixels as f64;
         let s = s.min((max_px / (f64::from(p.width) * f64::from(p.height))).sqrt());
         let w = ((f64::from(p.width) * s).ceil() as u32).clamp(1, 16384);
         let h = ((f64::from(p.height) * s).ceil() as u32).clamp(1, 16384);
-        svg::rasterize(bytes, w, h)?
+        decode::Decoded {
+            raster: svg::rasterize(bytes, w, h)?,
+            icc: None,
+        }
     } else {
-        let shrink = if p.format == ImageFormat::Jpeg {
+        let shrink = if p.format == ImageFormat::Jpeg && opts.shrink_on_load {
             geometry::jpeg_shrink((src.w, src.h), want)
         } else {
             1
@@ -457,7 +475,7 @@ pub fn transform(
     let sx = f64::from(raster.width) / f64::from(p.width);
     let sy = f64::from(raster.height) / f64::from(p.height);
     geo.resolve_auto(&raster, sx, sy)?;
-    let mut out = geo.apply(&raster, sx, sy, spec, bg)?;
+    let mut out = geo.apply(&raster, sx, sy, spec, bg, icc.as_deref())?;
     drop(raster);
     if out.alpha && (!fmt.has_alpha() || !out.uses_alpha()) {
         out = ops::flatten(out, bg);
@@ -518,7 +536,7 @@ fn transform_animation(
             geo.resolve_auto(&raster, sx, sy)?;
             first = false;
         }
-        let out = geo.apply(&raster, sx, sy, spec, bg)?.to_rgba();
+        let out = geo.apply(&raster, sx, sy, spec, bg, None)?.to_rgba();
         frames.push(encode::Frame {
             raster: out,
             delay_ms: fr.delay_ms,
@@ -540,7 +558,10 @@ fn transform_animation(
 
 /// The metadata document: size, format, alpha, animation, EXIF (GPS as signed decimal
 /// degrees) and a ThumbHash placeholder (base64).
-pub fn metadata_json(bytes: &[u8], opts: &ImageOptions) -> Result<serde_json::Value, TransformError> {
+pub fn metadata_json(
+    bytes: &[u8],
+    opts: &ImageOptions,
+) -> Result<serde_json::Value, TransformError> {
     let p = probe(bytes, opts)?;
     let exif_json = input_exif(bytes, p.format)
         .map(|raw| exif::to_json(&raw))
@@ -566,8 +587,11 @@ fn placeholder(bytes: &[u8], p: &Probe, opts: &ImageOptions) -> Result<String, T
     let s = (100.0 / f64::from(p.width.max(p.height))).min(1.0);
     let tw = ((f64::from(p.width) * s).round() as u32).max(1);
     let th = ((f64::from(p.height) * s).round() as u32).max(1);
-    let r = if p.format == ImageFormat::Svg {
-        svg::rasterize(bytes, tw, th)?
+    let decode::Decoded { raster: r, icc } = if p.format == ImageFormat::Svg {
+        decode::Decoded {
+            raster: svg::rasterize(bytes, tw, th)?,
+            icc: None,
+        }
     } else {
         let shrink = if p.format == ImageFormat::Jpeg {
             geometry::jpeg_shrink((p.width, p.height), (tw, th))
@@ -576,8 +600,15 @@ fn placeholder(bytes: &[u8], p: &Probe, opts: &ImageOptions) -> Result<String, T
         };
         decode::still(bytes, p, opts, shrink)?
     };
-    let small = ops::resize(&r, (0.0, 0.0, f64::from(r.width), f64::from(r.height)), (tw, th))?
-        .to_rgba();
+    let mut small = ops::resize(
+        &r,
+        (0.0, 0.0, f64::from(r.width), f64::from(r.height)),
+        (tw, th),
+    )?;
+    if let Some(icc) = icc {
+        small = color::to_srgb(small, &icc);
+    }
+    let small = small.to_rgba();
     let hash = thumbhash::rgba_to_thumb_hash(tw as usize, th as usize, &small.data);
     Ok(base64::engine::general_purpose::STANDARD.encode(hash))
 }

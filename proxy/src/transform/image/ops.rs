@@ -200,7 +200,7 @@ pub fn blur(r: Raster, radius: u32) -> Result<Raster, TransformError> {
 /// Unsharp mask: `out = src + amount * (src - blur(src))` with sigma 1 and
 /// `amount = strength / 2` (`sharpen` 0..=10; 1 is a gentle post-downscale sharpen).
 pub fn sharpen(r: Raster, strength: f32) -> Result<Raster, TransformError> {
-    if !(strength > 0.0) {
+    if strength.is_nan() || strength <= 0.0 {
         return Ok(r);
     }
     let amount = strength.min(10.0) / 2.0;
@@ -296,7 +296,11 @@ pub fn auto_anchor(r: &Raster, frac: (f64, f64)) -> Result<(f64, f64), Transform
     } else {
         (r.width, r.height)
     };
-    let small = resize(r, (0.0, 0.0, f64::from(r.width), f64::from(r.height)), (tw, th))?;
+    let small = resize(
+        r,
+        (0.0, 0.0, f64::from(r.width), f64::from(r.height)),
+        (tw, th),
+    )?;
     let (w, h, c) = (tw as usize, th as usize, small.channels());
     let luma: Vec<f64> = small
         .data
@@ -307,10 +311,20 @@ pub fn auto_anchor(r: &Raster, frac: (f64, f64)) -> Result<(f64, f64), Transform
     for y in 0..h {
         for x in 0..w {
             let i = y * w + x;
-            let gx = if x + 1 < w { (luma[i + 1] - luma[i]).abs() } else { 0.0 };
-            let gy = if y + 1 < h { (luma[i + w] - luma[i]).abs() } else { 0.0 };
+            let gx = if x + 1 < w {
+                (luma[i + 1] - luma[i]).abs()
+            } else {
+                0.0
+            };
+            let gy = if y + 1 < h {
+                (luma[i + w] - luma[i]).abs()
+            } else {
+                0.0
+            };
             let p = &small.data[i * c..i * c + 3];
-            let sat = f64::from(p.iter().max().copied().unwrap_or(0) - p.iter().min().copied().unwrap_or(0));
+            let sat = f64::from(
+                p.iter().max().copied().unwrap_or(0) - p.iter().min().copied().unwrap_or(0),
+            );
             energy[i] = gx + gy + sat * 0.25;
         }
     }
@@ -319,7 +333,8 @@ pub fn auto_anchor(r: &Raster, frac: (f64, f64)) -> Result<(f64, f64), Transform
     for y in 0..h {
         for x in 0..w {
             sat[(y + 1) * (w + 1) + x + 1] =
-                energy[y * w + x] + sat[y * (w + 1) + x + 1] + sat[(y + 1) * (w + 1) + x] - sat[y * (w + 1) + x];
+                energy[y * w + x] + sat[y * (w + 1) + x + 1] + sat[(y + 1) * (w + 1) + x]
+                    - sat[y * (w + 1) + x];
         }
     }
     let ww = ((frac.0.clamp(0.0, 1.0) * w as f64).round() as usize).clamp(1, w);
@@ -328,7 +343,8 @@ pub fn auto_anchor(r: &Raster, frac: (f64, f64)) -> Result<(f64, f64), Transform
     let mut best = (f64::MIN, 0usize, 0usize);
     for y in 0..=h - wh {
         for x in 0..=w - ww {
-            let s = sat[(y + wh) * (w + 1) + x + ww] - sat[y * (w + 1) + x + ww]
+            let s = sat[(y + wh) * (w + 1) + x + ww]
+                - sat[y * (w + 1) + x + ww]
                 - sat[(y + wh) * (w + 1) + x]
                 + sat[y * (w + 1) + x];
             // Centre pull: up to 2% of the total energy.
@@ -355,7 +371,12 @@ mod tests {
             width: w,
             height: h,
             alpha: false,
-            data: px.iter().copied().cycle().take((w * h * 3) as usize).collect(),
+            data: px
+                .iter()
+                .copied()
+                .cycle()
+                .take((w * h * 3) as usize)
+                .collect(),
         }
     }
 
@@ -363,7 +384,10 @@ mod tests {
     fn resize_crop_rotate_pad() {
         let r = solid(100, 50, [10, 20, 30]);
         let out = resize(&r, (0.0, 0.0, 100.0, 50.0), (40, 20)).unwrap();
-        assert_eq!((out.width, out.height, out.data.len()), (40, 20, 40 * 20 * 3));
+        assert_eq!(
+            (out.width, out.height, out.data.len()),
+            (40, 20, 40 * 20 * 3)
+        );
         assert!(out.data.chunks_exact(3).all(|p| p == [10, 20, 30]));
         let c = resize(&r, (10.0, 10.0, 20.0, 20.0), (20, 20)).unwrap();
         assert_eq!((c.width, c.height), (20, 20));
@@ -404,7 +428,10 @@ mod tests {
         assert!(ax > 0.66, "{ax}");
         let flat = solid(300, 100, [50, 50, 50]);
         let (fx, fy) = auto_anchor(&flat, (0.5, 1.0)).unwrap();
-        assert!((fx - 0.5).abs() < 0.05 && (fy - 0.5).abs() < 0.05, "{fx},{fy}");
+        assert!(
+            (fx - 0.5).abs() < 0.05 && (fy - 0.5).abs() < 0.05,
+            "{fx},{fy}"
+        );
     }
 
     #[test]

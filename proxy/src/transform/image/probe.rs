@@ -67,7 +67,10 @@ fn looks_like_svg(b: &[u8]) -> bool {
         return false;
     };
     let t = text.trim_start_matches('\u{feff}').trim_start();
-    (t.starts_with("<?xml") || t.starts_with("<svg") || t.starts_with("<!--") || t.starts_with("<!DOCTYPE"))
+    (t.starts_with("<?xml")
+        || t.starts_with("<svg")
+        || t.starts_with("<!--")
+        || t.starts_with("<!DOCTYPE"))
         && t.contains("<svg")
 }
 
@@ -129,7 +132,9 @@ pub(crate) fn check_pixels(w: u32, h: u32, opts: &ImageOptions) -> Result<(), Tr
         )));
     }
     if w == 0 || h == 0 {
-        return Err(TransformError::Invalid(format!("image has an empty dimension ({w}x{h})")));
+        return Err(TransformError::Invalid(format!(
+            "image has an empty dimension ({w}x{h})"
+        )));
     }
     Ok(())
 }
@@ -175,10 +180,19 @@ pub fn probe(bytes: &[u8], opts: &ImageOptions) -> Result<Probe, TransformError>
     Ok(p)
 }
 
-fn raster_probe(bytes: &[u8], format: ImageFormat, opts: &ImageOptions) -> Result<Probe, TransformError> {
+fn raster_probe(
+    bytes: &[u8],
+    format: ImageFormat,
+    opts: &ImageOptions,
+) -> Result<Probe, TransformError> {
     use image::ImageDecoder;
-    let f = image_crate_format(format)
-        .ok_or_else(|| TransformError::Unsupported(format!("{} is not decodable", format.as_str())))?;
+    let f = image_crate_format(format).ok_or_else(|| {
+        TransformError::Unsupported(format!("{} is not decodable", format.as_str()))
+    })?;
+    // Fixed-position headers are checked before any decoder exists.
+    if let Some((w, h)) = fixed_header_dims(bytes, format) {
+        check_pixels(w, h, opts)?;
+    }
     // Dimensions first, with no limits beyond the header parse, so an oversized header is a
     // clean 413 rather than a decoder limit error.
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), f);
@@ -201,7 +215,11 @@ fn raster_probe(bytes: &[u8], format: ImageFormat, opts: &ImageOptions) -> Resul
         ImageFormat::Webp => Some(webp_frame_count(bytes)?),
         _ => Some(1),
     };
-    let (dw, dh) = if (5..=8).contains(&orientation) { (h, w) } else { (w, h) };
+    let (dw, dh) = if (5..=8).contains(&orientation) {
+        (h, w)
+    } else {
+        (w, h)
+    };
     Ok(Probe {
         format,
         width: dw,
@@ -212,6 +230,33 @@ fn raster_probe(bytes: &[u8], format: ImageFormat, opts: &ImageOptions) -> Resul
         has_alpha: Some(has_alpha),
         frame_count,
     })
+}
+
+/// Dimensions straight from the header bytes: PNG's IHDR, GIF's logical screen, JPEG's SOF.
+fn fixed_header_dims(b: &[u8], f: ImageFormat) -> Option<(u32, u32)> {
+    match f {
+        ImageFormat::Png if b.get(12..16) == Some(b"IHDR") => Some((
+            u32::from_be_bytes(b.get(16..20)?.try_into().ok()?),
+            u32::from_be_bytes(b.get(20..24)?.try_into().ok()?),
+        )),
+        ImageFormat::Jpeg => {
+            let mut dims = None;
+            exif::jpeg_segments(b, |m, p| {
+                let sof = matches!(m, 0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF);
+                if sof && dims.is_none() && p.len() >= 5 {
+                    let h = u32::from(u16::from_be_bytes([p[1], p[2]]));
+                    let w = u32::from(u16::from_be_bytes([p[3], p[4]]));
+                    dims = Some((w, h));
+                }
+            });
+            dims
+        }
+        ImageFormat::Gif => Some((
+            u32::from(u16::from_le_bytes(b.get(6..8)?.try_into().ok()?)),
+            u32::from(u16::from_le_bytes(b.get(8..10)?.try_into().ok()?)),
+        )),
+        _ => None,
+    }
 }
 
 /// Counts GIF frames without decompressing them.
@@ -241,7 +286,11 @@ pub(crate) fn gif_frame_count(bytes: &[u8]) -> Result<u32, TransformError> {
 pub(crate) fn webp_frame_count(bytes: &[u8]) -> Result<u32, TransformError> {
     let dec = image_webp::WebPDecoder::new(Cursor::new(bytes))
         .map_err(|e| TransformError::Invalid(format!("corrupt webp: {e}")))?;
-    Ok(if dec.is_animated() { dec.num_frames().max(1) } else { 1 })
+    Ok(if dec.is_animated() {
+        dec.num_frames().max(1)
+    } else {
+        1
+    })
 }
 
 /// The largest `ispe` (image spatial extents) property of an AVIF/HEIF file: the primary
@@ -297,13 +346,28 @@ mod tests {
             (b"RIFF\x24\0\0\0WEBPVP8 ", Some(ImageFormat::Webp)),
             (b"II*\0\x08\0\0\0", Some(ImageFormat::Tiff)),
             (b"MM\0*\0\0\0\x08", Some(ImageFormat::Tiff)),
-            (b"BM\x3a\0\0\0\0\0\0\0\x36\0\0\0\x28\0\0\0", Some(ImageFormat::Bmp)),
+            (
+                b"BM\x3a\0\0\0\0\0\0\0\x36\0\0\0\x28\0\0\0",
+                Some(ImageFormat::Bmp),
+            ),
             (b"BMW hello world, not a bitmap", None),
-            (b"\0\0\0\x1cftypavif\0\0\0\0avifmif1", Some(ImageFormat::Avif)),
-            (b"\0\0\0\x18ftypmif1\0\0\0\0mif1heic", Some(ImageFormat::Heic)),
+            (
+                b"\0\0\0\x1cftypavif\0\0\0\0avifmif1",
+                Some(ImageFormat::Avif),
+            ),
+            (
+                b"\0\0\0\x18ftypmif1\0\0\0\0mif1heic",
+                Some(ImageFormat::Heic),
+            ),
             (b"\0\0\0\x18ftypisom\0\0\0\0isommp41", None),
-            (b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>", Some(ImageFormat::Svg)),
-            (b"  <svg width=\"10\" height=\"10\"></svg>", Some(ImageFormat::Svg)),
+            (
+                b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+                Some(ImageFormat::Svg),
+            ),
+            (
+                b"  <svg width=\"10\" height=\"10\"></svg>",
+                Some(ImageFormat::Svg),
+            ),
             (b"<html><body>hi</body></html>", None),
             (b"", None),
             (b"\xFF\xD8", None),
@@ -329,7 +393,10 @@ mod tests {
         };
         let ipco = bx(b"ipco", &[ispe(160, 120), ispe(4032, 3024)].concat());
         let iprp = bx(b"iprp", &ipco);
-        let meta = bx(b"meta", &[vec![0u8; 4], bx(b"hdlr", &[0u8; 20]), iprp].concat());
+        let meta = bx(
+            b"meta",
+            &[vec![0u8; 4], bx(b"hdlr", &[0u8; 20]), iprp].concat(),
+        );
         let file = [bx(b"ftyp", b"avif\0\0\0\0avifmif1"), meta].concat();
         assert_eq!(sniff(&file), Some(ImageFormat::Avif));
         assert_eq!(isobmff_ispe(&file), Some((4032, 3024)));

@@ -42,9 +42,10 @@ pub fn intrinsic_size(bytes: &[u8]) -> Result<(u32, u32), TransformError> {
 pub fn rasterize(bytes: &[u8], width: u32, height: u32) -> Result<Raster, TransformError> {
     let tree = parse(bytes)?;
     let (iw, ih) = dims(&tree);
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(width.max(1), height.max(1)).ok_or_else(|| {
-        TransformError::TooLarge(format!("cannot rasterise svg at {width}x{height}"))
-    })?;
+    let mut pixmap =
+        resvg::tiny_skia::Pixmap::new(width.max(1), height.max(1)).ok_or_else(|| {
+            TransformError::TooLarge(format!("cannot rasterise svg at {width}x{height}"))
+        })?;
     let t = resvg::tiny_skia::Transform::from_scale(
         width as f32 / iw as f32,
         height as f32 / ih as f32,
@@ -84,6 +85,9 @@ mod tests {
         let r = rasterize(svg, 80, 40).unwrap();
         assert_eq!((r.width, r.height), (80, 40));
         assert_eq!(&r.data[..4], &[255, 0, 0, 255]);
-        assert!(matches!(rasterize(b"<svg", 10, 10), Err(TransformError::Invalid(_))));
+        assert!(matches!(
+            rasterize(b"<svg", 10, 10),
+            Err(TransformError::Invalid(_))
+        ));
     }
 }

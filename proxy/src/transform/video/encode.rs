@@ -9,8 +9,8 @@
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::{codec, encoder, format, frame, Packet, Rational};
+use ffmpeg_next as ffmpeg;
 use filters::Codec;
 
 use super::graph::{AudioGraph, VideoGraph};
@@ -26,9 +26,6 @@ pub struct FileGuard {
 impl FileGuard {
     pub fn new(paths: Vec<PathBuf>) -> FileGuard {
         FileGuard { paths, armed: true }
-    }
-    pub fn push(&mut self, p: PathBuf) {
-        self.paths.push(p);
     }
     pub fn disarm(mut self) {
         self.armed = false;
@@ -191,6 +188,8 @@ struct VideoPath {
     graph: VideoGraph,
     enc: encoder::Video,
     enc_tb: Rational,
+    /// One frame's duration in `enc_tb` (for packets the encoder leaves without one).
+    frame_dur: i64,
     keyframe_every: Option<f64>,
     next_keyframe: f64,
 }
@@ -240,14 +239,24 @@ fn build_audio_encoder(
         .unwrap_or(Rational::new(1, 48000));
     let (src_rate, src_ch) = {
         // SAFETY: reading fields of an open decoder.
-        unsafe { ((*dec.as_ptr()).sample_rate, (*dec.as_ptr()).ch_layout.nb_channels) }
+        unsafe {
+            (
+                (*dec.as_ptr()).sample_rate,
+                (*dec.as_ptr()).ch_layout.nb_channels,
+            )
+        }
     };
     let channels = if src_ch >= 2 { 2 } else { 1 };
     let (codec, rate, sample_fmt, fmt_name) = if opus {
         let c = encoder::find_by_name("libopus").ok_or_else(|| {
             TransformError::Unsupported("this FFmpeg build has no Opus encoder".into())
         })?;
-        (c, 48000, format::Sample::F32(format::sample::Type::Packed), "flt")
+        (
+            c,
+            48000,
+            format::Sample::F32(format::sample::Type::Packed),
+            "flt",
+        )
     } else {
         let c = encoder::find(codec::Id::AAC).ok_or_else(|| {
             TransformError::Unsupported("this FFmpeg build has no AAC encoder".into())
@@ -257,7 +266,12 @@ fn build_audio_encoder(
         } else {
             48000
         };
-        (c, rate, format::Sample::F32(format::sample::Type::Planar), "fltp")
+        (
+            c,
+            rate,
+            format::Sample::F32(format::sample::Type::Planar),
+            "fltp",
+        )
     };
     let mut enc = codec::context::Context::new_with_codec(codec)
         .encoder()
@@ -336,7 +350,8 @@ fn build_video(
         .map_err(|e| internal("video encoder", e))?;
     enc.set_width(out.width);
     enc.set_height(out.height);
-    enc.set_format(out.format);
+    // Every video chain ends in `format=yuv420p`.
+    enc.set_format(format::Pixel::YUV420P);
     enc.set_time_base(out.time_base);
     let rate = if out.frame_rate.numerator() > 0 && out.frame_rate.denominator() > 0 {
         out.frame_rate
@@ -347,6 +362,11 @@ fn build_video(
         enc.set_frame_rate(Some(rate));
     }
     enc.set_aspect_ratio(Rational::new(1, 1));
+    // AVCodecContext defaults to one thread; let the encoder pick (as the CLI does).
+    // SAFETY: field write on an unopened context.
+    unsafe {
+        (*enc.as_mut_ptr()).thread_count = 0;
+    }
     if global_header {
         enc.set_flags(codec::Flags::GLOBAL_HEADER);
     }
@@ -365,7 +385,11 @@ fn build_video(
         "libx264" | "libx265" => {
             opts.set("preset", v.preset);
             if v.bitrate.is_none() {
-                let crf = if name == "libx265" { (crf + 5).min(51) } else { crf };
+                let crf = if name == "libx265" {
+                    (crf + 5).min(51)
+                } else {
+                    crf
+                };
                 opts.set("crf", &crf.to_string());
             }
             if name == "libx265" {
@@ -424,6 +448,11 @@ fn build_video(
         graph,
         enc,
         enc_tb: out.time_base,
+        frame_dur: if rate.numerator() > 0 {
+            1i64.rescale(rate.invert(), out.time_base).max(1)
+        } else {
+            0
+        },
         keyframe_every: v.keyframe_every,
         next_keyframe: 0.0,
     })
@@ -476,7 +505,10 @@ fn drain_video(
     let mut f = frame::Video::empty();
     while v.graph.pull(&mut f)? {
         if let Some(every) = v.keyframe_every {
-            let secs = f.pts().map(|p| input::ts_to_secs(p, v.enc_tb)).unwrap_or(0.0);
+            let secs = f
+                .pts()
+                .map(|p| input::ts_to_secs(p, v.enc_tb))
+                .unwrap_or(0.0);
             if secs + 1e-3 >= v.next_keyframe {
                 f.set_kind(ffmpeg::picture::Type::I);
                 while v.next_keyframe <= secs + 1e-3 {
@@ -503,6 +535,9 @@ fn recv_video(
 ) -> Result<(), TransformError> {
     let mut p = Packet::empty();
     while v.enc.receive_packet(&mut p).is_ok() {
+        if p.duration() <= 0 && v.frame_dur > 0 {
+            p.set_duration(v.frame_dur);
+        }
         mux.write(&mut p, v.ost, v.enc_tb, progress)?;
     }
     Ok(())
@@ -569,7 +604,11 @@ pub fn run(path: &Path, out: &Path, job: Job) -> Result<Done, TransformError> {
         return Err(TransformError::Unsupported(format!(
             "{} has no {} stream",
             input::file_name(path),
-            if job.video.is_some() { "video" } else { "audio" }
+            if job.video.is_some() {
+                "video"
+            } else {
+                "audio"
+            }
         )));
     }
     let src_duration = input::duration_secs(&ictx);
@@ -686,7 +725,9 @@ pub fn run(path: &Path, out: &Path, job: Job) -> Result<Done, TransformError> {
         let s = start_pts + input::secs_to_ts(job.start, tb);
         (s, job.duration.map(|d| s + input::secs_to_ts(d, tb)))
     };
-    let vwin = video.as_ref().map(|v| window(v.vs.time_base, v.vs.start_pts));
+    let vwin = video
+        .as_ref()
+        .map(|v| window(v.vs.time_base, v.vs.start_pts));
     let awin = audio.as_ref().map(|a| {
         let (ist, tb) = match a {
             AudioPath::Copy { ist, ist_tb, .. } | AudioPath::Encode { ist, ist_tb, .. } => {
@@ -694,7 +735,11 @@ pub fn run(path: &Path, out: &Path, job: Job) -> Result<Done, TransformError> {
             }
         };
         let st = ictx.stream(ist).map(|s| s.start_time()).unwrap_or(0);
-        let st = if st == ffmpeg::ffi::AV_NOPTS_VALUE { 0 } else { st };
+        let st = if st == ffmpeg::ffi::AV_NOPTS_VALUE {
+            0
+        } else {
+            st
+        };
         window(tb, st)
     });
     let mut video_done = video.is_none();
@@ -743,7 +788,8 @@ pub fn run(path: &Path, out: &Path, job: Job) -> Result<Done, TransformError> {
         {
             while dec.receive_frame(f).is_ok() {
                 let Some(pts) = f.timestamp() else { continue };
-                let dur = (f.samples() as i64).rescale(Rational::new(1, f.rate().max(1) as i32), *ist_tb);
+                let dur =
+                    (f.samples() as i64).rescale(Rational::new(1, f.rate().max(1) as i32), *ist_tb);
                 if pts + dur <= s {
                     continue;
                 }

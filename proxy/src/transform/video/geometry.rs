@@ -176,7 +176,9 @@ impl Plan {
 /// `#rrggbb[aa]` (the spec's normalised form) → FFmpeg's `0xRRGGBB[AA]`; black otherwise.
 pub fn ffmpeg_color(bg: Option<&str>) -> String {
     match bg.and_then(|s| s.strip_prefix('#')) {
-        Some(hex) if (hex.len() == 6 || hex.len() == 8) && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+        Some(hex)
+            if (hex.len() == 6 || hex.len() == 8) && hex.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
             format!("0x{hex}")
         }
         _ => "black".to_string(),
@@ -202,25 +204,120 @@ mod tests {
     #[test]
     fn fit_modes_table() {
         // (src, width, height, fit) → (out, scale, crop, pad)
-        let cases: &[((u32, u32), Option<u32>, Option<u32>, Fit, (u32, u32), (u32, u32))] = &[
-            ((1280, 720), Some(640), None, Fit::Contain, (640, 360), (640, 360)),
-            ((1280, 720), None, Some(180), Fit::Contain, (320, 180), (320, 180)),
-            ((1280, 720), Some(400), Some(400), Fit::Contain, (400, 225), (400, 225)),
-            ((1280, 720), Some(400), Some(400), Fit::Cover, (400, 400), (711, 400)),
-            ((1280, 720), Some(400), Some(400), Fit::Fill, (400, 400), (400, 400)),
-            ((1280, 720), Some(400), Some(400), Fit::Pad, (400, 400), (400, 225)),
-            ((320, 180), Some(640), Some(640), Fit::ScaleDown, (320, 180), (320, 180)),
-            ((320, 180), Some(640), Some(640), Fit::Contain, (640, 360), (640, 360)),
-            ((320, 180), Some(100), Some(100), Fit::Crop, (100, 100), (178, 100)),
-            ((320, 180), Some(640), Some(640), Fit::Crop, (320, 180), (320, 180)),
-            ((1280, 720), None, None, Fit::Contain, (1280, 720), (1280, 720)),
+        let cases: &[(
+            (u32, u32),
+            Option<u32>,
+            Option<u32>,
+            Fit,
+            (u32, u32),
+            (u32, u32),
+        )] = &[
+            (
+                (1280, 720),
+                Some(640),
+                None,
+                Fit::Contain,
+                (640, 360),
+                (640, 360),
+            ),
+            (
+                (1280, 720),
+                None,
+                Some(180),
+                Fit::Contain,
+                (320, 180),
+                (320, 180),
+            ),
+            (
+                (1280, 720),
+                Some(400),
+                Some(400),
+                Fit::Contain,
+                (400, 225),
+                (400, 225),
+            ),
+            (
+                (1280, 720),
+                Some(400),
+                Some(400),
+                Fit::Cover,
+                (400, 400),
+                (711, 400),
+            ),
+            (
+                (1280, 720),
+                Some(400),
+                Some(400),
+                Fit::Fill,
+                (400, 400),
+                (400, 400),
+            ),
+            (
+                (1280, 720),
+                Some(400),
+                Some(400),
+                Fit::Pad,
+                (400, 400),
+                (400, 225),
+            ),
+            (
+                (320, 180),
+                Some(640),
+                Some(640),
+                Fit::ScaleDown,
+                (320, 180),
+                (320, 180),
+            ),
+            (
+                (320, 180),
+                Some(640),
+                Some(640),
+                Fit::Contain,
+                (640, 360),
+                (640, 360),
+            ),
+            (
+                (320, 180),
+                Some(100),
+                Some(100),
+                Fit::Crop,
+                (100, 100),
+                (178, 100),
+            ),
+            (
+                (320, 180),
+                Some(640),
+                Some(640),
+                Fit::Crop,
+                (320, 180),
+                (320, 180),
+            ),
+            (
+                (1280, 720),
+                None,
+                None,
+                Fit::Contain,
+                (1280, 720),
+                (1280, 720),
+            ),
             // Limits: a 4K source is shrunk to the 1920x1080 thumbnail box.
-            ((3840, 2160), None, None, Fit::Contain, (1920, 1080), (1920, 1080)),
+            (
+                (3840, 2160),
+                None,
+                None,
+                Fit::Contain,
+                (1920, 1080),
+                (1920, 1080),
+            ),
         ];
         for &((sw, sh), w, h, fit, out, scale) in cases {
             let p = plan(sw, sh, &req(w, h, fit));
             assert_eq!((p.out_w, p.out_h), out, "{sw}x{sh} {w:?}x{h:?} {fit:?}");
-            assert_eq!((p.scale_w, p.scale_h), scale, "{sw}x{sh} {w:?}x{h:?} {fit:?}");
+            assert_eq!(
+                (p.scale_w, p.scale_h),
+                scale,
+                "{sw}x{sh} {w:?}x{h:?} {fit:?}"
+            );
         }
     }
 

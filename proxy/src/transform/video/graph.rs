@@ -3,8 +3,8 @@
 //! every mode shares: display rotation, the client's `crop` and `rotate`. Filter strings are
 //! built from validated numbers only, never from client text.
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::{filter, format, frame, Rational};
+use ffmpeg_next as ffmpeg;
 
 use super::input::{internal, VideoStream};
 use crate::transform::TransformError;
@@ -20,7 +20,6 @@ pub struct VideoGraph {
 pub struct VideoOut {
     pub width: u32,
     pub height: u32,
-    pub format: format::Pixel,
     pub time_base: Rational,
     pub frame_rate: Rational,
 }
@@ -92,10 +91,6 @@ impl VideoGraph {
             Ok(VideoOut {
                 width: ffmpeg::ffi::av_buffersink_get_w(p).max(0) as u32,
                 height: ffmpeg::ffi::av_buffersink_get_h(p).max(0) as u32,
-                format: std::mem::transmute::<i32, ffmpeg::ffi::AVPixelFormat>(
-                    ffmpeg::ffi::av_buffersink_get_format(p),
-                )
-                .into(),
                 time_base: ffmpeg::ffi::av_buffersink_get_time_base(p).into(),
                 frame_rate: ffmpeg::ffi::av_buffersink_get_frame_rate(p).into(),
             })
@@ -130,9 +125,10 @@ impl VideoGraph {
             .ok_or_else(|| TransformError::Internal("video sink missing".into()))?;
         match sink.sink().frame(f) {
             Ok(()) => Ok(true),
-            Err(ffmpeg::Error::Eof) | Err(ffmpeg::Error::Other { errno: ffmpeg::error::EAGAIN }) => {
-                Ok(false)
-            }
+            Err(ffmpeg::Error::Eof)
+            | Err(ffmpeg::Error::Other {
+                errno: ffmpeg::error::EAGAIN,
+            }) => Ok(false),
             Err(e) => Err(internal("read the video filters", e)),
         }
     }
@@ -240,9 +236,10 @@ impl AudioGraph {
             .ok_or_else(|| TransformError::Internal("audio sink missing".into()))?;
         match sink.sink().frame(f) {
             Ok(()) => Ok(true),
-            Err(ffmpeg::Error::Eof) | Err(ffmpeg::Error::Other { errno: ffmpeg::error::EAGAIN }) => {
-                Ok(false)
-            }
+            Err(ffmpeg::Error::Eof)
+            | Err(ffmpeg::Error::Other {
+                errno: ffmpeg::error::EAGAIN,
+            }) => Ok(false),
             Err(e) => Err(internal("read the audio filters", e)),
         }
     }
@@ -282,7 +279,14 @@ pub fn source_chain(
     if let Some(deg) = spec.rotate.filter(|d| *d % 360 != 0) {
         match deg {
             90 | 270 => {
-                f.push(if deg == 90 { "transpose=clock" } else { "transpose=cclock" }.into());
+                f.push(
+                    if deg == 90 {
+                        "transpose=clock"
+                    } else {
+                        "transpose=cclock"
+                    }
+                    .into(),
+                );
                 (w, h) = (h, w);
             }
             180 => f.extend(["hflip".to_string(), "vflip".to_string()]),

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::{codec, decoder, format, media, Rational};
+use ffmpeg_next as ffmpeg;
 
 use crate::transform::TransformError;
 
@@ -17,6 +17,17 @@ use crate::transform::TransformError;
 pub const MAX_SOURCE_DIM: u32 = 8192;
 /// Largest accepted pixel count of a source video (8K UHD).
 pub const MAX_SOURCE_PIXELS: u64 = 7680 * 4320;
+
+/// The demuxers a source may be read with. Anything else (playlists, concat lists, ANSI
+/// art, image sequences, devices) is refused: they are not videos, and some would make
+/// FFmpeg open other files or URLs.
+pub const DEMUXERS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,\
+    mpegvideo,ogg,wav,mp3,aac,flac,asf,h264,hevc,ivf,mxf,m4v,yuv4mpegpipe";
+
+fn demuxer_allowed(name: &str) -> bool {
+    name.split(',')
+        .any(|n| DEMUXERS.split(',').any(|d| d.trim() == n))
+}
 
 static INIT: Once = Once::new();
 
@@ -92,7 +103,12 @@ fn looks_like_media(path: &Path) -> bool {
     let mut score = 0;
     // SAFETY: `pd` points at a live buffer padded with AVPROBE_PADDING_SIZE zero bytes.
     let fmt = unsafe { ffmpeg::ffi::av_probe_input_format3(&pd, 1, &mut score) };
-    !fmt.is_null() && score > ffmpeg::ffi::AVPROBE_SCORE_MAX as i32 / 4
+    if fmt.is_null() || score <= ffmpeg::ffi::AVPROBE_SCORE_MAX as i32 / 4 {
+        return false;
+    }
+    // SAFETY: `fmt` is a static demuxer description with a C string name.
+    let name = unsafe { std::ffi::CStr::from_ptr((*fmt).name) };
+    demuxer_allowed(&name.to_string_lossy())
 }
 
 /// Opens a source: 415 when it is not a media file, 422 when it is one we cannot read.
@@ -107,10 +123,21 @@ pub fn open(path: &Path, deadline: Deadline) -> Result<format::context::Input, T
             file_name(path)
         )));
     }
-    let e = match format::input_with_interrupt(path, move || deadline.expired()) {
-        Ok(ictx) => return Ok(ictx),
-        Err(e) => e,
-    };
+    let mut opts = ffmpeg::Dictionary::new();
+    opts.set(
+        "format_whitelist",
+        &DEMUXERS.replace(char::is_whitespace, ""),
+    );
+    opts.set("protocol_whitelist", "file");
+    let e =
+        match format::input_with_interrupt_and_dictionary(path, move || deadline.expired(), opts) {
+            Ok(ictx) => {
+                // An interrupted stream-info pass can still "succeed" half-way.
+                deadline.check("open")?;
+                return Ok(ictx);
+            }
+            Err(e) => e,
+        };
     deadline.check("open")?;
     if looks_like_media(path) {
         Err(TransformError::Invalid(format!(
@@ -176,11 +203,6 @@ impl VideoStream {
     pub fn ts(&self, secs: f64) -> i64 {
         self.start_pts + secs_to_ts(secs, self.time_base)
     }
-
-    /// Stream timestamp → seconds from the stream start.
-    pub fn secs(&self, ts: i64) -> f64 {
-        ts_to_secs(ts - self.start_pts, self.time_base)
-    }
 }
 
 pub fn secs_to_ts(secs: f64, tb: Rational) -> i64 {
@@ -230,7 +252,10 @@ pub fn video_stream(ictx: &format::context::Input) -> Result<Option<VideoStream>
     let Some(st) = ictx
         .streams()
         .filter(|s| s.parameters().medium() == media::Type::Video)
-        .filter(|s| !s.disposition().contains(format::stream::Disposition::ATTACHED_PIC))
+        .filter(|s| {
+            !s.disposition()
+                .contains(format::stream::Disposition::ATTACHED_PIC)
+        })
         .max_by_key(|s| {
             // SAFETY: parameters pointer of a live stream.
             let p = unsafe { *s.parameters().as_ptr() };
@@ -249,8 +274,7 @@ pub fn video_stream(ictx: &format::context::Input) -> Result<Option<VideoStream>
         )));
     }
     let (w, h) = (w as u32, h as u32);
-    if w > MAX_SOURCE_DIM || h > MAX_SOURCE_DIM || u64::from(w) * u64::from(h) > MAX_SOURCE_PIXELS
-    {
+    if w > MAX_SOURCE_DIM || h > MAX_SOURCE_DIM || u64::from(w) * u64::from(h) > MAX_SOURCE_PIXELS {
         return Err(TransformError::Unsupported(format!(
             "video dimensions {w}x{h} exceed the {MAX_SOURCE_DIM}x{MAX_SOURCE_DIM} (7680x4320 pixels) limit"
         )));
@@ -278,7 +302,11 @@ pub fn video_stream(ictx: &format::context::Input) -> Result<Option<VideoStream>
         width: w,
         height: h,
         rotation: rotation_of(&st),
-        fps: if fps.is_finite() && fps < 1000.0 { fps } else { 0.0 },
+        fps: if fps.is_finite() && fps < 1000.0 {
+            fps
+        } else {
+            0.0
+        },
         codec: par.codec_id.into(),
     }))
 }
@@ -308,9 +336,9 @@ pub fn video_decoder(
         (*ctx.as_mut_ptr()).pkt_timebase = st.time_base().into();
     }
     let id = st.parameters().id();
-    ctx.decoder().video().map_err(|e| {
-        TransformError::Unsupported(format!("no decoder for video codec {id:?}: {e}"))
-    })
+    ctx.decoder()
+        .video()
+        .map_err(|e| TransformError::Unsupported(format!("no decoder for video codec {id:?}: {e}")))
 }
 
 /// Opens an audio decoder for stream `index`.
@@ -328,22 +356,23 @@ pub fn audio_decoder(
         (*ctx.as_mut_ptr()).pkt_timebase = st.time_base().into();
     }
     let id = st.parameters().id();
-    ctx.decoder().audio().map_err(|e| {
-        TransformError::Unsupported(format!("no decoder for audio codec {id:?}: {e}"))
-    })
+    ctx.decoder()
+        .audio()
+        .map_err(|e| TransformError::Unsupported(format!("no decoder for audio codec {id:?}: {e}")))
 }
 
 /// Seeks so that the next packets start at the keyframe at or before `secs` (from the
 /// file start, in seconds).
 pub fn seek(ictx: &mut format::context::Input, secs: f64) -> Result<(), TransformError> {
     let ts = (secs.max(0.0) * f64::from(ffmpeg::ffi::AV_TIME_BASE)) as i64;
-    let start = ictx.start_time();
+    // SAFETY: reading a field of a live input context.
+    let start = unsafe { (*ictx.as_ptr()).start_time };
     let ts = if start == ffmpeg::ffi::AV_NOPTS_VALUE {
         ts
     } else {
         ts + start
     };
-    ictx.seek(ts, ..=ts)
+    ictx.seek(ts, ..ts)
         .or_else(|_| ictx.seek(ts, ..))
         .map_err(|e| invalid(&format!("seek to {secs:.3}s"), e))
 }

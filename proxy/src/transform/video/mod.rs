@@ -120,7 +120,10 @@ pub fn audio(
     out: &Path,
     progress: &dyn Fn(f32),
 ) -> Result<OutputFile, TransformError> {
-    if let Some(f) = spec.format.filter(|f| !matches!(f, Format::M4a | Format::Auto)) {
+    if let Some(f) = spec
+        .format
+        .filter(|f| !matches!(f, Format::M4a | Format::Auto))
+    {
         return Err(TransformError::BadRequest(format!(
             "format {f} is not available for mode=audio: use m4a"
         )));
@@ -154,12 +157,18 @@ fn ms_to_secs(ms: Option<u64>) -> f64 {
 }
 
 /// `quality` / `compression` → (x264 CRF, x264 preset).
-pub fn crf_preset(quality: Option<Quality>, compression: Option<Compression>) -> (u32, &'static str) {
+pub fn crf_preset(
+    quality: Option<Quality>,
+    compression: Option<Compression>,
+) -> (u32, &'static str) {
     let (crf, preset) = match quality {
         Some(Quality::Low) => (28, "fast"),
         Some(Quality::High) => (18, "medium"),
         Some(Quality::Lossless) => (12, "medium"),
-        Some(Quality::Value(v)) => ((51.0 - f32::from(v) * 0.37).round().clamp(0.0, 51.0) as u32, "medium"),
+        Some(Quality::Value(v)) => (
+            (51.0 - f32::from(v) * 0.37).round().clamp(0.0, 51.0) as u32,
+            "medium",
+        ),
         Some(Quality::Medium) | Some(Quality::Auto) | None => (23, "medium"),
     };
     let preset = match compression {
@@ -173,7 +182,10 @@ pub fn crf_preset(quality: Option<Quality>, compression: Option<Compression>) ->
 }
 
 /// The container for a codec and requested format.
-fn container_for(codec: Codec, format: Option<Format>) -> Result<(Container, &'static str), TransformError> {
+fn container_for(
+    codec: Codec,
+    format: Option<Format>,
+) -> Result<(Container, &'static str), TransformError> {
     let webm = match format {
         Some(Format::Mp4) => false,
         Some(Format::Webm) => true,
@@ -367,9 +379,8 @@ pub fn hls(
     spec.width = Some(done.width.max(filters::params::MIN_DIM));
     let poster_img = still::frame(path, &spec, opts)?;
     let poster = out_dir.join("poster.jpg");
-    std::fs::write(&poster, &poster_img.body).map_err(|e| {
-        TransformError::Internal(format!("cannot write {}: {e}", poster.display()))
-    })?;
+    std::fs::write(&poster, &poster_img.body)
+        .map_err(|e| TransformError::Internal(format!("cannot write {}: {e}", poster.display())))?;
     guard.armed = false;
     Ok(HlsOutput {
         playlist,

@@ -94,7 +94,9 @@ pub fn probe(path: &Path, deadline: Deadline) -> Result<Probe, TransformError> {
         rotation: video.map(|v| v.rotation).unwrap_or(0),
         display_width: dw,
         display_height: dh,
-        fps: video.map(|v| (v.fps * 1000.0).round() / 1000.0).unwrap_or(0.0),
+        fps: video
+            .map(|v| (v.fps * 1000.0).round() / 1000.0)
+            .unwrap_or(0.0),
         video_codec: video.map(|v| codec_name(v.codec)),
         audio_codec,
         audio_sample_rate,

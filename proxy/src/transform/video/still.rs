@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use ffmpeg_next as ffmpeg;
 use ffmpeg::{codec, format, frame, Packet, Rational};
+use ffmpeg_next as ffmpeg;
 use filters::{Fit, Format, Gravity, Mode, Quality, TransformSpec};
 
 use super::geometry::{self, Request};
@@ -107,8 +107,15 @@ impl Cursor {
     }
 
     /// The frame on screen at `secs` (from the stream start); the last frame when `secs`
-    /// is past the end.
-    pub fn frame_at(&mut self, secs: f64) -> Result<frame::Video, TransformError> {
+    /// is past the end. With `tolerance` > 0 the first frame at or after
+    /// `secs - tolerance` will do (spritesheets: any frame within the tile's slot).
+    pub fn frame_at(&mut self, secs: f64, tolerance: f64) -> Result<frame::Video, TransformError> {
+        let exact = tolerance <= 0.0;
+        let secs = if exact {
+            secs
+        } else {
+            (secs - tolerance).max(0.0)
+        };
         let target = self.vs.ts(secs.max(0.0));
         let seek = match self.pos {
             None => true,
@@ -131,6 +138,7 @@ impl Cursor {
         // Skip non-reference frames until ~0.25 s before the target.
         let margin = input::secs_to_ts(0.25, self.vs.time_base);
         let mut skipping = false;
+        self.decoder.skip_frame(codec::discard::Discard::Default);
         let mut invalid_packets = 0u32;
         let mut decoded = frame::Video::empty();
         loop {
@@ -144,7 +152,7 @@ impl Cursor {
                 let f = std::mem::replace(&mut decoded, frame::Video::empty());
                 if pts >= target {
                     return Ok(match self.last.take() {
-                        Some((lp, prev)) if pts > target && lp <= target => {
+                        Some((lp, prev)) if exact && pts > target && lp <= target => {
                             self.last = Some((pts, f));
                             prev
                         }
@@ -259,7 +267,11 @@ fn still_format(spec: &TransformSpec) -> Result<Format, TransformError> {
         Some(other) => Err(TransformError::Unsupported(format!(
             "format {other} is not available for mode={}: use jpeg{}",
             spec.mode,
-            if spec.mode == Mode::Frame { ", png or webp" } else { "" }
+            if spec.mode == Mode::Frame {
+                ", png or webp"
+            } else {
+                ""
+            }
         ))),
     }
 }
@@ -366,7 +378,10 @@ fn thumb_box(w: u32, h: u32, opts: &VideoOptions) -> (u32, u32) {
     } else {
         THUMB_MAX
     };
-    (mw.min(opts.max_width.max(2)), mh.min(opts.max_height.max(2)))
+    (
+        mw.min(opts.max_width.max(2)),
+        mh.min(opts.max_height.max(2)),
+    )
 }
 
 /// One frame at `spec.time_ms` as jpeg/png/webp.
@@ -390,7 +405,7 @@ pub fn frame(
     chain.extend(plan.filters(w, h, &geometry::ffmpeg_color(spec.background.as_deref())));
     let (_, pix) = pix_for(fmt);
     chain.push(format!("format={pix}"));
-    let decoded = cur.frame_at(secs)?;
+    let decoded = cur.frame_at(secs, 0.0)?;
     let tb = cur.vs.time_base;
     let mut scaler = None;
     let pic = scale_frame(&mut scaler, &decoded, tb, &chain.join(","))?;
@@ -457,8 +472,11 @@ pub fn spritesheet(
     let mut scaler = None;
     let tb = cur.vs.time_base;
     for i in 0..n {
-        let t = start + span * f64::from(i) / f64::from(n);
-        let decoded = cur.frame_at(t)?;
+        // Tile i stands for the slot [start + i*span/n, start + (i+1)*span/n): aim at its
+        // middle, and take any frame from the slot's start on (saves decoding).
+        let slot = span / f64::from(n);
+        let t = start + slot * (f64::from(i) + 0.5);
+        let decoded = cur.frame_at(t, (slot / 2.0).min(2.0))?;
         let tile = scale_frame(&mut scaler, &decoded, tb, &chain)?;
         blit(&mut sheet, &tile, (i % cols) * tw, (i / cols) * th, fmt);
     }

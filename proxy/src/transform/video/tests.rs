@@ -24,6 +24,7 @@ fn dir() -> tempfile::TempDir {
 }
 
 /// 10 s 640x360 h264 + AAC, keyframe every 2 s.
+#[rustfmt::skip]
 fn mp4(d: &Path) -> PathBuf {
     let p = d.join("src.mp4");
     ff(&[
@@ -35,6 +36,7 @@ fn mp4(d: &Path) -> PathBuf {
     p
 }
 
+#[rustfmt::skip]
 fn webm(d: &Path) -> PathBuf {
     let p = d.join("src.webm");
     ff(&[
@@ -46,6 +48,7 @@ fn webm(d: &Path) -> PathBuf {
     p
 }
 
+#[rustfmt::skip]
 fn no_audio(d: &Path) -> PathBuf {
     let p = d.join("silent.mp4");
     ff(&[
@@ -56,6 +59,7 @@ fn no_audio(d: &Path) -> PathBuf {
 }
 
 /// A phone-style clip: 320x180 coded, display matrix rotating it to portrait.
+#[rustfmt::skip]
 fn rotated(d: &Path) -> PathBuf {
     let raw = d.join("raw.mp4");
     ff(&[
@@ -73,7 +77,14 @@ fn rotated(d: &Path) -> PathBuf {
 
 fn ffprobe(p: &Path, entries: &str, select: &str) -> String {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", select, "-show_entries", entries])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            select,
+            "-show_entries",
+            entries,
+        ])
         .args(["-of", "default=noprint_wrappers=1"])
         .arg(p)
         .output()
@@ -139,7 +150,11 @@ fn probe_sees_phone_rotation() {
     let d = dir();
     let p = probe(&rotated(d.path())).expect("probe");
     assert_eq!((p.width, p.height), (320, 180));
-    assert!(p.rotation == 90 || p.rotation == 270, "rotation {}", p.rotation);
+    assert!(
+        p.rotation == 90 || p.rotation == 270,
+        "rotation {}",
+        p.rotation
+    );
     assert_eq!((p.display_width, p.display_height), (180, 320));
 }
 
@@ -161,21 +176,46 @@ fn frame_is_scaled_and_changes_with_time() {
         gray_pixels(&b.body, d.path(), "b.jpg"),
     );
     assert_eq!(pa.len(), 320 * 180);
-    let diff: u64 = pa.iter().zip(&pb).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
-    assert!(diff / (pa.len() as u64) > 2, "frames at 1s and 5s look the same");
+    let diff: u64 = pa
+        .iter()
+        .zip(&pb)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    assert!(
+        diff / (pa.len() as u64) > 2,
+        "frames at 1s and 5s look the same"
+    );
     // Exactness: the frame at 5.0s equals the CLI's accurate seek to 5.0s.
     let cli = d.path().join("cli.png");
     ff(&[
-        "-ss", "5", "-i", src.to_str().unwrap_or_default(), "-frames:v", "1",
-        "-vf", "scale=320:180", cli.to_str().unwrap_or_default(),
+        "-ss",
+        "5",
+        "-i",
+        src.to_str().unwrap_or_default(),
+        "-frames:v",
+        "1",
+        "-vf",
+        "scale=320:180",
+        cli.to_str().unwrap_or_default(),
     ]);
     s.format = Some(Format::Png);
     let png = frame(&src, &s, &opts()).expect("png frame");
     assert_eq!(png.content_type, "image/png");
     let ours = gray_pixels(&png.body, d.path(), "ours.png");
-    let theirs = gray_pixels(&std::fs::read(&cli).unwrap_or_default(), d.path(), "theirs.png");
-    let diff: u64 = ours.iter().zip(&theirs).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
-    assert!(diff / (ours.len().max(1) as u64) < 3, "frame at 5s differs from the CLI's");
+    let theirs = gray_pixels(
+        &std::fs::read(&cli).unwrap_or_default(),
+        d.path(),
+        "theirs.png",
+    );
+    let diff: u64 = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    assert!(
+        diff / (ours.len().max(1) as u64) < 3,
+        "frame at 5s differs from the CLI's"
+    );
 }
 
 #[test]
@@ -203,10 +243,16 @@ fn frame_fit_modes_and_webp() {
     let o = frame(&src, &spec(Mode::Frame), &opts()).expect("full size");
     assert_eq!((o.width, o.height), (640, 360));
     s.format = Some(Format::Gif);
-    assert!(matches!(frame(&src, &s, &opts()), Err(TransformError::Unsupported(_))));
+    assert!(matches!(
+        frame(&src, &s, &opts()),
+        Err(TransformError::Unsupported(_))
+    ));
     s.format = None;
     s.time_ms = Some(60_000);
-    assert!(matches!(frame(&src, &s, &opts()), Err(TransformError::BadRequest(_))));
+    assert!(matches!(
+        frame(&src, &s, &opts()),
+        Err(TransformError::BadRequest(_))
+    ));
 }
 
 #[test]
@@ -244,10 +290,16 @@ fn spritesheet_grid() {
     let px = gray_pixels(&o.body, d.path(), "s.jpg");
     let tile = |i: usize| -> Vec<u8> {
         let (tx, ty) = ((i % 3) * 100, (i / 3) * 56);
-        (0..56).flat_map(|r| px[(ty + r) * 300 + tx..(ty + r) * 300 + tx + 100].to_vec()).collect()
+        (0..56)
+            .flat_map(|r| px[(ty + r) * 300 + tx..(ty + r) * 300 + tx + 100].to_vec())
+            .collect()
     };
     let (t0, t8) = (tile(0), tile(8));
-    let diff: u64 = t0.iter().zip(&t8).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    let diff: u64 = t0
+        .iter()
+        .zip(&t8)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
     assert!(diff / t0.len() as u64 > 2);
 }
 
@@ -260,8 +312,10 @@ fn audio_copies_aac_with_clip() {
     s.time_ms = Some(2000);
     s.duration_ms = Some(3000);
     let seen = Mutex::new(Vec::new());
-    let r = audio(&src, &s, &opts(), &out, &|p| seen.lock().map(|mut v| v.push(p)).unwrap_or(()))
-        .expect("audio");
+    let r = audio(&src, &s, &opts(), &out, &|p| {
+        seen.lock().map(|mut v| v.push(p)).unwrap_or(())
+    })
+    .expect("audio");
     assert_eq!(r.content_type, "audio/mp4");
     let info = ffprobe(&out, "stream=codec_name,codec_type:format=duration", "a");
     assert_eq!(field(&info, "codec_name"), "aac");
@@ -277,8 +331,14 @@ fn audio_copies_aac_with_clip() {
 fn audio_encodes_opus_to_aac() {
     let d = dir();
     let out = d.path().join("a.m4a");
-    let r = audio(&webm(d.path()), &spec(Mode::Audio), &opts(), &out, &no_progress)
-        .expect("audio");
+    let r = audio(
+        &webm(d.path()),
+        &spec(Mode::Audio),
+        &opts(),
+        &out,
+        &no_progress,
+    )
+    .expect("audio");
     let info = ffprobe(&out, "stream=codec_name:format=duration", "a");
     assert_eq!(field(&info, "codec_name"), "aac");
     let dur: f64 = field(&info, "duration").parse().unwrap_or(0.0);
@@ -286,7 +346,13 @@ fn audio_encodes_opus_to_aac() {
     assert!((r.duration_secs - 4.0).abs() < 0.2);
     // A file without audio: 415.
     let out2 = d.path().join("b.m4a");
-    let e = audio(&no_audio(d.path()), &spec(Mode::Audio), &opts(), &out2, &no_progress);
+    let e = audio(
+        &no_audio(d.path()),
+        &spec(Mode::Audio),
+        &opts(),
+        &out2,
+        &no_progress,
+    );
     assert!(matches!(e, Err(TransformError::Unsupported(_))), "{e:?}");
     assert!(!out2.exists());
 }
@@ -310,22 +376,43 @@ fn transcode_h264_resize_clip_faststart() {
     assert_eq!(r.content_type, "video/mp4");
     let v = ffprobe(&out, "stream=codec_name,width,height", "v");
     assert_eq!(field(&v, "codec_name"), "h264");
-    assert_eq!((field(&v, "width"), field(&v, "height")), ("320".into(), "180".into()));
-    assert_eq!(field(&ffprobe(&out, "stream=codec_name", "a"), "codec_name"), "aac");
-    let dur: f64 = field(&ffprobe(&out, "format=duration", "v"), "duration").parse().unwrap_or(0.0);
+    assert_eq!(
+        (field(&v, "width"), field(&v, "height")),
+        ("320".into(), "180".into())
+    );
+    assert_eq!(
+        field(&ffprobe(&out, "stream=codec_name", "a"), "codec_name"),
+        "aac"
+    );
+    let dur: f64 = field(&ffprobe(&out, "format=duration", "v"), "duration")
+        .parse()
+        .unwrap_or(0.0);
     assert!((dur - 4.0).abs() < 0.2, "duration {dur}");
     let bytes = std::fs::read(&out).unwrap_or_default();
     let (moov, mdat) = (find(&bytes, b"moov"), find(&bytes, b"mdat"));
-    assert!(moov.is_some() && mdat.is_some() && moov < mdat, "moov {moov:?} mdat {mdat:?}");
+    assert!(
+        moov.is_some() && mdat.is_some() && moov < mdat,
+        "moov {moov:?} mdat {mdat:?}"
+    );
     // The clip starts at 2 s of the source: its first frame matches the source's frame at 2 s.
     let mut fs = spec(Mode::Frame);
     fs.width = Some(320);
     let first = frame(&out, &fs, &opts()).expect("first frame");
     fs.time_ms = Some(2000);
     let at2 = frame(&src, &fs, &opts()).expect("source frame");
-    let (a, b) = (gray_pixels(&first.body, d.path(), "f.jpg"), gray_pixels(&at2.body, d.path(), "g.jpg"));
-    let diff: u64 = a.iter().zip(&b).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
-    assert!(diff / a.len().max(1) as u64 <= 6, "clip does not start at 2s");
+    let (a, b) = (
+        gray_pixels(&first.body, d.path(), "f.jpg"),
+        gray_pixels(&at2.body, d.path(), "g.jpg"),
+    );
+    let diff: u64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    assert!(
+        diff / a.len().max(1) as u64 <= 6,
+        "clip does not start at 2s"
+    );
 }
 
 #[test]
@@ -338,18 +425,32 @@ fn transcode_options_fps_rotate_crop_noaudio_h265() {
     s.audio = Some(false);
     s.fps = Some(10);
     s.rotate = Some(90);
-    s.crop = Some(filters::params::Crop { w: 320, h: 200, x: 10, y: 10 });
+    s.crop = Some(filters::params::Crop {
+        w: 320,
+        h: 200,
+        x: 10,
+        y: 10,
+    });
     s.duration_ms = Some(2000);
     s.compression = Some(filters::Compression::Fast);
     let r = transcode(&src, &s, &opts(), &out, &no_progress).expect("transcode");
     assert_eq!((r.width, r.height), (200, 320));
-    let v = ffprobe(&out, "stream=codec_name,codec_tag_string,avg_frame_rate", "v");
+    let v = ffprobe(
+        &out,
+        "stream=codec_name,codec_tag_string,avg_frame_rate",
+        "v",
+    );
     assert_eq!(field(&v, "codec_name"), "hevc");
     assert_eq!(field(&v, "codec_tag_string"), "hvc1");
     assert_eq!(field(&v, "avg_frame_rate"), "10/1");
     assert!(ffprobe(&out, "stream=codec_type", "a").is_empty());
     // Crop outside the picture → 400, nothing left behind.
-    s.crop = Some(filters::params::Crop { w: 640, h: 360, x: 10, y: 0 });
+    s.crop = Some(filters::params::Crop {
+        w: 640,
+        h: 360,
+        x: 10,
+        y: 0,
+    });
     let out2 = d.path().join("bad.mp4");
     let e = transcode(&src, &s, &opts(), &out2, &no_progress);
     assert!(matches!(e, Err(TransformError::BadRequest(_))), "{e:?}");
@@ -370,7 +471,10 @@ fn transcode_vp9_webm_and_av1() {
     let v = ffprobe(&out, "stream=codec_name,width", "v");
     assert_eq!(field(&v, "codec_name"), "vp9");
     assert_eq!(field(&v, "width"), "160");
-    assert_eq!(field(&ffprobe(&out, "stream=codec_name", "a"), "codec_name"), "opus");
+    assert_eq!(
+        field(&ffprobe(&out, "stream=codec_name", "a"), "codec_name"),
+        "opus"
+    );
     // h264 in webm is refused.
     s.codec = Some(Codec::H264);
     s.format = Some(Format::Webm);
@@ -398,9 +502,21 @@ fn hls_package() {
     // 14 s so there are three segments.
     let src = d.path().join("long.mp4");
     ff(&[
-        "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25:duration=14",
-        "-f", "lavfi", "-i", "sine=duration=14",
-        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=25:duration=14",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=14",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-shortest",
         src.to_str().unwrap_or_default(),
     ]);
     let out = d.path().join("hls");
@@ -416,7 +532,10 @@ fn hls_package() {
         .filter_map(|l| l.trim_end_matches(',').parse().ok())
         .collect();
     assert_eq!(durs.len(), 3, "{text}");
-    assert!((durs[0] - 6.0).abs() < 0.1 && (durs[1] - 6.0).abs() < 0.1, "{durs:?}");
+    assert!(
+        (durs[0] - 6.0).abs() < 0.1 && (durs[1] - 6.0).abs() < 0.1,
+        "{durs:?}"
+    );
     assert_eq!(h.segments.len(), 3);
     assert!(h.segments.iter().all(|s| s.exists()));
     let poster = std::fs::read(&h.poster).unwrap_or_default();
@@ -450,13 +569,24 @@ fn bad_inputs_are_415_or_422_never_a_panic() {
 
     // Absurd dimensions.
     let huge = d.path().join("huge.y4m");
-    std::fs::write(&huge, b"YUV4MPEG2 W8000 H8000 F25:1 Ip A1:1 C420jpeg\nFRAME\nabc")
-        .unwrap_or_default();
+    std::fs::write(
+        &huge,
+        b"YUV4MPEG2 W8000 H8000 F25:1 Ip A1:1 C420jpeg\nFRAME\nabc",
+    )
+    .unwrap_or_default();
     assert!(matches!(probe(&huge), Err(TransformError::Unsupported(_))));
 
     // Video modes on an audio-only file: 415.
     let m4a = d.path().join("a.m4a");
-    ff(&["-f", "lavfi", "-i", "sine=duration=2", "-c:a", "aac", m4a.to_str().unwrap_or_default()]);
+    ff(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=2",
+        "-c:a",
+        "aac",
+        m4a.to_str().unwrap_or_default(),
+    ]);
     assert!(matches!(
         frame(&m4a, &spec(Mode::Frame), &opts()),
         Err(TransformError::Unsupported(_))
@@ -501,5 +631,8 @@ fn crf_presets() {
     assert_eq!(crf_preset(Some(Quality::Medium), None), (23, "medium"));
     assert_eq!(crf_preset(Some(Quality::High), None), (18, "medium"));
     assert_eq!(crf_preset(None, None), (23, "medium"));
-    assert_eq!(crf_preset(None, Some(filters::Compression::Fast)), (23, "veryfast"));
+    assert_eq!(
+        crf_preset(None, Some(filters::Compression::Fast)),
+        (23, "veryfast")
+    );
 }
