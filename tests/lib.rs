@@ -236,7 +236,12 @@ impl CountingOrigin {
     }
 
     pub async fn start_on(port: u16) -> CountingOrigin {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        Self::start_at("127.0.0.1", port).await
+    }
+
+    /// Listens on `ip` (any 127.0.0.0/8 address works on Linux).
+    pub async fn start_at(ip: &str, port: u16) -> CountingOrigin {
+        let listener = tokio::net::TcpListener::bind((ip, port))
             .await
             .expect("bind origin");
         let addr = listener.local_addr().expect("addr");

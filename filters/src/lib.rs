@@ -19,6 +19,7 @@ pub mod resolve;
 pub mod response;
 pub mod responsive;
 pub mod signature;
+pub mod ssrf;
 
 pub use cache_key::{cache_key, with_validator};
 pub use client_ip::{Cidr, CidrError, CidrSet};

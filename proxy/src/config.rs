@@ -260,6 +260,61 @@ impl Default for CacheConfig {
     }
 }
 
+/// External fetches: client-supplied URLs (`/cdn-cgi/*/https://..`, `/proxy/external?url=`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalConfig {
+    /// Off by default: an open image proxy must be a choice.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Hosts allowed (exact or `*.example.com`); empty = any host not denied.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    #[serde(default)]
+    pub deny_hosts: Vec<String>,
+    /// Networks exempt from the private/loopback refusal (e.g. an internal image host).
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
+    #[serde(default = "default_external_max")]
+    pub max_bytes: ByteSize,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Whole fetch, body included.
+    #[serde(default = "default_source_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_redirects")]
+    pub max_redirects: u32,
+    /// Cache TTL of external answers that carry none.
+    #[serde(default = "default_external_ttl")]
+    pub ttl: Dur,
+}
+
+impl Default for ExternalConfig {
+    fn default() -> Self {
+        ExternalConfig {
+            enabled: false,
+            allow_hosts: vec![],
+            deny_hosts: vec![],
+            allowed_networks: vec![],
+            max_bytes: default_external_max(),
+            connect_timeout: default_connect_timeout(),
+            timeout: default_source_timeout(),
+            max_redirects: default_redirects(),
+            ttl: default_external_ttl(),
+        }
+    }
+}
+
+fn default_external_max() -> ByteSize {
+    ByteSize(32 << 20)
+}
+fn default_redirects() -> u32 {
+    3
+}
+fn default_external_ttl() -> Dur {
+    Dur(Duration::from_secs(86400))
+}
+
 /// What a route class requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -578,6 +633,8 @@ pub struct Config {
     pub transform: TransformConfig,
     /// Signed URLs, tokens, client IPs, route rules.
     pub security: SecurityConfig,
+    /// Client-supplied URLs.
+    pub external: ExternalConfig,
     /// The folder relative paths in the file resolve against.
     pub base: PathBuf,
     pub origins: Vec<OriginConfig>,
@@ -719,11 +776,11 @@ impl Config {
         for key in doc.keys() {
             if !matches!(
                 key.as_str(),
-                "server" | "cache" | "filters" | "transform" | "security" | "origins"
+                "server" | "cache" | "filters" | "transform" | "security" | "external" | "origins"
             ) {
                 problems.push(ConfigProblem {
                     path: key.clone(),
-                    message: format!("unknown section `{key}` (expected server, cache, filters, transform, security, origins)"),
+                    message: format!("unknown section `{key}` (expected server, cache, filters, transform, security, external, origins)"),
                 });
             }
         }
@@ -760,6 +817,18 @@ impl Config {
                     problems.push(ConfigProblem {
                         path: "security.trusted_proxies_file".into(),
                         message: format!("file {} does not exist", f.display()),
+                    });
+                }
+            }
+        }
+        let external: Option<ExternalConfig> =
+            section(table("external"), "external", &mut problems);
+        if let Some(x) = &external {
+            if let Err(errs) = filters::CidrSet::parse(&x.allowed_networks) {
+                for e in errs {
+                    problems.push(ConfigProblem {
+                        path: "external.allowed_networks".into(),
+                        message: e.to_string(),
                     });
                 }
             }
@@ -956,8 +1025,14 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
-        let (Some(mut server), Some(cache), Some(filters), Some(transform), Some(security)) =
-            (server, cache, filters_cfg, transform, security)
+        let (
+            Some(mut server),
+            Some(cache),
+            Some(filters),
+            Some(transform),
+            Some(security),
+            Some(external),
+        ) = (server, cache, filters_cfg, transform, security, external)
         else {
             return Err(ConfigErrors(problems));
         };
@@ -975,6 +1050,7 @@ impl Config {
             filters,
             transform,
             security,
+            external,
             base: base.to_path_buf(),
             origins: out_origins,
             matchers,

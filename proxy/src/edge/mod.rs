@@ -14,6 +14,7 @@ pub mod storage;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
+use crate::origin::{EXTERNAL_PATH, HDR_EXTERNAL};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
@@ -84,13 +85,17 @@ pub struct Ctx {
     rate_class: Option<filters::OperationClass>,
     /// A 429 decided in `proxy_upstream_filter`.
     rate_limited: Option<ApiError>,
+    /// The client-supplied URL of an external fetch.
+    external_url: Option<String>,
 }
 
 /// A request resolved to a spec, an origin and the origin service's request target.
 pub struct Resolution {
     pub resolved: filters::Resolved,
-    pub origin: usize,
+    pub origin: Option<usize>,
     pub upstream_path: String,
+    /// The client-supplied URL of an external fetch.
+    pub external: Option<String>,
     /// The response depends on `Accept` (`format=auto`).
     pub vary_accept: bool,
 }
@@ -184,38 +189,70 @@ impl Edge {
         headers: &http::HeaderMap,
     ) -> std::result::Result<Resolution, ApiError> {
         let cfg = &self.state.cfg;
+        let to_api = |e: filters::FilterError| ApiError::new(e.status(), e.code(), e.to_string());
+        // `/proxy/external?url=..&<params>`: the same as the cdn-cgi form with an absolute URL.
+        let rewritten;
+        let (path, query) = if path == "/proxy/external" {
+            let mut url = None;
+            let mut opts = Vec::new();
+            for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+                if k == "url" {
+                    url = Some(v.into_owned());
+                } else if !matches!(k.as_ref(), "signature" | "expires" | "kid") {
+                    opts.push(format!("{k}={v}"));
+                }
+            }
+            let url = url
+                .ok_or_else(|| ApiError::bad_request("/proxy/external needs url=<http(s) URL>"))?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ApiError::bad_request(
+                    "url must be an http:// or https:// URL",
+                ));
+            }
+            if opts.is_empty() {
+                let spec = filters::TransformSpec::new(filters::Mode::Original);
+                return self.finish_external(spec, url, None);
+            }
+            rewritten = format!("/cdn-cgi/image/{}/{url}", opts.join(","));
+            (rewritten.as_str(), None)
+        } else {
+            (path, query)
+        };
         let parts = filters::RequestParts {
             path,
             query,
             headers,
         };
-        let to_api = |e: filters::FilterError| ApiError::new(e.status(), e.code(), e.to_string());
         let mut resolved =
             filters::resolve(&parts, &cfg.filters, &filters::ResolveOptions::default())
                 .map_err(to_api)?;
-        let source_path = match &resolved.source {
-            filters::Source::Path(p) => p.clone(),
-            filters::Source::External(_) => {
-                return Err(ApiError::forbidden(
-                    "external fetches are not enabled on this node",
-                ));
+        let (origin, source_path) = match &resolved.source {
+            filters::Source::Path(p) => {
+                let Some((origin, _)) = cfg.match_origin(p) else {
+                    return Err(ApiError::no_matching_origin(p));
+                };
+                let opts = &cfg.origins[origin].options;
+                let p = p.clone();
+                if *opts != filters::ResolveOptions::default() {
+                    resolved = filters::resolve(&parts, &cfg.filters, opts).map_err(to_api)?;
+                }
+                (Some(origin), p)
             }
+            filters::Source::External(_) => (None, EXTERNAL_PATH.to_string()),
         };
-        let Some((origin, _)) = cfg.match_origin(&source_path) else {
-            return Err(ApiError::no_matching_origin(&source_path));
-        };
-        let opts = &cfg.origins[origin].options;
-        if *opts != filters::ResolveOptions::default() {
-            resolved = filters::resolve(&parts, &cfg.filters, opts).map_err(to_api)?;
-        }
         let vary_accept = resolved.spec.format == Some(filters::Format::Auto);
         if vary_accept {
             let accept = headers.get("accept").and_then(|v| v.to_str().ok());
-            let negotiated = filters::negotiate_format(accept, false, true);
+            let negotiated =
+                filters::negotiate_format(accept, false, self.state.cfg.transform.avif);
             if matches!(negotiated, filters::Format::Avif | filters::Format::Webp) {
                 resolved.spec.format = Some(negotiated);
             }
             resolved.cache_key = filters::cache_key(&resolved.spec, &resolved.source);
+        }
+        if let filters::Source::External(url) = &resolved.source {
+            let url = url.clone();
+            return self.finish_external(resolved.spec.clone(), url, Some((resolved, vary_accept)));
         }
         let upstream_path = if resolved.spec.is_passthrough() {
             source_path
@@ -227,6 +264,54 @@ impl Edge {
             origin,
             upstream_path,
             vary_accept,
+            external: None,
+        })
+    }
+
+    /// An external URL request: allowed only when `external.enabled`.
+    fn finish_external(
+        &self,
+        spec: filters::TransformSpec,
+        url: String,
+        resolved: Option<(filters::Resolved, bool)>,
+    ) -> std::result::Result<Resolution, ApiError> {
+        if !self.state.cfg.external.enabled {
+            return Err(ApiError::forbidden(
+                "external fetches are not enabled on this node",
+            ));
+        }
+        let source = filters::Source::External(url.clone());
+        let (resolved, vary_accept) = match resolved {
+            Some(r) => r,
+            None => {
+                let cache_key = filters::cache_key(&spec, &source);
+                let r = filters::Resolved {
+                    spec: spec.clone(),
+                    source,
+                    cache_key,
+                    vary: vec![],
+                    accept_ch: false,
+                    derivative: None,
+                    debug: false,
+                    needs_async: false,
+                    form: filters::RequestForm::Query,
+                    akamai: false,
+                    diagnostics: None,
+                };
+                (r, false)
+            }
+        };
+        let upstream_path = if spec.is_passthrough() {
+            EXTERNAL_PATH.to_string()
+        } else {
+            format!("{EXTERNAL_PATH}?{}", spec.to_canonical_query())
+        };
+        Ok(Resolution {
+            resolved,
+            origin: None,
+            upstream_path,
+            vary_accept,
+            external: Some(url),
         })
     }
 
@@ -293,6 +378,7 @@ impl ProxyHttp for Edge {
             client_ip: None,
             rate_class: None,
             rate_limited: None,
+            external_url: None,
         }
     }
 
@@ -401,6 +487,7 @@ impl ProxyHttp for Edge {
             origin,
             upstream_path,
             vary_accept,
+            external,
         } = resolved;
         if resolved.debug {
             let allowed = self.state.cfg.server.debug_view || admin::is_admin(self, session);
@@ -411,10 +498,12 @@ impl ProxyHttp for Edge {
                 respond_error(session, &ctx.request_id, &e).await;
                 return Ok(true);
             }
-            let o = &self.state.cfg.origins[origin];
             let mut v = serde_json::to_value(&resolved.diagnostics).unwrap_or_default();
-            v["origin"] = serde_json::json!({ "name": o.name, "matcher": o.matcher,
-                "sources": o.sources.iter().map(|s| s.kind()).collect::<Vec<_>>() });
+            v["origin"] = match origin.map(|o| &self.state.cfg.origins[o]) {
+                Some(o) => serde_json::json!({ "name": o.name, "matcher": o.matcher,
+                    "sources": o.sources.iter().map(|s| s.kind()).collect::<Vec<_>>() }),
+                None => serde_json::json!({ "name": "external", "url": external }),
+            };
             v["cache_key"] = serde_json::json!(resolved.cache_key);
             v["upstream"] = serde_json::json!(upstream_path);
             respond_json(session, &ctx.request_id, 200, &v).await;
@@ -446,7 +535,8 @@ impl ProxyHttp for Edge {
             }
         }
         let req = session.req_header();
-        ctx.origin = Some(origin);
+        ctx.origin = origin;
+        ctx.external_url = external;
         ctx.key = Some(resolved.cache_key.clone());
         ctx.single_range = resolved.spec.is_passthrough()
             && header(req, "range")
@@ -549,6 +639,10 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         upstream.insert_header("x-request-id", &ctx.request_id)?;
         upstream.remove_header(FILL_HEADER);
+        upstream.remove_header(HDR_EXTERNAL);
+        if let Some(url) = &ctx.external_url {
+            upstream.insert_header(HDR_EXTERNAL, url.as_str())?;
+        }
         if let Some(target) = &ctx.upstream_path {
             let uri: http::Uri = target
                 .parse()
@@ -624,10 +718,14 @@ impl ProxyHttp for Edge {
             cache.stale_if_error.0.as_secs() as u32,
         );
         let now = SystemTime::now();
-        let class_ttl = ctx
-            .origin
-            .and_then(|o| self.state.cfg.origins[o].ttl.for_status(status))
-            .and_then(|d| now.checked_add(d));
+        let class_ttl = match ctx.origin {
+            Some(o) => self.state.cfg.origins[o].ttl.for_status(status),
+            None if ctx.external_url.is_some() && (200..300).contains(&status) => {
+                Some(self.state.cfg.external.ttl.0).filter(|d| !d.is_zero())
+            }
+            None => None,
+        }
+        .and_then(|d| now.checked_add(d));
         let Some(fresh_until) =
             calculate_fresh_until(now, cc.as_ref(), resp, authorized, &defaults).or(class_ttl)
         else {

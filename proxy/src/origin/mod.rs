@@ -27,6 +27,10 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 /// Headers the edge must not forward from a client to the origin service and back.
 pub const HDR_SOURCE_TYPE: &str = "x-source-type";
 pub const HDR_ORIGIN: &str = "x-origin";
+/// The external URL of an `/__external` request (set only by the edge).
+pub const HDR_EXTERNAL: &str = "x-media-edge-external";
+/// The origin service's path for external fetches.
+pub const EXTERNAL_PATH: &str = "/__external";
 
 /// One origin with its built sources.
 struct BuiltOrigin {
@@ -37,6 +41,7 @@ pub struct OriginService {
     cfg: Arc<Config>,
     origins: Vec<BuiltOrigin>,
     transformer: transform::Transformer,
+    external: Option<sources::external::ExternalFetcher>,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -96,10 +101,16 @@ impl OriginService {
             #[cfg(feature = "video-engine")]
             video: video_options(&cfg),
         };
+        let external = if cfg.external.enabled {
+            Some(sources::external::ExternalFetcher::new(&cfg.external)?)
+        } else {
+            None
+        };
         Ok(OriginService {
             cfg,
             origins,
             transformer,
+            external,
         })
     }
 
@@ -124,18 +135,14 @@ impl OriginService {
             }
         };
         let path = req.uri().path().to_string();
+        if path == EXTERNAL_PATH {
+            return self.handle_external(&req).await;
+        }
         let Some((idx, groups)) = self.cfg.match_origin(&path) else {
             return Err(ApiError::no_matching_origin(&path));
         };
         let origin = &self.cfg.origins[idx];
-        let spec = match req.uri().query() {
-            Some(q) if !q.is_empty() => Some(
-                filters::TransformSpec::from_canonical_query(q)
-                    .map_err(|e| ApiError::new(e.status(), e.code(), e.to_string()))?,
-            ),
-            _ => None,
-        }
-        .filter(|s| !s.is_passthrough());
+        let spec = parse_spec(req.uri().query())?;
         // A transform reads the whole original: no range, no conditional.
         let passthrough = spec.is_none();
         let hv = |n: &str| {
@@ -236,6 +243,45 @@ impl OriginService {
                 return Ok(r);
             }
         })
+    }
+
+    async fn handle_external(&self, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let Some(fetcher) = &self.external else {
+            return Err(ApiError::forbidden(
+                "external fetches are not enabled on this node",
+            ));
+        };
+        let url = req
+            .headers()
+            .get(HDR_EXTERNAL)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::bad_request("no external URL"))?
+            .to_string();
+        let spec = parse_spec(req.uri().query())?;
+        let fetched = fetcher.fetch(&url).await?;
+        match spec {
+            None => Ok(self.respond("external", &url, "external", fetched)),
+            Some(spec) => {
+                let job = transform::Job {
+                    origin: "external",
+                    path: &url,
+                    spec,
+                };
+                match self.transformer.run(job, fetched).await {
+                    Ok(mut r) => {
+                        r.headers_mut()
+                            .insert(HDR_SOURCE_TYPE, http::HeaderValue::from_static("external"));
+                        Ok(r)
+                    }
+                    Err(e) => {
+                        let mut r = error_response(&e);
+                        r.headers_mut()
+                            .insert("cache-control", http::HeaderValue::from_static("no-store"));
+                        Ok(r)
+                    }
+                }
+            }
+        }
     }
 
     fn respond(
@@ -351,6 +397,18 @@ impl OriginService {
             }
         });
     }
+}
+
+/// The canonical spec the edge sent, `None` for a passthrough of the original.
+fn parse_spec(query: Option<&str>) -> Result<Option<filters::TransformSpec>, ApiError> {
+    let spec = match query {
+        Some(q) if !q.is_empty() => Some(
+            filters::TransformSpec::from_canonical_query(q)
+                .map_err(|e| ApiError::new(e.status(), e.code(), e.to_string()))?,
+        ),
+        _ => None,
+    };
+    Ok(spec.filter(|s| !s.is_passthrough()))
 }
 
 #[cfg(feature = "image-engine")]

@@ -86,7 +86,7 @@ async fn read_to_memory(fetched: Fetched, max: u64) -> Result<Bytes, ApiError> {
     };
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::origin_error(format!("reading source: {e}")))?;
+        let chunk = chunk.map_err(|e| super::sources::external::stream_error(&e))?;
         if (buf.len() + chunk.len()) as u64 > max {
             return Err(too_large(buf.len() as u64 + chunk.len() as u64, max));
         }
@@ -112,8 +112,7 @@ async fn stream_to_file(
     let mut written = 0u64;
     if let Some(mut body) = fetched.body {
         while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::origin_error(format!("reading source: {e}")))?;
+            let chunk = chunk.map_err(|e| super::sources::external::stream_error(&e))?;
             written += chunk.len() as u64;
             if written > max {
                 return Err(too_large(written, max));

@@ -4,6 +4,7 @@
 //! validators, and mapping each backend's failures onto `SourceError`. A source never
 //! caches and never transforms; it streams.
 
+pub mod external;
 pub mod local;
 pub mod remote;
 pub mod s3;
