@@ -293,8 +293,7 @@ me_port=""
 start_me() {
     local name="$1" cfg
     me_port="$(free_port)"
-    # ---- BEGIN media-edge config (placeholder: keep in sync with the real
-    # ---- config schema; @PORT@ and @DIR@ are substituted below) ----
+    # ---- media-edge config (@PORT@ and @DIR@ are substituted below) ----
     cfg="$(
         cat <<'EOF'
 [server]
@@ -312,12 +311,11 @@ root = "@DIR@"
 path = "$1"
 EOF
     )"
-    # ---- END media-edge config ----
     cfg="${cfg//@PORT@/$me_port}"
     cfg="${cfg//@DIR@/$OBJ}"
     printf '%s\n' "$cfg" >"$TMP/$name.toml"
     mkdir -p "$TMP/$name-data"
-    "$MEDIA_EDGE_BIN" run --config "$TMP/$name.toml" --data-dir "$TMP/$name-data" \
+    MEDIA_EDGE_LOG="${MEDIA_EDGE_LOG:-warn}" "$MEDIA_EDGE_BIN" run --config "$TMP/$name.toml" --data-dir "$TMP/$name-data" \
         >"$TMP/$name.log" 2>&1 &
     me_pid=$!
     wait_http "http://127.0.0.1:$me_port/bench/obj-10KB.bin" "$me_pid" media-edge "$TMP/$name.log"
