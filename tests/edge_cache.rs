@@ -36,24 +36,6 @@ timeout = "1s"
     )
 }
 
-fn samples_origin() -> String {
-    format!(
-        r#"
-[[origins]]
-name = "samples"
-matcher = "^/samples/(.+)$"
-[[origins.sources]]
-kind = "local"
-root = "{}"
-"#,
-        workspace().join("conf/samples").display()
-    )
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
 fn h<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
     r.headers()
         .get(name)

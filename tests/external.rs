@@ -5,10 +5,6 @@ use e2e::*;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
 fn config(external: &str) -> String {
     format!(
         r#"

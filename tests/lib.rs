@@ -486,3 +486,27 @@ pub async fn raw_get(port: u16, path: &str) -> (u16, String) {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
+
+/// An HTTP client that never uses a proxy (tests talk to 127.0.0.1 only).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// The `[[origins]]` block serving `conf/samples/` at `/samples/...`.
+pub fn samples_origin() -> String {
+    format!(
+        "[[origins]]\nname = \"samples\"\nmatcher = \"^/samples/(.+)$\"\n[[origins.sources]]\nkind = \"local\"\nroot = \"{}\"\n",
+        workspace().join("conf/samples").display()
+    )
+}
+
+/// A whole config: a listener on `{PORT}`, `extra` sections, then the samples origin.
+pub fn samples_config(extra: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:{{PORT}}\"]\nthreads = 2\n{extra}\n{}",
+        samples_origin()
+    )
+}

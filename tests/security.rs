@@ -3,28 +3,6 @@
 use e2e::*;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-fn samples(extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = ["127.0.0.1:{{PORT}}"]
-threads = 2
-{extra}
-[[origins]]
-name = "samples"
-matcher = "^/samples/(.+)$"
-[[origins.sources]]
-kind = "local"
-root = "{}"
-"#,
-        workspace().join("conf/samples").display()
-    )
-}
-
 async fn status_of(edge: &Edge, path_and_query: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut rb = client().get(edge.url(path_and_query));
     for (k, v) in headers {
@@ -67,7 +45,7 @@ signing_keys = [{ id = "old", secret_env = "TEST_KEY_OLD" }, { id = "new", secre
 auth = { original = "signature" }
 "#;
     let edge = Edge::start_with_env(
-        &samples(extra),
+        &samples_config(extra),
         &[
             ("TEST_KEY_OLD", "old-secret"),
             ("TEST_KEY_NEW", "new-secret"),
@@ -130,7 +108,8 @@ async fn bearer_tokens() {
 tokens = [{ token_env = "TEST_TENANT_TOKEN", tenant = "acme", scopes = ["read"] }]
 auth = { original = "token" }
 "#;
-    let edge = Edge::start_with_env(&samples(extra), &[("TEST_TENANT_TOKEN", "tok-123")]).await;
+    let edge =
+        Edge::start_with_env(&samples_config(extra), &[("TEST_TENANT_TOKEN", "tok-123")]).await;
     assert_eq!(status_of(&edge, "/samples/photo.jpg", &[]).await.0, 401);
     assert_eq!(
         status_of(
@@ -163,7 +142,7 @@ rate_limit_hits = true
 [filters.ratelimit.per_minute]
 original = 3
 "#;
-    let edge = Edge::start(&samples(extra)).await;
+    let edge = Edge::start(&samples_config(extra)).await;
     let a = [("cf-connecting-ip", "198.51.100.7")];
     for _ in 0..3 {
         assert_eq!(status_of(&edge, "/samples/anim.gif", &a).await.0, 200);
@@ -205,7 +184,7 @@ rate_limit_hits = true
 [filters.ratelimit.per_minute]
 original = 2
 "#;
-    let edge = Edge::start(&samples(extra)).await;
+    let edge = Edge::start(&samples_config(extra)).await;
     // Each request claims another client; the peer is not trusted, so they share one bucket.
     let mut statuses = Vec::new();
     for i in 0..3 {
@@ -232,7 +211,7 @@ async fn require_cloudflare_edge_refuses_other_peers() {
                 .join("conf/cloudflare-ips.txt")
                 .to_string_lossy(),
         );
-    let edge = Edge::start(&samples(&extra)).await;
+    let edge = Edge::start(&samples_config(&extra)).await;
     let (s, body) = status_of(&edge, "/samples/photo.jpg", &[]).await;
     assert_eq!(s, 403, "{body}");
     assert!(body.contains("FORBIDDEN"));
@@ -246,7 +225,7 @@ async fn require_cloudflare_edge_refuses_other_peers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_hits_are_not_rate_limited_by_default() {
     let extra = "[filters.ratelimit.per_minute]\noriginal = 2\n";
-    let edge = Edge::start(&samples(extra)).await;
+    let edge = Edge::start(&samples_config(extra)).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
         statuses.push(status_of(&edge, "/samples/alpha.png", &[]).await.0);
