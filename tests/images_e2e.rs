@@ -49,7 +49,7 @@ async fn resize_convert_cache_and_metadata() {
     assert_eq!(hv(&h, "x-transform-source"), "image");
     assert!(!hv(&h, "etag").is_empty());
     assert_eq!(hv(&h, "x-cache"), "MISS");
-    let (_, h2, body2) = get(&edge, "/samples/photo.jpg?w=300&f=webp", &[]).await;
+    let (_, h2, body2) = get(&edge, "/samples/photo.jpg?format=webp&width=300", &[]).await;
     assert_eq!(hv(&h2, "x-cache"), "HIT");
     assert_eq!(body2, body);
 

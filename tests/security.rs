@@ -105,32 +105,72 @@ auth = { original = "signature" }
 async fn bearer_tokens() {
     let extra = r#"
 [security]
-tokens = [{ token_env = "TEST_TENANT_TOKEN", tenant = "acme", scopes = ["read"] }]
+tokens = [
+  { token_env = "TEST_TENANT_TOKEN", tenant = "acme", scopes = ["read"] },
+  { token_env = "TEST_UPLOAD_TOKEN", tenant = "acme", scopes = ["upload"] },
+  { token_env = "TEST_OPS_TOKEN", tenant = "ops", scopes = ["admin"] },
+]
 auth = { original = "token" }
 "#;
-    let edge =
-        Edge::start_with_env(&samples_config(extra), &[("TEST_TENANT_TOKEN", "tok-123")]).await;
+    let env = [
+        ("TEST_TENANT_TOKEN", "tok-123"),
+        ("TEST_UPLOAD_TOKEN", "up-456"),
+        ("TEST_OPS_TOKEN", "ops-789"),
+    ];
+    let edge = Edge::start_with_env(&samples_config(extra), &env).await;
+    let with = |t: &'static str| [("authorization", t)];
     assert_eq!(status_of(&edge, "/samples/photo.jpg", &[]).await.0, 401);
     assert_eq!(
-        status_of(
-            &edge,
-            "/samples/photo.jpg",
-            &[("authorization", "Bearer nope")]
-        )
-        .await
-        .0,
+        status_of(&edge, "/samples/photo.jpg", &with("Bearer nope"))
+            .await
+            .0,
         403
     );
     assert_eq!(
-        status_of(
-            &edge,
-            "/samples/photo.jpg",
-            &[("authorization", "Bearer tok-123")]
-        )
-        .await
-        .0,
+        status_of(&edge, "/samples/photo.jpg", &with("Bearer tok-123"))
+            .await
+            .0,
         200
     );
+    let (s, body) = status_of(&edge, "/samples/photo.jpg", &with("Bearer up-456")).await;
+    assert_eq!(s, 403, "an upload-only token cannot read: {body}");
+    // A token with the admin scope can use the admin API; a read token cannot.
+    assert_eq!(
+        status_of(&edge, "/admin/cache/stats", &with("Bearer ops-789"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        status_of(&edge, "/admin/cache/stats", &with("Bearer tok-123"))
+            .await
+            .0,
+        403
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_requests_are_refused() {
+    let edge = Edge::start(&samples_config("")).await;
+    let many: Vec<String> = (0..80).map(|i| format!("p{i}=1")).collect();
+    let (s, body) = status_of(
+        &edge,
+        &format!("/samples/photo.jpg?{}", many.join("&")),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    let long = "a".repeat(9000);
+    let (s, _) = status_of(&edge, &format!("/samples/photo.jpg?x={long}"), &[]).await;
+    assert!(s == 414 || s == 400 || s == 431, "{s}");
+    let big = "b".repeat(7000);
+    let (s, _) = status_of(
+        &edge,
+        "/samples/photo.jpg",
+        &[("x-a", &big), ("x-b", &big), ("x-c", &big)],
+    )
+    .await;
+    assert!(s == 431 || s == 400, "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

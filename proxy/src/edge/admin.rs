@@ -115,12 +115,16 @@ async fn purge_keys(edge: &Edge, keys: &[String]) -> usize {
 }
 
 /// Whether the request carries the admin bearer token.
+/// Whether the request carries the admin bearer token, or a tenant token with the `admin` scope.
 pub fn is_admin(edge: &Edge, session: &Session) -> bool {
-    edge.state
+    let presented = bearer(session);
+    let env_token = edge
+        .state
         .admin_token
         .as_deref()
-        .zip(bearer(session))
-        .is_some_and(|(t, b)| secret_eq(t.as_bytes(), b.as_bytes()))
+        .zip(presented)
+        .is_some_and(|(t, b)| secret_eq(t.as_bytes(), b.as_bytes()));
+    env_token || presented.is_some_and(|b| edge.state.security.token_has_scope(b, "admin"))
 }
 
 /// `/admin/*`.

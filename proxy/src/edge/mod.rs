@@ -456,13 +456,8 @@ impl ProxyHttp for Edge {
             respond_error(session, &ctx.request_id, &e).await;
             return Ok(true);
         }
-        if req.uri.to_string().len() > 8192 {
-            respond_error(
-                session,
-                &ctx.request_id,
-                &ApiError::new(414, "BAD_REQUEST", "URL longer than 8192 bytes"),
-            )
-            .await;
+        if let Err(e) = check_hygiene(req) {
+            respond_error(session, &ctx.request_id, &e).await;
             return Ok(true);
         }
         if path_is_suspicious(&path) {
@@ -937,6 +932,51 @@ impl ProxyHttp for Edge {
             "request"
         );
     }
+}
+
+/// Request size caps: URL length, query parameter count, header count and bytes.
+pub const MAX_URL_BYTES: usize = 8192;
+pub const MAX_QUERY_PARAMS: usize = 64;
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+fn check_hygiene(req: &RequestHeader) -> std::result::Result<(), ApiError> {
+    let url_len = req
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0);
+    if url_len > MAX_URL_BYTES {
+        return Err(ApiError::new(
+            414,
+            "BAD_REQUEST",
+            format!("URL of {url_len} bytes is over {MAX_URL_BYTES}"),
+        ));
+    }
+    let params = req
+        .uri
+        .query()
+        .map(|q| q.split('&').filter(|p| !p.is_empty()).count())
+        .unwrap_or(0);
+    if params > MAX_QUERY_PARAMS {
+        return Err(ApiError::bad_request(format!(
+            "{params} query parameters is over the limit of {MAX_QUERY_PARAMS}"
+        )));
+    }
+    let count = req.headers.len();
+    let bytes: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if count > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::new(
+            431,
+            "BAD_REQUEST",
+            format!("{count} headers / {bytes} bytes is over {MAX_HEADERS} / {MAX_HEADER_BYTES}"),
+        ));
+    }
+    Ok(())
 }
 
 fn header_u64(resp: &ResponseHeader, name: &str) -> Option<u64> {

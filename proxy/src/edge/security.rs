@@ -183,7 +183,24 @@ impl Security {
             AuthRule::None => Ok(token().unwrap_or(Principal::Anonymous)),
             AuthRule::Signature => signature(),
             AuthRule::Token => match (authorization, token()) {
-                (_, Some(p)) => Ok(p),
+                (_, Some(p)) => {
+                    // Uploads need the `upload` scope; everything else `read` (or `admin`).
+                    let need = if class == OperationClass::Upload {
+                        "upload"
+                    } else {
+                        "read"
+                    };
+                    match &p {
+                        Principal::Tenant { scopes, .. }
+                            if scopes.iter().any(|s| s == need || s == "admin") =>
+                        {
+                            Ok(p)
+                        }
+                        _ => Err(ApiError::forbidden(format!(
+                            "token lacks the {need:?} scope"
+                        ))),
+                    }
+                }
                 (None, None) => Err(ApiError::unauthorized("a bearer token is required")),
                 (Some(_), None) => Err(ApiError::forbidden("bearer token not accepted")),
             },
@@ -195,6 +212,14 @@ impl Security {
                 None => signature(),
             },
         }
+    }
+
+    /// Whether `presented` is a configured token carrying `scope`.
+    pub fn token_has_scope(&self, presented: &str, scope: &str) -> bool {
+        self.tokens
+            .iter()
+            .find(|t| crate::edge::admin::secret_eq(t.secret.as_bytes(), presented.as_bytes()))
+            .is_some_and(|t| t.scopes.iter().any(|s| s == scope))
     }
 
     /// Counts one request of `class` from `ip`; over the limit → 429 with `retry_after`.
