@@ -130,35 +130,25 @@ pub fn is_admin(edge: &Edge, session: &Session) -> bool {
 /// `/admin/*`.
 pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
     let rid = ctx.request_id.clone();
-    let Some(token) = edge.state.admin_token.as_deref() else {
-        respond_error(
+    if edge.state.admin_token.is_none() && !edge.state.security.has_scope_tokens("admin") {
+        let e = ApiError::not_found("admin API is disabled (set the admin token env var)");
+        return respond_error(session, &rid, &e).await;
+    }
+    if bearer(session).is_none() {
+        return respond_error(
             session,
             &rid,
-            &ApiError::not_found("admin API is disabled (set the admin token env var)"),
+            &ApiError::unauthorized("admin bearer token required"),
         )
         .await;
-        return;
-    };
-    match bearer(session) {
-        None => {
-            respond_error(
-                session,
-                &rid,
-                &ApiError::unauthorized("admin bearer token required"),
-            )
-            .await;
-            return;
-        }
-        Some(t) if !secret_eq(t.as_bytes(), token.as_bytes()) => {
-            respond_error(
-                session,
-                &rid,
-                &ApiError::forbidden("admin token not accepted"),
-            )
-            .await;
-            return;
-        }
-        Some(_) => {}
+    }
+    if !is_admin(edge, session) {
+        return respond_error(
+            session,
+            &rid,
+            &ApiError::forbidden("admin token not accepted"),
+        )
+        .await;
     }
     let path = session.req_header().uri.path().to_string();
     let method = session.req_header().method.clone();

@@ -214,6 +214,13 @@ impl Security {
         }
     }
 
+    /// Whether any configured token carries `scope`.
+    pub fn has_scope_tokens(&self, scope: &str) -> bool {
+        self.tokens
+            .iter()
+            .any(|t| t.scopes.iter().any(|s| s == scope))
+    }
+
     /// Whether `presented` is a configured token carrying `scope`.
     pub fn token_has_scope(&self, presented: &str, scope: &str) -> bool {
         self.tokens
