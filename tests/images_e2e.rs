@@ -2,20 +2,6 @@
 
 use e2e::*;
 
-async fn get(
-    edge: &Edge,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let mut rb = client().get(edge.url(path));
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    let r = rb.send().await.unwrap();
-    let (s, h) = (r.status().as_u16(), r.headers().clone());
-    (s, h, r.bytes().await.unwrap().to_vec())
-}
-
 fn hv<'a>(h: &'a reqwest::header::HeaderMap, k: &str) -> &'a str {
     h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
 }

@@ -510,3 +510,18 @@ pub fn samples_config(extra: &str) -> String {
         samples_origin()
     )
 }
+
+/// GET `path` from `edge` with extra headers: status, headers, body.
+pub async fn get(
+    edge: &Edge,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut rb = client().get(edge.url(path));
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.expect("request");
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    (s, h, r.bytes().await.expect("body").to_vec())
+}
