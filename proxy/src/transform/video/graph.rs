@@ -98,39 +98,16 @@ impl VideoGraph {
     }
 
     pub fn push(&mut self, f: &frame::Video) -> Result<(), TransformError> {
-        let mut src = self
-            .graph
-            .get("in")
-            .ok_or_else(|| TransformError::Internal("video source missing".into()))?;
-        src.source()
-            .add(f)
-            .map_err(|e| internal("feed the video filters", e))
+        push_frame(&mut self.graph, "video", f)
     }
 
     pub fn flush(&mut self) -> Result<(), TransformError> {
-        let mut src = self
-            .graph
-            .get("in")
-            .ok_or_else(|| TransformError::Internal("video source missing".into()))?;
-        src.source()
-            .flush()
-            .map_err(|e| internal("flush the video filters", e))
+        flush_graph(&mut self.graph, "video")
     }
 
     /// Next filtered frame, `None` when the graph needs more input (or is done).
     pub fn pull(&mut self, f: &mut frame::Video) -> Result<bool, TransformError> {
-        let mut sink = self
-            .graph
-            .get("out")
-            .ok_or_else(|| TransformError::Internal("video sink missing".into()))?;
-        match sink.sink().frame(f) {
-            Ok(()) => Ok(true),
-            Err(ffmpeg::Error::Eof)
-            | Err(ffmpeg::Error::Other {
-                errno: ffmpeg::error::EAGAIN,
-            }) => Ok(false),
-            Err(e) => Err(internal("read the video filters", e)),
-        }
+        pull_frame(&mut self.graph, "video", f)
     }
 }
 
@@ -210,42 +187,62 @@ impl AudioGraph {
     }
 
     pub fn push(&mut self, f: &frame::Audio) -> Result<(), TransformError> {
-        let mut src = self
-            .graph
-            .get("in")
-            .ok_or_else(|| TransformError::Internal("audio source missing".into()))?;
-        src.source()
-            .add(f)
-            .map_err(|e| internal("feed the audio filters", e))
+        push_frame(&mut self.graph, "audio", f)
     }
 
     pub fn flush(&mut self) -> Result<(), TransformError> {
-        let mut src = self
-            .graph
-            .get("in")
-            .ok_or_else(|| TransformError::Internal("audio source missing".into()))?;
-        src.source()
-            .flush()
-            .map_err(|e| internal("flush the audio filters", e))
+        flush_graph(&mut self.graph, "audio")
     }
 
     pub fn pull(&mut self, f: &mut frame::Audio) -> Result<bool, TransformError> {
-        let mut sink = self
-            .graph
-            .get("out")
-            .ok_or_else(|| TransformError::Internal("audio sink missing".into()))?;
-        match sink.sink().frame(f) {
-            Ok(()) => Ok(true),
-            Err(ffmpeg::Error::Eof)
-            | Err(ffmpeg::Error::Other {
-                errno: ffmpeg::error::EAGAIN,
-            }) => Ok(false),
-            Err(e) => Err(internal("read the audio filters", e)),
-        }
+        pull_frame(&mut self.graph, "audio", f)
     }
 }
 
 /// Filters that turn a `rotation`° (clockwise) coded picture upright.
+/// Feeds one frame into a graph's `in` buffer source.
+fn push_frame(
+    graph: &mut filter::Graph,
+    kind: &str,
+    f: &ffmpeg::Frame,
+) -> Result<(), TransformError> {
+    let mut src = graph
+        .get("in")
+        .ok_or_else(|| TransformError::Internal(format!("{kind} source missing")))?;
+    src.source()
+        .add(f)
+        .map_err(|e| internal(&format!("feed the {kind} filters"), e))
+}
+
+/// Signals end of input to a graph's `in` buffer source.
+fn flush_graph(graph: &mut filter::Graph, kind: &str) -> Result<(), TransformError> {
+    let mut src = graph
+        .get("in")
+        .ok_or_else(|| TransformError::Internal(format!("{kind} source missing")))?;
+    src.source()
+        .flush()
+        .map_err(|e| internal(&format!("flush the {kind} filters"), e))
+}
+
+/// The next filtered frame from a graph's `out` sink; `false` when it needs more input or is done.
+fn pull_frame(
+    graph: &mut filter::Graph,
+    kind: &str,
+    f: &mut ffmpeg::Frame,
+) -> Result<bool, TransformError> {
+    let mut sink = graph
+        .get("out")
+        .ok_or_else(|| TransformError::Internal(format!("{kind} sink missing")))?;
+    match sink.sink().frame(f) {
+        Ok(()) => Ok(true),
+        Err(ffmpeg::Error::Eof)
+        | Err(ffmpeg::Error::Other {
+            errno: ffmpeg::error::EAGAIN,
+        }) => Ok(false),
+        Err(e) => Err(internal(&format!("read the {kind} filters"), e)),
+    }
+}
+
 pub fn rotation_filters(rotation: u32) -> Vec<String> {
     match rotation {
         90 => vec!["transpose=clock".into()],
