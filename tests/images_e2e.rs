@@ -158,3 +158,42 @@ async fn video_frames_metadata_and_audio() {
     assert_eq!(hv(&h, "content-type"), "audio/mp4");
     assert_eq!(&body[4..8], b"ftyp");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_avif_is_encoded_in_the_background() {
+    let edge = Edge::start(&samples_config(
+        "[transform]\navif_background = true\navif_pending_max_age = \"1s\"\n",
+    ))
+    .await;
+    let accept = [("accept", "image/avif,image/webp,*/*")];
+    let path = "/samples/photo.jpg?width=500&format=auto";
+    // Cold: WebP at once, short-lived, in the AVIF's key (Vary: Accept).
+    let (s, h, body) = get(&edge, path, &accept).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(hv(&h, "content-type"), "image/webp");
+    assert!(hv(&h, "cache-control").contains("max-age=1"), "{h:?}");
+    assert!(hv(&h, "vary").to_ascii_lowercase().contains("accept"));
+    assert!(image::load_from_memory(&body).is_ok());
+    // Once the stand-in expires, the AVIF encoded in the background is served.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let avif = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let (s, h, body) = get(&edge, path, &accept).await;
+        assert_eq!(s, 200);
+        if hv(&h, "content-type") == "image/avif" {
+            assert!(!hv(&h, "cache-control").contains("max-age=1,"), "{h:?}");
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "AVIF never arrived");
+    };
+    assert_eq!(&avif[4..12], b"ftypavif");
+    // A client without AVIF gets WebP in its own key, normally cached.
+    let (s, h, _) = get(&edge, path, &[("accept", "image/webp")]).await;
+    assert_eq!(s, 200);
+    assert_eq!(hv(&h, "content-type"), "image/webp");
+    assert!(hv(&h, "x-avif").is_empty());
+    // The AVIF is now an ordinary cache hit.
+    let (_, h, again) = get(&edge, path, &accept).await;
+    assert_eq!(hv(&h, "x-cache"), "HIT");
+    assert_eq!(again, avif);
+}

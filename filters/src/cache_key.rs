@@ -51,6 +51,7 @@ pub fn cache_key(spec: &TransformSpec, source: &Source) -> String {
     field!("a", spec.audio);
     field!("der", spec.derivative);
     field!("ic", spec.image_count);
+    field!("seg", spec.segment);
     field!("fps", spec.fps);
     field!("spd", spec.speed);
     field!("rot", spec.rotate);

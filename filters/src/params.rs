@@ -122,12 +122,14 @@ macro_rules! keyword_enum {
 
 keyword_enum!(
     /// What kind of output is produced. `Original` is the untransformed passthrough.
-    Mode, "image, video, frame, spritesheet, audio" {
+    Mode, "image, video, frame, spritesheet, audio, hls" {
         Image => "image",
         Video => "video",
         Frame => "frame",
         Spritesheet => "spritesheet",
         Audio => "audio",
+        /// An HLS VOD package (playlist, segments, poster) of a video.
+        Hls => "hls",
         /// Passthrough of the original bytes (`orig`); never accepted from a client.
         Original => "orig",
     }
@@ -138,7 +140,7 @@ impl Mode {
     pub fn max_dim(self) -> u32 {
         match self {
             Mode::Image | Mode::Original | Mode::Audio => MAX_IMAGE_DIM,
-            Mode::Video | Mode::Frame | Mode::Spritesheet => MAX_VIDEO_DIM,
+            Mode::Video | Mode::Frame | Mode::Spritesheet | Mode::Hls => MAX_VIDEO_DIM,
         }
     }
 }
@@ -642,6 +644,7 @@ pub enum Param {
     Preload,
     Dpr,
     Debug,
+    Segment,
 }
 
 impl Param {
@@ -679,6 +682,7 @@ impl Param {
         Param::Preload,
         Param::Dpr,
         Param::Debug,
+        Param::Segment,
     ];
 
     /// The canonical name.
@@ -716,6 +720,7 @@ impl Param {
             Param::Preload => "preload",
             Param::Dpr => "dpr",
             Param::Debug => "debug",
+            Param::Segment => "segment",
         }
     }
 
@@ -754,6 +759,7 @@ impl Param {
             "preload" => Param::Preload,
             "dpr" => Param::Dpr,
             "debug" => Param::Debug,
+            "segment" => Param::Segment,
             _ => return None,
         })
     }
@@ -851,6 +857,10 @@ pub struct TransformSpec {
     /// Response headers only, never in the cache key.
     #[serde(skip_serializing_if = "Playback::is_empty", default)]
     pub playback: Playback,
+    /// `mode=hls`: which part of the package: a segment number or `poster` (absent: the
+    /// playlist).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub segment: Option<String>,
 }
 
 impl TransformSpec {
@@ -884,6 +894,7 @@ impl TransformSpec {
             onerror: None,
             filename: None,
             playback: Playback::default(),
+            segment: None,
         }
     }
 
@@ -920,6 +931,7 @@ impl TransformSpec {
             Param::Audio => self.audio.is_some(),
             Param::Derivative => self.derivative.is_some(),
             Param::ImageCount => self.image_count.is_some(),
+            Param::Segment => self.segment.is_some(),
             Param::Fps => self.fps.is_some(),
             Param::Speed => self.speed.is_some(),
             Param::Rotate => self.rotate.is_some(),
@@ -1016,6 +1028,17 @@ impl TransformSpec {
             }
             Param::ImageCount => {
                 self.image_count = Some(parse_ranged_uint(name, v, 1, 100)? as u32)
+            }
+            Param::Segment => {
+                self.segment = Some(if v == "poster" {
+                    v.to_string()
+                } else {
+                    parse_ranged_uint(name, v, 0, 99_999)
+                        .map_err(|_| {
+                            FilterError::invalid(name, v, "a segment number 0..=99999 or poster")
+                        })?
+                        .to_string()
+                })
             }
             Param::Fps => self.fps = Some(parse_ranged_uint(name, v, 1, 60)? as u32),
             Param::Speed => self.speed = Some(parse_ranged_f32(name, v, 0.25, 4.0, "0.25..=4")?),
@@ -1125,6 +1148,9 @@ impl TransformSpec {
         }
         // Fields that do not apply to the mode.
         let s = self;
+        if s.mode != Mode::Hls {
+            s.segment = None;
+        }
         match s.mode {
             Mode::Original => {
                 let keep = (s.filename.take(), std::mem::take(&mut s.playback));
@@ -1147,6 +1173,12 @@ impl TransformSpec {
             }
             Mode::Video => {
                 (s.image_count, s.animated) = (None, None);
+            }
+            Mode::Hls => {
+                // One fixed package per source: only the part is variable.
+                let keep = s.segment.take();
+                *s = TransformSpec::new(Mode::Hls);
+                s.segment = keep;
             }
             Mode::Audio => {
                 (s.width, s.height, s.fit, s.gravity, s.crop) = (None, None, None, None, None);
@@ -1256,6 +1288,7 @@ impl TransformSpec {
         opt!(Param::Autoplay, self.playback.autoplay);
         opt!(Param::Muted, self.playback.muted);
         opt!(Param::Preload, self.playback.preload);
+        opt!(Param::Segment, self.segment);
     }
 
     /// Parses a canonical query (as made by [`Self::to_canonical_query`]). Strict: `mode`
@@ -1594,6 +1627,31 @@ mod tests {
                 .to_string();
             assert!(e.starts_with(msg), "{q}: {e}");
         }
+    }
+
+    #[test]
+    fn hls_parts() {
+        let s = TransformSpec::from_canonical_query("mode=hls&segment=003&width=100").unwrap();
+        assert_eq!(s.to_canonical_query(), "mode=hls&segment=3");
+        let s = TransformSpec::from_canonical_query("mode=hls&segment=poster").unwrap();
+        assert_eq!(s.segment.as_deref(), Some("poster"));
+        assert_eq!(
+            TransformSpec::from_canonical_query("mode=hls")
+                .unwrap()
+                .to_canonical_query(),
+            "mode=hls"
+        );
+        for bad in [
+            "mode=hls&segment=x",
+            "mode=hls&segment=-1",
+            "mode=hls&segment=100000",
+        ] {
+            let e = TransformSpec::from_canonical_query(bad).unwrap_err();
+            assert_eq!(e.status(), 400, "{bad}");
+        }
+        // Only HLS has parts.
+        let s = TransformSpec::from_canonical_query("mode=video&segment=2").unwrap();
+        assert_eq!(s.segment, None);
     }
 
     #[test]

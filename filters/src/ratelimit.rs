@@ -86,7 +86,7 @@ fn by_spec(spec: Option<&TransformSpec>) -> OperationClass {
     match spec.mode {
         Mode::Original => OperationClass::Original,
         Mode::Frame | Mode::Spritesheet => OperationClass::Thumbnail,
-        Mode::Video | Mode::Audio => OperationClass::Video,
+        Mode::Video | Mode::Audio | Mode::Hls => OperationClass::Video,
         Mode::Image if spec.format == Some(Format::Json) => OperationClass::Metadata,
         Mode::Image => OperationClass::Image,
     }

@@ -462,6 +462,16 @@ pub struct TransformConfig {
     /// Wall-clock limit of one video transform.
     #[serde(default = "default_video_timeout")]
     pub video_timeout: Dur,
+    /// How long a made HLS package is kept on disk for its segments to be served.
+    #[serde(default = "default_hls_retention")]
+    pub hls_retention: Dur,
+    /// Encode AVIF in the background for `format=auto`: a cold request gets WebP marked
+    /// short-lived at once, later requests get the AVIF.
+    #[serde(default = "yes")]
+    pub avif_background: bool,
+    /// `max-age` of the stand-in answered while the AVIF is being encoded.
+    #[serde(default = "default_avif_pending_max_age")]
+    pub avif_pending_max_age: Dur,
 }
 
 impl Default for TransformConfig {
@@ -474,6 +484,9 @@ impl Default for TransformConfig {
             metadata: default_metadata(),
             workers: 0,
             video_timeout: default_video_timeout(),
+            hls_retention: default_hls_retention(),
+            avif_background: true,
+            avif_pending_max_age: default_avif_pending_max_age(),
         }
     }
 }
@@ -489,6 +502,12 @@ fn default_max_pixels() -> u64 {
 }
 fn default_metadata() -> String {
     "none".into()
+}
+fn default_avif_pending_max_age() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_hls_retention() -> Dur {
+    Dur(Duration::from_secs(24 * 3600))
 }
 fn default_video_timeout() -> Dur {
     Dur(Duration::from_secs(120))

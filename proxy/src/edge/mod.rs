@@ -628,13 +628,26 @@ impl ProxyHttp for Edge {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         upstream.insert_header("x-request-id", &ctx.request_id)?;
         upstream.remove_header(FILL_HEADER);
         upstream.remove_header(HDR_EXTERNAL);
+        upstream.remove_header(crate::origin::HDR_AVIF_FALLBACK);
+        // A negotiated AVIF may be answered at once in the client's next-best format while
+        // the AVIF is encoded in the background (`transform.avif_background`).
+        let negotiated_avif = ctx.vary_accept
+            && ctx
+                .resolved
+                .as_ref()
+                .is_some_and(|r| r.spec.format == Some(filters::Format::Avif));
+        if negotiated_avif && self.state.cfg.transform.avif_background {
+            let accept = header(session.req_header(), "accept");
+            let fallback = filters::negotiate_format(accept, false, false);
+            upstream.insert_header(crate::origin::HDR_AVIF_FALLBACK, fallback.as_str())?;
+        }
         if let Some(url) = &ctx.external_url {
             upstream.insert_header(HDR_EXTERNAL, url.as_str())?;
         }

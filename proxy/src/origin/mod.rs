@@ -7,6 +7,7 @@
 //! It listens on a unix socket for the in-process edge, or on TCP for `--role origin`.
 //! It holds no caching policy: TTLs, purge and ranges on hits are the edge's.
 
+pub mod ranged;
 pub mod sources;
 pub mod transform;
 
@@ -29,12 +30,15 @@ pub const HDR_SOURCE_TYPE: &str = "x-source-type";
 pub const HDR_ORIGIN: &str = "x-origin";
 /// The external URL of an `/__external` request (set only by the edge).
 pub const HDR_EXTERNAL: &str = "x-media-edge-external";
+/// Set by the edge when it negotiated AVIF from `Accept`: the client's next-best format,
+/// answered at once while the AVIF is encoded in the background.
+pub const HDR_AVIF_FALLBACK: &str = "x-media-edge-avif-fallback";
 /// The origin service's path for external fetches.
 pub const EXTERNAL_PATH: &str = "/__external";
 
 /// One origin with its built sources.
 struct BuiltOrigin {
-    sources: Vec<Box<dyn Source>>,
+    sources: Vec<Arc<dyn Source>>,
 }
 
 pub struct OriginService {
@@ -73,11 +77,11 @@ impl OriginService {
         for (i, o) in cfg.origins.iter().enumerate() {
             let mut built = Vec::new();
             for (j, s) in o.sources.iter().enumerate() {
-                built.push(
+                built.push(Arc::from(
                     sources::build(s)
                         .await
                         .map_err(|e| format!("origins[{i}].sources[{j}]: {e}"))?,
-                );
+                ));
             }
             origins.push(BuiltOrigin { sources: built });
         }
@@ -86,7 +90,10 @@ impl OriginService {
             max_image_bytes: t.max_image_bytes.0,
             max_video_bytes: t.max_video_bytes.0,
             temp_dir: cfg.server.data_dir.join("tmp"),
+            hls_dir: cfg.server.data_dir.join("hls"),
+            hls_retention: t.hls_retention.0,
         };
+        let _ = std::fs::create_dir_all(&limits.hls_dir);
         let _ = std::fs::create_dir_all(&limits.temp_dir);
         let pool = if t.workers == 0 {
             crate::transform::Pool::for_cores()
@@ -96,6 +103,8 @@ impl OriginService {
         let transformer = transform::Transformer {
             pool,
             limits,
+            hls_locks: Default::default(),
+            avif: Arc::new(transform::AvifBackground::new(t.avif_pending_max_age.0)),
             #[cfg(feature = "image-engine")]
             image: image_options(t),
             #[cfg(feature = "video-engine")]
@@ -143,8 +152,13 @@ impl OriginService {
         };
         let origin = &self.cfg.origins[idx];
         let spec = parse_spec(req.uri().query())?;
-        // A transform reads the whole original: no range, no conditional.
+        // A transform reads the original itself: no client range, no conditional. A video
+        // transform reads it by ranges when the source allows (first block now, the rest on
+        // demand), or in place when it is a local file.
         let passthrough = spec.is_none();
+        let video = spec
+            .as_ref()
+            .is_some_and(|s| transform::video_intent(&path, s));
         let hv = |n: &str| {
             passthrough
                 .then(|| {
@@ -162,23 +176,42 @@ impl OriginService {
                 | crate::config::SourceConfig::S3 { path, .. }
                 | crate::config::SourceConfig::Remote { path, .. } => path,
             };
-            let fetch = FetchRequest {
+            let mut fetch = FetchRequest {
                 path: substitute(template, &groups),
                 range: hv("range"),
                 if_none_match: hv("if-none-match"),
                 if_modified_since: hv("if-modified-since"),
                 head,
             };
+            let local = match video {
+                true => source.local_file(&fetch.path).await,
+                false => None,
+            };
+            if local.is_some() {
+                fetch.head = true;
+            } else if video {
+                fetch.range = Some(format!("bytes=0-{}", ranged::BLOCK - 1));
+            }
             match source.fetch(&fetch).await {
                 Ok(f) => match spec {
                     None => return Ok(self.respond(&origin.name, &path, source.kind(), f)),
-                    Some(spec) if f.status == 200 => {
+                    Some(spec) if f.status == 200 || (video && f.status == 206) => {
                         let job = transform::Job {
                             origin: &origin.name,
                             path: &path,
                             spec,
+                            avif_fallback: avif_fallback(req.headers()),
                         };
-                        return match self.transformer.run(job, f).await {
+                        let input = match local {
+                            Some(file) => transform::SourceInput::Local(f, file),
+                            None if f.status == 206 => transform::SourceInput::Ranged {
+                                fetched: f,
+                                source: source.clone(),
+                                path: fetch.path.clone(),
+                            },
+                            None => transform::SourceInput::Stream(f),
+                        };
+                        return match self.transformer.run(job, input).await {
                             Ok(mut r) => {
                                 if let Ok(v) = http::HeaderValue::from_str(source.kind()) {
                                     r.headers_mut().insert(HDR_SOURCE_TYPE, v);
@@ -230,6 +263,18 @@ impl OriginService {
             Some(SourceError::Timeout(_)) => {
                 ApiError::timeout(format!("origin {} timed out", origin.name))
             }
+            Some(SourceError::RangeNotSatisfiable(0)) if video => {
+                // A failed transform, like any other: never cached.
+                let e = ApiError::new(
+                    415,
+                    "UNSUPPORTED_MEDIA",
+                    format!("{path} is empty: not a video"),
+                );
+                let mut r = error_response(&e);
+                r.headers_mut()
+                    .insert("cache-control", http::HeaderValue::from_static("no-store"));
+                return Ok(r);
+            }
             Some(SourceError::RangeNotSatisfiable(size)) => {
                 let e = ApiError::new(
                     416,
@@ -266,8 +311,13 @@ impl OriginService {
                     origin: "external",
                     path: &url,
                     spec,
+                    avif_fallback: avif_fallback(req.headers()),
                 };
-                match self.transformer.run(job, fetched).await {
+                match self
+                    .transformer
+                    .run(job, transform::SourceInput::Stream(fetched))
+                    .await
+                {
                     Ok(mut r) => {
                         r.headers_mut()
                             .insert(HDR_SOURCE_TYPE, http::HeaderValue::from_static("external"));
@@ -397,6 +447,17 @@ impl OriginService {
             }
         });
     }
+}
+
+/// The format to answer with while AVIF is encoded in the background, when the edge asked.
+fn avif_fallback(h: &http::HeaderMap) -> Option<filters::Format> {
+    let v = h.get(HDR_AVIF_FALLBACK)?.to_str().ok()?;
+    filters::Format::parse_str(v).filter(|f| {
+        matches!(
+            f,
+            filters::Format::Webp | filters::Format::Jpeg | filters::Format::Png
+        )
+    })
 }
 
 /// The canonical spec the edge sent, `None` for a passthrough of the original.

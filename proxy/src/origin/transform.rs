@@ -27,15 +27,60 @@ pub struct TransformLimits {
     /// Largest original streamed to disk for a video transform.
     pub max_video_bytes: u64,
     pub temp_dir: PathBuf,
+    /// Where HLS packages are kept, and for how long.
+    pub hls_dir: PathBuf,
+    pub hls_retention: std::time::Duration,
 }
 
 pub struct Transformer {
     pub pool: Pool,
     pub limits: TransformLimits,
+    /// One package build per HLS key at a time.
+    pub hls_locks: parking_lot::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>,
+    >,
+    /// Background AVIF encodes for negotiated `format=auto`.
+    pub avif: std::sync::Arc<AvifBackground>,
     #[cfg(feature = "image-engine")]
     pub image: crate::transform::image::ImageOptions,
     #[cfg(feature = "video-engine")]
     pub video: crate::transform::video::VideoOptions,
+}
+
+/// How the original reaches the transform.
+pub enum SourceInput {
+    /// A whole-object answer to read (images into memory, videos into a temp file).
+    Stream(Fetched),
+    /// A video as a 206 answer to a first-block range request: the rest is read by ranges.
+    Ranged {
+        fetched: Fetched,
+        source: std::sync::Arc<dyn super::sources::Source>,
+        path: String,
+    },
+    /// A video in a local folder, read in place (the answer to a HEAD gives the headers).
+    Local(Fetched, PathBuf),
+}
+
+impl SourceInput {
+    fn fetched(&self) -> &Fetched {
+        match self {
+            SourceInput::Stream(f) | SourceInput::Local(f, _) => f,
+            SourceInput::Ranged { fetched, .. } => fetched,
+        }
+    }
+}
+
+/// A transform's result: bytes, or a finished file streamed out and removed after.
+enum Produced {
+    Memory(Output),
+    File {
+        path: PathBuf,
+        /// Removes the file after the response when it was scratch output.
+        guard: Option<TempFile>,
+        len: u64,
+        etag: String,
+        meta: Output,
+    },
 }
 
 /// What the request is about, for headers and tags.
@@ -43,16 +88,116 @@ pub struct Job<'a> {
     pub origin: &'a str,
     pub path: &'a str,
     pub spec: TransformSpec,
+    /// Set when the edge negotiated AVIF: the format to answer with while it is encoded.
+    pub avif_fallback: Option<filters::Format>,
+}
+
+/// Where an AVIF encoded in the background waits for the next request of its key.
+enum AvifState {
+    Pending,
+    Ready(Output),
+    Failed,
+}
+
+/// Background AVIF encodes (one per key at a time) and their results, bounded in bytes.
+pub struct AvifBackground {
+    inner: parking_lot::Mutex<AvifInner>,
+    /// `max-age` of the stand-in answer.
+    pub pending_max_age: std::time::Duration,
+}
+
+#[derive(Default)]
+struct AvifInner {
+    states: std::collections::HashMap<String, AvifState>,
+    order: std::collections::VecDeque<String>,
+    bytes: usize,
+}
+
+/// Bytes of finished AVIFs kept waiting for their next request.
+const AVIF_READY_BUDGET: usize = 64 << 20;
+/// Keys remembered (pending, ready or failed).
+const AVIF_MAX_KEYS: usize = 10_000;
+
+/// What to do with a negotiated AVIF request.
+enum AvifDecision {
+    /// The AVIF is ready: serve it.
+    Ready(Output),
+    /// Encoding failed before: serve the fallback with normal caching.
+    Failed,
+    /// Serve the stand-in; `start` says whether this request starts the encode.
+    Wait { start: bool },
+}
+
+impl AvifBackground {
+    pub fn new(pending_max_age: std::time::Duration) -> AvifBackground {
+        AvifBackground {
+            inner: Default::default(),
+            pending_max_age,
+        }
+    }
+
+    fn decide(&self, key: &str) -> AvifDecision {
+        let mut g = self.inner.lock();
+        match g.states.get(key) {
+            Some(AvifState::Pending) => AvifDecision::Wait { start: false },
+            Some(AvifState::Failed) => AvifDecision::Failed,
+            Some(AvifState::Ready(_)) => match g.states.remove(key) {
+                Some(AvifState::Ready(out)) => {
+                    g.bytes -= out.body.len();
+                    g.order.retain(|k| k != key);
+                    AvifDecision::Ready(out)
+                }
+                _ => AvifDecision::Wait { start: false },
+            },
+            None => {
+                g.states.insert(key.to_string(), AvifState::Pending);
+                g.order.push_back(key.to_string());
+                AvifDecision::Wait { start: true }
+            }
+        }
+    }
+
+    fn finish(&self, key: String, result: Result<Output, TransformError>) {
+        let mut g = self.inner.lock();
+        let state = match result {
+            Ok(out) => {
+                g.bytes += out.body.len();
+                AvifState::Ready(out)
+            }
+            Err(e) => {
+                tracing::info!(key = %key, error = %e, "background AVIF failed");
+                AvifState::Failed
+            }
+        };
+        if !g.states.contains_key(&key) {
+            g.order.push_back(key.clone());
+        }
+        g.states.insert(key, state);
+        while g.bytes > AVIF_READY_BUDGET || g.order.len() > AVIF_MAX_KEYS {
+            let Some(old) = g.order.pop_front() else {
+                break;
+            };
+            if let Some(AvifState::Ready(out)) = g.states.remove(&old) {
+                g.bytes -= out.body.len();
+            }
+        }
+    }
 }
 
 const VIDEO_EXTENSIONS: &[&str] = &[
     "mp4", "m4v", "mov", "webm", "mkv", "avi", "ts", "mpg", "mpeg", "3gp", "ogv",
 ];
 
+/// Whether the request is for the video engine before anything is fetched (mode or file
+/// extension), so the original can be read by ranges or in place.
+pub fn video_intent(path: &str, spec: &TransformSpec) -> bool {
+    is_video(path, None, spec)
+}
+
 fn is_video(path: &str, content_type: Option<&str>, spec: &TransformSpec) -> bool {
     if matches!(
         spec.mode,
-        Mode::Video | Mode::Frame | Mode::Spritesheet | Mode::Audio
+        Mode::Video | Mode::Frame | Mode::Spritesheet | Mode::Audio | Mode::Hls
     ) {
         return true;
     }
@@ -128,6 +273,61 @@ async fn stream_to_file(
     Ok(tmp)
 }
 
+/// Budget of one range request of a video source.
+#[cfg_attr(not(feature = "video-engine"), allow(dead_code))]
+const RANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Length and `ETag` (SHA-256 prefix, as for in-memory outputs) of a finished output file.
+#[cfg_attr(not(feature = "video-engine"), allow(dead_code))]
+fn hash_file(path: &std::path::Path) -> Result<(u64, String), TransformError> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| TransformError::Internal(format!("reading output: {e}")))?;
+    let mut h = sha2::Sha256::new();
+    let len = std::io::copy(&mut f, &mut h)
+        .map_err(|e| TransformError::Internal(format!("reading output: {e}")))?;
+    Ok((len, format!("\"{}\"", hex::encode(&h.finalize()[..16]))))
+}
+
+/// The package's playlist with each segment file name replaced by its URL on the source's
+/// path (relative, so it works behind any prefix): `clip.mp4?mode=hls&segment=3`.
+fn rewrite_playlist(text: &str, base: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        let l = line.trim();
+        let seg = l
+            .strip_prefix("segment_")
+            .and_then(|r| r.strip_suffix(".ts"))
+            .and_then(|n| n.parse::<u32>().ok());
+        match seg {
+            Some(n) if !l.starts_with('#') => {
+                out.push_str(&format!("{base}?mode=hls&segment={n}"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Removes HLS packages (and abandoned scratch directories) older than `retention`.
+#[cfg_attr(not(feature = "video-engine"), allow(dead_code))]
+fn sweep_hls(root: &std::path::Path, retention: std::time::Duration) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > retention);
+        if old {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn too_large(len: u64, max: u64) -> ApiError {
     ApiError::new(
         413,
@@ -142,24 +342,38 @@ fn err(e: TransformError) -> ApiError {
 
 impl Transformer {
     /// Runs the transform for `job` on the fetched original.
-    pub async fn run(&self, job: Job<'_>, fetched: Fetched) -> Result<Response<Body>, ApiError> {
+    pub async fn run(&self, job: Job<'_>, input: SourceInput) -> Result<Response<Body>, ApiError> {
         let started = Instant::now();
         if job.spec.needs_async() {
             return Err(ApiError::bad_request(
                 "this clip is over the synchronous limit (duration over 60s or a slow codec); shorten it",
             ));
         }
+        let fetched = input.fetched();
         let source_cc = fetched.header("cache-control").map(str::to_string);
         let source_lm = fetched.header("last-modified").map(str::to_string);
         let video = is_video(job.path, fetched.header("content-type"), &job.spec);
-        let (out, engine) = if video {
-            (self.run_video(&job, fetched).await?, "video")
-        } else {
-            (self.run_image(&job, fetched).await?, "image")
+        let (produced, engine) = match input {
+            SourceInput::Stream(fetched) if !video => (
+                Produced::Memory(self.run_image(&job, fetched).await?),
+                "image",
+            ),
+            input => (self.run_video(&job, input).await?, "video"),
         };
-        let etag = {
-            let digest = sha2::Sha256::digest(&out.body);
-            format!("\"{}\"", hex::encode(&digest[..16]))
+        let (out, len, etag, file) = match produced {
+            Produced::Memory(out) => {
+                let digest = sha2::Sha256::digest(&out.body);
+                let etag = format!("\"{}\"", hex::encode(&digest[..16]));
+                let len = out.body.len() as u64;
+                (out, len, etag, None)
+            }
+            Produced::File {
+                path,
+                guard,
+                len,
+                etag,
+                meta,
+            } => (meta, len, etag, Some((path, guard))),
         };
         let mut tags = vec![
             format!("origin:{}", job.origin),
@@ -172,7 +386,7 @@ impl Transformer {
         let mut b = Response::builder()
             .status(200)
             .header("content-type", out.content_type)
-            .header("content-length", out.body.len())
+            .header("content-length", len)
             .header("etag", etag)
             .header("cache-tag", tags.join(","))
             .header("x-transform-source", engine)
@@ -186,7 +400,11 @@ impl Transformer {
                 .header("x-resolved-width", out.width.to_string())
                 .header("x-resolved-height", out.height.to_string());
         }
-        if let Some(cc) = source_cc {
+        let own_cc = out
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("cache-control"));
+        if let Some(cc) = source_cc.filter(|_| !own_cc) {
             b = b.header("cache-control", cc);
         }
         if let Some(lm) = source_lm {
@@ -195,13 +413,98 @@ impl Transformer {
         for (k, v) in &out.headers {
             b = b.header(k.as_str(), v.as_str());
         }
-        b.body(Full::new(out.body).map_err(|never| match never {}).boxed())
+        let body = match file {
+            None => Full::new(out.body).map_err(|never| match never {}).boxed(),
+            Some((path, guard)) => {
+                let f = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("transform output: {e}")))?;
+                // The guard lives as long as the stream: the file goes when the body is done.
+                let stream =
+                    tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).map(move |chunk| {
+                        let _keep = &guard;
+                        chunk.map(hyper::body::Frame::data)
+                    });
+                BodyExt::boxed(http_body_util::StreamBody::new(stream))
+            }
+        };
+        b.body(body)
             .map_err(|e| ApiError::internal(format!("response: {e}")))
     }
 
     async fn run_image(&self, job: &Job<'_>, fetched: Fetched) -> Result<Output, ApiError> {
+        let version = [
+            fetched.header("etag"),
+            fetched.header("last-modified"),
+            fetched.header("content-length"),
+        ]
+        .map(|v| v.unwrap_or("-"))
+        .join("|");
         let bytes = read_to_memory(fetched, self.limits.max_image_bytes).await?;
-        self.image_bytes(&job.spec, bytes).await
+        match (job.avif_fallback, job.spec.format) {
+            (Some(fallback), Some(filters::Format::Avif)) => {
+                let key = format!(
+                    "{}\n{}\n{}\n{version}",
+                    job.origin,
+                    job.path,
+                    job.spec.to_canonical_query()
+                );
+                self.avif_or_stand_in(key, &job.spec, fallback, bytes).await
+            }
+            _ => self.image_bytes(&job.spec, bytes).await,
+        }
+    }
+
+    /// A negotiated AVIF: the finished one when a background encode made it, else the
+    /// client's next-best format marked short-lived while the AVIF is encoded once.
+    async fn avif_or_stand_in(
+        &self,
+        key: String,
+        spec: &TransformSpec,
+        fallback: filters::Format,
+        bytes: Bytes,
+    ) -> Result<Output, ApiError> {
+        let mut stand_in = spec.clone();
+        stand_in.format = Some(fallback);
+        match self.avif.decide(&key) {
+            AvifDecision::Ready(out) => return Ok(out),
+            AvifDecision::Failed => return self.image_bytes(&stand_in, bytes).await,
+            AvifDecision::Wait { start: false } => {}
+            AvifDecision::Wait { start: true } => self.start_avif(key, spec, bytes.clone()),
+        }
+        let mut out = self.image_bytes(&stand_in, bytes).await?;
+        out.headers.push((
+            "cache-control".into(),
+            format!("public, max-age={}", self.avif.pending_max_age.as_secs()),
+        ));
+        out.headers.push(("x-avif".into(), "pending".into()));
+        Ok(out)
+    }
+
+    #[cfg(feature = "image-engine")]
+    fn start_avif(&self, key: String, spec: &TransformSpec, bytes: Bytes) {
+        let (pool, opts, avif, spec) = (
+            self.pool.clone(),
+            self.image.clone(),
+            self.avif.clone(),
+            spec.clone(),
+        );
+        tokio::spawn(async move {
+            let r = pool
+                .run(move || crate::transform::image::transform(&bytes, &spec, &opts))
+                .await;
+            avif.finish(key, r);
+        });
+    }
+
+    #[cfg(not(feature = "image-engine"))]
+    fn start_avif(&self, key: String, _spec: &TransformSpec, _bytes: Bytes) {
+        self.avif.finish(
+            key,
+            Err(TransformError::Unsupported(
+                "this build has no image engine".into(),
+            )),
+        );
     }
 
     #[cfg(feature = "image-engine")]
@@ -236,10 +539,57 @@ impl Transformer {
     }
 
     #[cfg(feature = "video-engine")]
-    async fn run_video(&self, job: &Job<'_>, fetched: Fetched) -> Result<Output, ApiError> {
-        use crate::transform::video;
-        let src =
-            stream_to_file(fetched, self.limits.max_video_bytes, &self.limits.temp_dir).await?;
+    async fn run_video(&self, job: &Job<'_>, input: SourceInput) -> Result<Produced, ApiError> {
+        use crate::transform::video::{self, Media};
+        let version = {
+            let f = input.fetched();
+            let size = f
+                .header("content-range")
+                .and_then(super::ranged::content_range_total)
+                .map(|n| n.to_string());
+            [f.header("etag"), f.header("last-modified"), size.as_deref()]
+                .iter()
+                .map(|v| v.unwrap_or("-"))
+                .collect::<Vec<_>>()
+                .join("|")
+        };
+        let (media, src_guard) = match input {
+            SourceInput::Local(_, path) => (Media::File(path), None),
+            SourceInput::Ranged {
+                fetched,
+                source,
+                path,
+            } => {
+                let size = fetched
+                    .header("content-range")
+                    .and_then(super::ranged::content_range_total)
+                    .ok_or_else(|| {
+                        ApiError::origin_error("the source gave no object size for a range")
+                    })?;
+                if size > self.limits.max_video_bytes {
+                    return Err(too_large(size, self.limits.max_video_bytes));
+                }
+                let first = read_to_memory(fetched, super::ranged::BLOCK).await?;
+                let reader = super::ranged::SourceReader::new(
+                    source,
+                    path,
+                    size,
+                    first,
+                    tokio::runtime::Handle::current(),
+                    RANGE_TIMEOUT,
+                );
+                (Media::Ranged(std::sync::Arc::new(reader)), None)
+            }
+            SourceInput::Stream(fetched) => {
+                let tmp =
+                    stream_to_file(fetched, self.limits.max_video_bytes, &self.limits.temp_dir)
+                        .await?;
+                (Media::File(tmp.0.clone()), Some(tmp))
+            }
+        };
+        if job.spec.mode == Mode::Hls {
+            return self.run_hls(job, media, src_guard, version).await;
+        }
         let opts = self.video.clone();
         let spec = job.spec.clone();
         let out_path = self
@@ -248,41 +598,52 @@ impl Transformer {
             .join(format!("out-{}", uuid::Uuid::new_v4().simple()));
         self.pool
             .run(move || {
-                let src = src;
-                let out_guard = TempFile(out_path.clone());
+                let _src = src_guard;
                 let json = spec.format == Some(filters::Format::Json);
                 let output = match spec.mode {
                     _ if json => {
-                        let p = video::probe(&src.0)?;
+                        let p = video::probe(&media)?;
                         let body = Bytes::from(serde_json::to_vec(&p).unwrap_or_default());
-                        Output {
+                        Produced::Memory(Output {
                             body,
                             content_type: "application/json",
                             width: 0,
                             height: 0,
                             headers: vec![],
-                        }
+                        })
                     }
-                    Mode::Frame => video::frame(&src.0, &spec, &opts)?,
-                    Mode::Spritesheet => video::spritesheet(&src.0, &spec, &opts)?,
+                    Mode::Frame => Produced::Memory(video::frame(&media, &spec, &opts)?),
+                    Mode::Spritesheet => {
+                        Produced::Memory(video::spritesheet(&media, &spec, &opts)?)
+                    }
                     Mode::Audio | Mode::Video => {
+                        let guard = TempFile(out_path);
                         let f = if spec.mode == Mode::Audio {
-                            video::audio(&src.0, &spec, &opts, &out_guard.0, &|_| {})?
+                            video::audio(&media, &spec, &opts, &guard.0, &|_| {})?
                         } else {
-                            video::transcode(&src.0, &spec, &opts, &out_guard.0, &|_| {})?
+                            video::transcode(&media, &spec, &opts, &guard.0, &|_| {})?
                         };
-                        let body = std::fs::read(&f.path).map_err(|e| {
-                            TransformError::Internal(format!("reading output: {e}"))
-                        })?;
-                        if f.path != out_guard.0 {
-                            let _ = std::fs::remove_file(&f.path);
-                        }
-                        Output {
-                            body: Bytes::from(body),
-                            content_type: f.content_type,
-                            width: f.width,
-                            height: f.height,
-                            headers: vec![],
+                        let guard = if f.path == guard.0 {
+                            guard
+                        } else {
+                            TempFile(f.path.clone())
+                        };
+                        let (len, etag) = hash_file(&guard.0)?;
+                        Produced::File {
+                            path: guard.0.clone(),
+                            guard: Some(guard),
+                            len,
+                            etag,
+                            meta: Output {
+                                body: Bytes::new(),
+                                content_type: f.content_type,
+                                width: f.width,
+                                height: f.height,
+                                headers: vec![(
+                                    "X-Source-Bytes-Read".to_string(),
+                                    f.bytes_read.to_string(),
+                                )],
+                            },
                         }
                     }
                     other => {
@@ -298,8 +659,116 @@ impl Transformer {
             .map_err(err)
     }
 
+    /// `mode=hls`: the package is made once per source version (coalesced, written to a
+    /// scratch directory and renamed into place, so a crash never leaves half a package),
+    /// kept under `{data_dir}/hls` for `hls_retention`, and served part by part: the
+    /// playlist (segment URIs rewritten to `?mode=hls&segment=N` on the same path), a
+    /// segment, or the poster.
+    #[cfg(feature = "video-engine")]
+    async fn run_hls(
+        &self,
+        job: &Job<'_>,
+        media: crate::transform::video::Media,
+        src_guard: Option<TempFile>,
+        version: String,
+    ) -> Result<Produced, ApiError> {
+        use crate::transform::video;
+        let key = {
+            let mut h = sha2::Sha256::new();
+            h.update(job.origin.as_bytes());
+            h.update([0]);
+            h.update(job.path.as_bytes());
+            h.update([0]);
+            h.update(version.as_bytes());
+            hex::encode(&h.finalize()[..16])
+        };
+        let root = self.limits.hls_dir.clone();
+        let dir = root.join(&key);
+        let lock = {
+            let mut locks = self.hls_locks.lock();
+            locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+            locks.entry(key.clone()).or_default().clone()
+        };
+        let _held = lock.lock().await;
+        if !dir.join("index.m3u8").is_file() {
+            let opts = self.video.clone();
+            let scratch = root.join(format!(".{key}-{}", uuid::Uuid::new_v4().simple()));
+            let retention = self.limits.hls_retention;
+            self.pool
+                .run(move || {
+                    let _src = src_guard;
+                    sweep_hls(&root, retention);
+                    let made = video::hls(&media, &opts, &scratch, &|_| {});
+                    let made = made.and_then(|_| {
+                        std::fs::rename(&scratch, &dir).map_err(|e| {
+                            TransformError::Internal(format!("storing the HLS package: {e}"))
+                        })
+                    });
+                    if made.is_err() {
+                        let _ = std::fs::remove_dir_all(&scratch);
+                    }
+                    made
+                })
+                .await
+                .map_err(err)?;
+        } else {
+            drop(src_guard);
+        }
+        drop(_held);
+        let dir = self.limits.hls_dir.join(&key);
+        let (path, content_type) = match job.spec.segment.as_deref() {
+            None => {
+                let text = tokio::fs::read_to_string(dir.join("index.m3u8"))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("HLS playlist: {e}")))?;
+                let base = job.path.rsplit('/').next().unwrap_or("");
+                let body = Bytes::from(rewrite_playlist(&text, base));
+                return Ok(Produced::Memory(Output {
+                    body,
+                    content_type: "application/vnd.apple.mpegurl",
+                    width: 0,
+                    height: 0,
+                    headers: vec![],
+                }));
+            }
+            Some("poster") => (dir.join("poster.jpg"), "image/jpeg"),
+            Some(n) => {
+                let n: u32 = n
+                    .parse()
+                    .map_err(|_| ApiError::bad_request(format!("bad segment {n:?}")))?;
+                (dir.join(format!("segment_{n:03}.ts")), "video/mp2t")
+            }
+        };
+        if !path.is_file() {
+            return Err(ApiError::not_found(format!(
+                "{} has no HLS segment {}",
+                job.path,
+                job.spec.segment.as_deref().unwrap_or("")
+            )));
+        }
+        let hashed = path.clone();
+        let (len, etag) = self
+            .pool
+            .run(move || hash_file(&hashed))
+            .await
+            .map_err(err)?;
+        Ok(Produced::File {
+            path,
+            guard: None,
+            len,
+            etag,
+            meta: Output {
+                body: Bytes::new(),
+                content_type,
+                width: 0,
+                height: 0,
+                headers: vec![],
+            },
+        })
+    }
+
     #[cfg(not(feature = "video-engine"))]
-    async fn run_video(&self, _job: &Job<'_>, _fetched: Fetched) -> Result<Output, ApiError> {
+    async fn run_video(&self, _job: &Job<'_>, _input: SourceInput) -> Result<Produced, ApiError> {
         Err(err(TransformError::Unsupported(
             "this build has no video engine".into(),
         )))

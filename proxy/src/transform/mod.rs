@@ -27,6 +27,21 @@ pub struct Output {
     pub headers: Vec<(String, String)>,
 }
 
+/// Random access to a source object that is not on local disk (an S3 object, a remote
+/// file answering ranges): the video engine reads only the byte ranges the demuxer asks
+/// for, so a frame from the middle of a 2 GB object never reads 2 GB. Called from the
+/// blocking pool, never from the async reactor.
+pub trait RangeRead: Send + Sync {
+    /// Total size of the object in bytes.
+    fn size(&self) -> u64;
+    /// Reads up to `buf.len()` bytes at `offset`; `Ok(0)` only at or past the end.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// A short name for error messages (the object path).
+    fn name(&self) -> String;
+    /// Bytes fetched from the source so far (what the transform cost the source).
+    fn bytes_fetched(&self) -> u64;
+}
+
 /// Why a transform failed. Each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum TransformError {

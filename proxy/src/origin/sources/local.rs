@@ -34,6 +34,13 @@ impl Source for LocalSource {
         "local"
     }
 
+    async fn local_file(&self, path: &str) -> Option<PathBuf> {
+        let rel = clean_path(path).ok()?;
+        let real = tokio::fs::canonicalize(self.root.join(&rel)).await.ok()?;
+        let meta = tokio::fs::metadata(&real).await.ok()?;
+        (real.starts_with(&self.root) && meta.is_file()).then_some(real)
+    }
+
     async fn fetch(&self, req: &FetchRequest) -> Result<Fetched, SourceError> {
         let rel = clean_path(&req.path)?;
         let candidate = self.root.join(&rel);

@@ -75,6 +75,11 @@ impl SourceError {
 pub trait Source: Send + Sync {
     fn kind(&self) -> &'static str;
     async fn fetch(&self, req: &FetchRequest) -> Result<Fetched, SourceError>;
+    /// The file behind `path` when the source is a local folder (checked like `fetch`), so
+    /// the video engine reads it in place instead of copying it.
+    async fn local_file(&self, _path: &str) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// Decodes a percent-encoded object path and refuses anything that could climb out of the

@@ -395,6 +395,11 @@ fn build_video(
             if name == "libx265" {
                 opts.set("x265-params", "log-level=error");
             }
+            if v.keyframe_every.is_some() {
+                // Forced keyframes (HLS segment starts) must be IDR: a segment then starts
+                // with a closed GOP, and the TS muxer repeats SPS/PPS before it.
+                opts.set("forced-idr", "1");
+            }
         }
         "libvpx-vp9" => {
             if v.bitrate.is_none() {
@@ -581,7 +586,7 @@ fn recv_audio(
 use ffmpeg::Rescale as _;
 
 /// Runs one job from `path` to `out` (for HLS: the playlist path).
-pub fn run(path: &Path, out: &Path, job: Job) -> Result<Done, TransformError> {
+pub fn run(path: &super::input::Media, out: &Path, job: Job) -> Result<Done, TransformError> {
     let deadline = job.deadline;
     let mut ictx = input::open(path, deadline)?;
     let vs = input::video_stream(&ictx)?;
@@ -919,7 +924,7 @@ pub fn run(path: &Path, out: &Path, job: Job) -> Result<Done, TransformError> {
         width,
         height,
         duration_secs: mux.max_secs,
-        bytes_read: input::bytes_read(&ictx),
+        bytes_read: ictx.bytes_read(),
     };
     if let Container::Hls { .. } = job.container {
         // The caller's guard owns HLS files.

@@ -4,14 +4,15 @@
 //! (dimensions, rotation from the display matrix or the legacy `rotate` tag), decoder setup
 //! and bytes-read accounting. It never writes files and never encodes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use ffmpeg::{codec, decoder, format, media, Rational};
 use ffmpeg_next as ffmpeg;
 
-use crate::transform::TransformError;
+use crate::transform::{RangeRead, TransformError};
 
 /// Largest accepted width or height of a source video.
 pub const MAX_SOURCE_DIM: u32 = 8192;
@@ -82,14 +83,149 @@ pub fn internal(what: &str, e: ffmpeg::Error) -> TransformError {
     TransformError::Internal(format!("{what}: {e}"))
 }
 
-/// Does FFmpeg recognise the first bytes of the file as some container?
-fn looks_like_media(path: &Path) -> bool {
-    use std::io::Read;
+/// Where a video comes from: a local file, or an object read by byte ranges.
+#[derive(Clone)]
+pub enum Media {
+    File(PathBuf),
+    Ranged(Arc<dyn RangeRead>),
+}
+
+impl Media {
+    /// A short name for messages.
+    pub fn name(&self) -> String {
+        match self {
+            Media::File(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string()),
+            Media::Ranged(r) => r.name(),
+        }
+    }
+
+    pub fn size(&self) -> Result<u64, TransformError> {
+        match self {
+            Media::File(p) => std::fs::metadata(p).map(|m| m.len()).map_err(|e| {
+                TransformError::Internal(format!("cannot stat source {}: {e}", p.display()))
+            }),
+            Media::Ranged(r) => Ok(r.size()),
+        }
+    }
+
+    /// The first bytes, for content sniffing.
+    fn head(&self, buf: &mut [u8]) -> usize {
+        use std::io::Read;
+        match self {
+            Media::File(p) => std::fs::File::open(p)
+                .and_then(|mut f| f.read(buf))
+                .unwrap_or(0),
+            Media::Ranged(r) => {
+                let mut n = 0;
+                while n < buf.len() {
+                    match r.read_at(n as u64, &mut buf[n..]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                }
+                n
+            }
+        }
+    }
+}
+
+impl From<&Path> for Media {
+    fn from(p: &Path) -> Media {
+        Media::File(p.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for Media {
+    fn from(p: &PathBuf) -> Media {
+        Media::File(p.clone())
+    }
+}
+
+impl From<&Media> for Media {
+    fn from(m: &Media) -> Media {
+        m.clone()
+    }
+}
+
+impl From<PathBuf> for Media {
+    fn from(p: PathBuf) -> Media {
+        Media::File(p)
+    }
+}
+
+/// `Read + Seek` over a [`RangeRead`], for FFmpeg's custom I/O.
+struct RangeCursor {
+    reader: Arc<dyn RangeRead>,
+    pos: u64,
+}
+
+impl std::io::Read for RangeCursor {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.reader.read_at(self.pos, buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for RangeCursor {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let size = self.reader.size() as i128;
+        let target = match pos {
+            std::io::SeekFrom::Start(o) => o as i128,
+            std::io::SeekFrom::Current(d) => self.pos as i128 + d as i128,
+            std::io::SeekFrom::End(d) => size + d as i128,
+        };
+        if target < 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start",
+            ));
+        }
+        self.pos = target as u64;
+        Ok(self.pos)
+    }
+}
+
+/// Buffer of FFmpeg's custom I/O context: one demuxer read asks for this much.
+const IO_BUFFER: usize = 64 * 1024;
+
+/// An open input and what it reads from.
+pub struct Opened {
+    ictx: format::context::Input,
+    media: Media,
+}
+
+impl std::ops::Deref for Opened {
+    type Target = format::context::Input;
+    fn deref(&self) -> &format::context::Input {
+        &self.ictx
+    }
+}
+
+impl std::ops::DerefMut for Opened {
+    fn deref_mut(&mut self) -> &mut format::context::Input {
+        &mut self.ictx
+    }
+}
+
+impl Opened {
+    /// Bytes taken from the source so far: what the demuxer read from a file, or what the
+    /// ranged reader fetched (whole blocks) from a remote object.
+    pub fn bytes_read(&self) -> u64 {
+        match &self.media {
+            Media::Ranged(r) => r.bytes_fetched(),
+            Media::File(_) => bytes_read(&self.ictx),
+        }
+    }
+}
+
+/// Does FFmpeg recognise the first bytes of the source as some container?
+fn looks_like_media(media: &Media) -> bool {
     let mut buf = vec![0u8; 8192 + ffmpeg::ffi::AVPROBE_PADDING_SIZE as usize];
-    let n = match std::fs::File::open(path).and_then(|mut f| f.read(&mut buf[..8192])) {
-        Ok(n) => n,
-        Err(_) => return false,
-    };
+    let n = media.head(&mut buf[..8192]);
     if n == 0 {
         return false;
     }
@@ -112,15 +248,13 @@ fn looks_like_media(path: &Path) -> bool {
 }
 
 /// Opens a source: 415 when it is not a media file, 422 when it is one we cannot read.
-pub fn open(path: &Path, deadline: Deadline) -> Result<format::context::Input, TransformError> {
+pub fn open(media: &Media, deadline: Deadline) -> Result<Opened, TransformError> {
     init();
-    let meta = std::fs::metadata(path).map_err(|e| {
-        TransformError::Internal(format!("cannot stat source {}: {e}", path.display()))
-    })?;
-    if meta.len() == 0 {
+    let size = media.size()?;
+    if size == 0 {
         return Err(TransformError::Unsupported(format!(
             "source {} is empty",
-            file_name(path)
+            media.name()
         )));
     }
     let mut opts = ffmpeg::Dictionary::new();
@@ -128,40 +262,55 @@ pub fn open(path: &Path, deadline: Deadline) -> Result<format::context::Input, T
         "format_whitelist",
         &DEMUXERS.replace(char::is_whitespace, ""),
     );
-    opts.set("protocol_whitelist", "file");
-    let e =
-        match format::input_with_interrupt_and_dictionary(path, move || deadline.expired(), opts) {
-            Ok(ictx) => {
-                // An interrupted stream-info pass can still "succeed" half-way.
-                deadline.check("open")?;
-                return Ok(ictx);
-            }
-            Err(e) => e,
-        };
+    let interrupt = move || deadline.expired();
+    let opened = match media {
+        Media::File(path) => {
+            opts.set("protocol_whitelist", "file");
+            format::input_with_interrupt_and_dictionary(path, interrupt, opts)
+        }
+        Media::Ranged(reader) => {
+            let io = format::context::StreamIo::from_read_seek_with_capacity(
+                RangeCursor {
+                    reader: reader.clone(),
+                    pos: 0,
+                },
+                IO_BUFFER,
+            )
+            .map_err(|e| internal("custom I/O", e))?;
+            format::input_from_stream_with_interrupt(io, None, Some(opts), interrupt)
+        }
+    };
+    let e = match opened {
+        Ok(ictx) => {
+            // An interrupted stream-info pass can still "succeed" half-way.
+            deadline.check("open")?;
+            return Ok(Opened {
+                ictx,
+                media: media.clone(),
+            });
+        }
+        Err(e) => e,
+    };
     deadline.check("open")?;
-    if looks_like_media(path) {
+    if looks_like_media(media) {
         Err(TransformError::Invalid(format!(
-            "cannot read {} ({} bytes): {e}",
-            file_name(path),
-            meta.len()
+            "cannot read {} ({size} bytes): {e}",
+            media.name(),
         )))
     } else {
         Err(TransformError::Unsupported(format!(
-            "{} ({} bytes) is not a video or audio file FFmpeg recognises",
-            file_name(path),
-            meta.len()
+            "{} ({size} bytes) is not a video or audio file FFmpeg recognises",
+            media.name(),
         )))
     }
 }
 
-pub fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+pub fn file_name(media: &Media) -> String {
+    media.name()
 }
 
-/// Bytes the demuxer has read from the file so far.
-pub fn bytes_read(ictx: &format::context::Input) -> u64 {
+/// Bytes the demuxer has read from its I/O context so far.
+fn bytes_read(ictx: &format::context::Input) -> u64 {
     // SAFETY: the context is live; `pb` is null-checked.
     unsafe {
         let pb = (*ictx.as_ptr()).pb;

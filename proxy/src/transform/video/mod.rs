@@ -29,6 +29,7 @@ use crate::transform::{Output, TransformError};
 use encode::{Container, Job, VideoSettings};
 use input::Deadline;
 
+pub use input::Media;
 pub use probe::Probe;
 
 /// Limits and defaults for the video engine.
@@ -84,42 +85,43 @@ pub struct HlsOutput {
 
 /// Container, duration, streams, rotation, fps and bitrate of a file (the `format=json`
 /// answer).
-pub fn probe(path: &Path) -> Result<Probe, TransformError> {
-    probe::probe(path, Deadline::new(VideoOptions::default().timeout))
+pub fn probe(path: impl Into<Media>) -> Result<Probe, TransformError> {
+    probe::probe(&path.into(), Deadline::new(VideoOptions::default().timeout))
 }
 
 /// [`probe`] with a time budget.
-pub fn probe_with(path: &Path, opts: &VideoOptions) -> Result<Probe, TransformError> {
-    probe::probe(path, Deadline::new(opts.timeout))
+pub fn probe_with(path: impl Into<Media>, opts: &VideoOptions) -> Result<Probe, TransformError> {
+    probe::probe(&path.into(), Deadline::new(opts.timeout))
 }
 
 /// `mode=frame`: the frame on screen at `time`, fitted, as jpeg (default), png or webp.
 pub fn frame(
-    path: &Path,
+    path: impl Into<Media>,
     spec: &TransformSpec,
     opts: &VideoOptions,
 ) -> Result<Output, TransformError> {
-    still::frame(path, spec, opts)
+    still::frame(&path.into(), spec, opts)
 }
 
 /// `mode=spritesheet`: `imageCount` (default 20) frames tiled in a JPEG grid.
 pub fn spritesheet(
-    path: &Path,
+    path: impl Into<Media>,
     spec: &TransformSpec,
     opts: &VideoOptions,
 ) -> Result<Output, TransformError> {
-    still::spritesheet(path, spec, opts)
+    still::spritesheet(&path.into(), spec, opts)
 }
 
 /// `mode=audio`: AAC in MP4 (m4a) from `time` for `duration`; the source's AAC is copied,
 /// anything else is encoded.
 pub fn audio(
-    path: &Path,
+    path: impl Into<Media>,
     spec: &TransformSpec,
     opts: &VideoOptions,
     out: &Path,
     progress: &dyn Fn(f32),
 ) -> Result<OutputFile, TransformError> {
+    let path: Media = path.into();
     if let Some(f) = spec
         .format
         .filter(|f| !matches!(f, Format::M4a | Format::Auto))
@@ -129,7 +131,7 @@ pub fn audio(
         )));
     }
     let done = encode::run(
-        path,
+        &path,
         out,
         Job {
             container: Container::M4a,
@@ -240,12 +242,13 @@ fn video_chain(
 /// `mode=video`: resize, clip, re-encode to mp4 (h264 default, h265 tagged `hvc1`, av1)
 /// or webm (vp9, av1); MP4 is written fast-start (moov before mdat).
 pub fn transcode(
-    path: &Path,
+    path: impl Into<Media>,
     spec: &TransformSpec,
     opts: &VideoOptions,
     out: &Path,
     progress: &dyn Fn(f32),
 ) -> Result<OutputFile, TransformError> {
+    let path: Media = path.into();
     let codec = spec.codec.unwrap_or(Codec::H264);
     let (container, content_type) = container_for(codec, spec.format)?;
     // Fail fast on a missing encoder, before any decoding.
@@ -254,7 +257,7 @@ pub fn transcode(
     let (crf, preset) = crf_preset(spec.quality, spec.compression);
     let max = (opts.max_width, opts.max_height);
     let done = encode::run(
-        path,
+        &path,
         out,
         Job {
             container,
@@ -313,11 +316,12 @@ impl Drop for HlsGuard {
 /// HLS VOD package of one 720p (never upscaled) h264/AAC rendition in
 /// `hls_segment_secs` segments, plus a poster JPEG at 1 s, in `out_dir`.
 pub fn hls(
-    path: &Path,
+    path: impl Into<Media>,
     opts: &VideoOptions,
     out_dir: &Path,
     progress: &dyn Fn(f32),
 ) -> Result<HlsOutput, TransformError> {
+    let path: Media = path.into();
     std::fs::create_dir_all(out_dir).map_err(|e| {
         TransformError::Internal(format!("cannot create {}: {e}", out_dir.display()))
     })?;
@@ -338,7 +342,7 @@ pub fn hls(
         video_chain(vs, &spec, max)
     };
     let done = encode::run(
-        path,
+        &path,
         &playlist,
         Job {
             container: Container::Hls {
@@ -377,7 +381,7 @@ pub fn hls(
         (done.duration_secs * 500.0) as u64
     });
     spec.width = Some(done.width.max(filters::params::MIN_DIM));
-    let poster_img = still::frame(path, &spec, opts)?;
+    let poster_img = still::frame(&path, &spec, opts)?;
     let poster = out_dir.join("poster.jpg");
     std::fs::write(&poster, &poster_img.body)
         .map_err(|e| TransformError::Internal(format!("cannot write {}: {e}", poster.display())))?;

@@ -2,7 +2,7 @@
 //! bitrate) without decoding a frame. The [`Probe`] value is also the `format=json` answer,
 //! so its field names are part of the public HTTP contract.
 
-use std::path::Path;
+use super::input::Media;
 
 use ffmpeg_next as ffmpeg;
 use serde::Serialize;
@@ -45,7 +45,7 @@ fn codec_name(id: ffmpeg::codec::Id) -> String {
 }
 
 /// Reads the container and stream headers of `path`.
-pub fn probe(path: &Path, deadline: Deadline) -> Result<Probe, TransformError> {
+pub fn probe(path: &Media, deadline: Deadline) -> Result<Probe, TransformError> {
     let ictx = input::open(path, deadline)?;
     let video = input::video_stream(&ictx)?;
     let audio = input::audio_stream(&ictx).and_then(|i| ictx.stream(i));
@@ -69,7 +69,7 @@ pub fn probe(path: &Path, deadline: Deadline) -> Result<Probe, TransformError> {
         None => (None, None, None),
     };
     let (dw, dh) = video.map(|v| v.display_size()).unwrap_or((0, 0));
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let size = path.size().unwrap_or(0);
     let mut duration = input::duration_secs(&ictx);
     if duration == 0.0 {
         if let Some(v) = &video {

@@ -5,7 +5,7 @@
 //! in-process image encoders (FFmpeg's mjpeg, png and libwebp). Results are small and
 //! returned in memory.
 
-use std::path::Path;
+use super::input::Media;
 
 use bytes::Bytes;
 use ffmpeg::{codec, format, frame, Packet, Rational};
@@ -29,7 +29,7 @@ pub const SPRITE_MAX_SIDE: u32 = 8192;
 
 /// Reads frames of one video stream at increasing times.
 pub struct Cursor {
-    pub ictx: format::context::Input,
+    pub ictx: input::Opened,
     pub vs: VideoStream,
     decoder: ffmpeg::decoder::Video,
     /// Timestamp of the last frame the decoder produced.
@@ -43,7 +43,7 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    pub fn open(path: &Path, deadline: Deadline) -> Result<Cursor, TransformError> {
+    pub fn open(path: &Media, deadline: Deadline) -> Result<Cursor, TransformError> {
         let mut ictx = input::open(path, deadline)?;
         let vs = input::video_stream(&ictx)?.ok_or_else(|| {
             TransformError::Unsupported(format!(
@@ -206,7 +206,7 @@ impl Cursor {
     }
 
     pub fn bytes_read(&self) -> u64 {
-        input::bytes_read(&self.ictx)
+        self.ictx.bytes_read()
     }
 }
 
@@ -386,7 +386,7 @@ fn thumb_box(w: u32, h: u32, opts: &VideoOptions) -> (u32, u32) {
 
 /// One frame at `spec.time_ms` as jpeg/png/webp.
 pub fn frame(
-    path: &Path,
+    path: &Media,
     spec: &TransformSpec,
     opts: &VideoOptions,
 ) -> Result<Output, TransformError> {
@@ -425,7 +425,7 @@ pub fn frame(
 /// `imageCount` frames from `time` over `duration` (default: to the end), tiled
 /// `ceil(sqrt(N))` columns wide, as one JPEG.
 pub fn spritesheet(
-    path: &Path,
+    path: &Media,
     spec: &TransformSpec,
     opts: &VideoOptions,
 ) -> Result<Output, TransformError> {
