@@ -9,7 +9,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   ca-certificates build-essential clang libclang-dev pkg-config cmake nasm \
   ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
-  libavfilter-dev libavdevice-dev >/dev/null
+  libavfilter-dev libavdevice-dev libheif-dev >/dev/null
 if [ "${1:-}" = "--with-test-tools" ]; then
   if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
     cargo install s3s-fs --version 0.14.1 --features binary --locked

@@ -114,10 +114,63 @@ fn every_input_format_is_sniffed_and_decoded() {
 }
 
 #[test]
-fn avif_and_heic_inputs_are_a_clean_415_without_libheif() {
+fn fake_avif_input_is_a_clean_4xx() {
     let fake = b"\0\0\0\x1cftypavif\0\0\0\0avifmif1\0\0\0\x08free".to_vec();
     assert_eq!(sniff(&fake), Some(ImageFormat::Avif));
     let e = transform(&fake, &spec(&[]), &ImageOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TransformError::Invalid(_) | TransformError::Unsupported(_)
+        ),
+        "{e:?}"
+    );
+}
+
+/// HEIC (encoded at test time by libheif's x265) and AVIF (our own encoder's output) decode
+/// through libheif, resize, and convert; a fake or over-limit one is a clean 4xx.
+#[cfg(feature = "heic")]
+#[test]
+fn heic_and_avif_inputs_decode_through_libheif() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("g.heic");
+    super::heif::write_test_heic(&p, 640, 480);
+    let heic = std::fs::read(&p).unwrap();
+    assert_eq!(sniff(&heic), Some(ImageFormat::Heic));
+    let out = run(&heic, &[("width", "320"), ("format", "png")]);
+    let img = decode(&out);
+    assert_eq!((img.width(), img.height()), (320, 240));
+    // The gradient survives: left dark, right bright in red.
+    let rgb = img.to_rgb8();
+    assert!(rgb.get_pixel(5, 120)[0] < 40 && rgb.get_pixel(314, 120)[0] > 210);
+    let meta = metadata_json(&heic, &ImageOptions::default()).unwrap();
+    assert_eq!(meta["width"], 640);
+    assert_eq!(meta["format"], "heic");
+
+    let src = encode_with(
+        &DynamicImage::ImageRgb8(gradient(400, 300)),
+        image::ImageFormat::Png,
+    );
+    let avif = run(&src, &[("format", "avif")]);
+    assert_eq!(sniff(&avif.body), Some(ImageFormat::Avif));
+    let out = run(&avif.body, &[("width", "200"), ("format", "jpeg")]);
+    let img = decode(&out);
+    assert_eq!((img.width(), img.height()), (200, 150));
+
+    // Past the pixel limit: 413 before decoding.
+    let small = ImageOptions {
+        max_input_pixels: 100_000,
+        ..ImageOptions::default()
+    };
+    let e = transform(&heic, &spec(&[("width", "100")]), &small).unwrap_err();
+    assert!(matches!(e, TransformError::TooLarge(_)), "{e:?}");
+    // Truncated: 422, never a panic.
+    let e = transform(
+        &heic[..heic.len() / 2],
+        &spec(&[("width", "100")]),
+        &ImageOptions::default(),
+    )
+    .unwrap_err();
     assert!(
         matches!(
             e,
