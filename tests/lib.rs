@@ -93,7 +93,49 @@ impl Edge {
         e
     }
 
-    async fn spawn(&mut self) {
+    /// The running process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Pingora's graceful upgrade, as `systemctl reload` does it: a new process started with
+    /// `--upgrade` takes the listening sockets over when the old one gets SIGQUIT; the old
+    /// one drains and exits. Returns how long the old process took to exit.
+    pub async fn upgrade(&mut self) -> Duration {
+        let old = self.child.take().expect("running");
+        let new = self
+            .command()
+            .arg("--upgrade")
+            .spawn()
+            .expect("spawn upgrade");
+        // The new process waits on the upgrade socket; give it time to listen there.
+        let sock = self.dir.path().join("data/upgrade.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t0 = Instant::now();
+        unsafe {
+            libc::kill(old.id() as i32, libc::SIGQUIT);
+        }
+        self.child = Some(new);
+        let mut old = old;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(_)) = old.try_wait() {
+                return t0.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "old process never exited:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn command(&self) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -108,11 +150,21 @@ impl Edge {
             .env("MEDIA_EDGE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("MEDIA_EDGE_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log.try_clone().expect("log"));
+            .stderr(log);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn media-edge");
+        cmd
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("edge.log"))
+            .expect("log file");
+        drop(log);
+        let child = self.command().spawn().expect("spawn media-edge");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = reqwest::Client::new();
