@@ -195,6 +195,11 @@ pub struct ServerConfig {
     /// Seconds an old process gets to drain on graceful upgrade or shutdown.
     #[serde(default = "default_grace")]
     pub grace_period: Dur,
+    /// Let the edge's worker threads steal each other's tasks. Off by default: each thread
+    /// runs its own connections, which saves cross-thread wake-ups on short cache hits
+    /// (transforms run on the blocking pool either way).
+    #[serde(default)]
+    pub work_stealing: bool,
     /// Log as JSON lines.
     #[serde(default)]
     pub json_logs: bool,

@@ -156,6 +156,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     conf.upgrade_sock = data_dir.join("upgrade.sock").to_string_lossy().into_owned();
     conf.grace_period_seconds = Some(cfg.server.grace_period.0.as_secs());
     conf.graceful_shutdown_timeout_seconds = Some(10);
+    conf.work_stealing = cfg.server.work_stealing;
     let opt = Opt {
         upgrade: opts.upgrade,
         daemon: opts.daemon,

@@ -387,7 +387,7 @@ impl ProxyHttp for Edge {
         ctx.request_id = header(req, "x-request-id")
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+            .unwrap_or_else(new_request_id);
         if let Some(peer) = peer_ip(session) {
             let sec = &self.state.security;
             if let Err(e) = sec.check_peer(peer, req.uri.path()) {
@@ -945,6 +945,18 @@ impl ProxyHttp for Edge {
             "request"
         );
     }
+}
+
+/// A fresh request id: 32 hex digits, a random per-process prefix and a counter (unique
+/// without a random-number syscall per request).
+fn new_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
 }
 
 /// Request size caps: URL length, query parameter count, header count and bytes.

@@ -180,6 +180,51 @@ fn heic_and_avif_inputs_decode_through_libheif() {
     );
 }
 
+/// A CMYK JPEG (made by libjpeg-turbo at test time) converts to RGB with the right colours:
+/// left half cyan, right half black.
+#[test]
+fn cmyk_jpeg_converts_to_rgb() {
+    let (w, h) = (64usize, 32usize);
+    let mut px = vec![0u8; w * h * 4];
+    for y in 0..h {
+        for x in 0..w {
+            let o = (y * w + x) * 4;
+            // libjpeg-turbo stores CMYK as "inverted" Adobe data: 0 = full ink.
+            let (c, m, yy, k) = if x < w / 2 {
+                (255, 0, 0, 0)
+            } else {
+                (0, 0, 0, 255)
+            };
+            px[o..o + 4].copy_from_slice(&[255 - c, 255 - m, 255 - yy, 255 - k]);
+        }
+    }
+    let img = turbojpeg::Image {
+        pixels: &px[..],
+        width: w,
+        pitch: w * 4,
+        height: h,
+        format: turbojpeg::PixelFormat::CMYK,
+    };
+    let mut c = turbojpeg::Compressor::new().unwrap();
+    c.set_quality(95).unwrap();
+    let jpeg = c.compress_to_vec(img).unwrap();
+    let mut d = turbojpeg::Decompressor::new().unwrap();
+    let header = d.read_header(&jpeg).unwrap();
+    assert!(matches!(
+        header.colorspace,
+        turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+    ));
+    let out = run(&jpeg, &[("format", "png")]);
+    let rgb = decode(&out).to_rgb8();
+    let cyan = rgb.get_pixel(8, 16);
+    let black = rgb.get_pixel(56, 16);
+    assert!(
+        cyan[0] < 60 && cyan[1] > 200 && cyan[2] > 200,
+        "cyan: {cyan:?}"
+    );
+    assert!(black.0.iter().all(|&v| v < 60), "black: {black:?}");
+}
+
 #[test]
 fn every_output_format_decodes_independently() {
     let src = encode_with(
