@@ -79,7 +79,13 @@ pub fn encode_still(
     exif: Option<&[u8]>,
 ) -> Result<Vec<u8>, TransformError> {
     match fmt {
-        OutFormat::Webp => webp_still(r, s),
+        OutFormat::Webp => {
+            let out = webp_still(r, s)?;
+            Ok(match exif {
+                Some(e) => super::exif::webp_insert_exif(out, e, r.width, r.height, r.alpha),
+                None => out,
+            })
+        }
         OutFormat::Avif => avif(r, s),
         OutFormat::Jpeg => {
             let out = jpeg(r, s.quality)?;
@@ -88,7 +94,13 @@ pub fn encode_still(
                 None => out,
             })
         }
-        OutFormat::Png => png(r, s.png_level),
+        OutFormat::Png => {
+            let out = png(r, s.png_level)?;
+            Ok(match exif {
+                Some(e) => super::exif::png_insert_exif(out, e),
+                None => out,
+            })
+        }
         OutFormat::Gif => {
             let frame = Frame {
                 raster: r.clone().to_rgba(),

@@ -227,6 +227,71 @@ pub fn output_exif(raw: Option<&[u8]>, policy: MetadataPolicy) -> Option<Vec<u8>
     Some(out.into_inner())
 }
 
+/// Adds an `eXIf` chunk (raw TIFF EXIF) right after a PNG's IHDR.
+pub fn png_insert_exif(png: Vec<u8>, tiff: &[u8]) -> Vec<u8> {
+    // Signature (8) + IHDR chunk (4 len + 4 type + 13 data + 4 crc).
+    const AFTER_IHDR: usize = 8 + 25;
+    if png.len() < AFTER_IHDR || &png[12..16] != b"IHDR" || tiff.len() > i32::MAX as usize {
+        return png;
+    }
+    let mut chunk = Vec::with_capacity(tiff.len() + 12);
+    chunk.extend_from_slice(&(tiff.len() as u32).to_be_bytes());
+    chunk.extend_from_slice(b"eXIf");
+    chunk.extend_from_slice(tiff);
+    let crc = crc32fast::hash(&chunk[4..]);
+    chunk.extend_from_slice(&crc.to_be_bytes());
+    let mut out = Vec::with_capacity(png.len() + chunk.len());
+    out.extend_from_slice(&png[..AFTER_IHDR]);
+    out.extend_from_slice(&chunk);
+    out.extend_from_slice(&png[AFTER_IHDR..]);
+    out
+}
+
+/// Adds an `EXIF` chunk (raw TIFF EXIF) to a WebP, turning a simple-format file into the
+/// extended format (a `VP8X` header with the EXIF flag, and the alpha flag when the picture
+/// has alpha) when needed.
+pub fn webp_insert_exif(webp: Vec<u8>, tiff: &[u8], w: u32, h: u32, alpha: bool) -> Vec<u8> {
+    if webp.len() < 20
+        || &webp[..4] != b"RIFF"
+        || &webp[8..12] != b"WEBP"
+        || w == 0
+        || h == 0
+        || w > 1 << 24
+        || h > 1 << 24
+    {
+        return webp;
+    }
+    let chunk = |fourcc: &[u8; 4], data: &[u8]| {
+        let mut c = Vec::with_capacity(data.len() + 9);
+        c.extend_from_slice(fourcc);
+        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        c.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            c.push(0);
+        }
+        c
+    };
+    let mut body: Vec<u8> = Vec::with_capacity(webp.len() + tiff.len() + 32);
+    if &webp[12..16] == b"VP8X" {
+        body.extend_from_slice(&webp[12..]);
+        body[8] |= 0x08; // EXIF present
+    } else {
+        let mut x = [0u8; 10];
+        x[0] = 0x08 | if alpha { 0x10 } else { 0 };
+        x[4..7].copy_from_slice(&(w - 1).to_le_bytes()[..3]);
+        x[7..10].copy_from_slice(&(h - 1).to_le_bytes()[..3]);
+        body.extend_from_slice(&chunk(b"VP8X", &x));
+        body.extend_from_slice(&webp[12..]);
+    }
+    body.extend_from_slice(&chunk(b"EXIF", tiff));
+    let mut out = Vec::with_capacity(body.len() + 12);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&((body.len() + 4) as u32).to_le_bytes());
+    out.extend_from_slice(b"WEBP");
+    out.extend_from_slice(&body);
+    out
+}
+
 /// Inserts an EXIF block as an APP1 segment right after a JPEG's SOI.
 pub fn jpeg_insert_exif(jpeg: Vec<u8>, tiff: &[u8]) -> Vec<u8> {
     let len = tiff.len() + 8;

@@ -481,7 +481,9 @@ pub fn transform(
         out = ops::flatten(out, bg);
     }
     let exif_out = match (fmt, metadata_policy(spec, opts)) {
-        (OutFormat::Jpeg, policy) if policy != MetadataPolicy::None => {
+        (OutFormat::Jpeg | OutFormat::Webp | OutFormat::Png, policy)
+            if policy != MetadataPolicy::None =>
+        {
             exif::output_exif(input_exif(bytes, p.format).as_deref(), policy)
         }
         _ => None,

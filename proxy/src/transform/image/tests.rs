@@ -553,6 +553,28 @@ fn outputs_carry_no_exif_by_default() {
     let j = exif::to_json(&exif::jpeg_exif(&c.body).expect("copyright exif"));
     assert_eq!(j["Copyright"], "(c) Test");
     assert!(j.get("Make").is_none());
+    // WebP and PNG carry the same kept block, readable by an independent parser.
+    for f in ["webp", "png"] {
+        let out = run(&oriented_jpeg(6), &[("metadata", "keep"), ("format", f)]);
+        let e = ::exif::Reader::new()
+            .read_from_container(&mut Cursor::new(&out.body[..]))
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        let make = e.get_field(::exif::Tag::Make, ::exif::In::PRIMARY).unwrap();
+        assert!(make.display_value().to_string().contains("TestCam"), "{f}");
+        assert!(e
+            .get_field(::exif::Tag::GPSLatitude, ::exif::In::PRIMARY)
+            .is_none());
+        decode(&out);
+        if f == "webp" {
+            let mut d = image::codecs::webp::WebPDecoder::new(Cursor::new(&out.body[..])).unwrap();
+            assert!(d.exif_metadata().unwrap().is_some());
+        }
+    }
+    let alpha = run(
+        &sample("alpha.png"),
+        &[("metadata", "keep"), ("format", "webp")],
+    );
+    assert!(decode(&alpha).color().has_alpha());
     // The server-wide default applies when the request does not say.
     let opts = ImageOptions {
         metadata: MetadataPolicy::Copyright,
