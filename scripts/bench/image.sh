@@ -5,8 +5,9 @@
 #
 #   scripts/bench/image.sh            # in-process vs vipsthumbnail
 #   SECS=20 scripts/bench/image.sh    # longer runs
-#   MEDIA_EDGE_BIN=target/release/media-edge URL=http://127.0.0.1:8080/... scripts/bench/image.sh
-#                                     # + the through-the-server section (to be finished)
+#   NO_SERVER=1 scripts/bench/image.sh   # skip the through-the-server section
+#   ONLY_SERVER=1 scripts/bench/image.sh # skip the in-process section
+#   MEDIA_EDGE_BIN=path/to/media-edge    # binary for that section (default: release build)
 #
 # Needs: libvips-tools (vips, vipsthumbnail), cmake + nasm (libjpeg-turbo build), a release
 # build (this script runs `cargo bench`, which builds one).
@@ -28,11 +29,14 @@ vips resize "$WORK/upright.v" "$WORK/big.jpg[Q=90,strip]" 2
 read -r W H < <(vipsheader -f width "$WORK/big.jpg" | tr '\n' ' '; vipsheader -f height "$WORK/big.jpg")
 echo "input: ${W}x${H} $(stat -c %s "$WORK/big.jpg") bytes; ${THREADS} workers, ${SECS}s per output"
 
-# 2. In-process.
+# 2. In-process (skipped with ONLY_SERVER=1).
+: >"$WORK/ours.txt"
+if [ -z "${ONLY_SERVER:-}" ]; then
 echo "== media-edge in-process (release) =="
 MEDIA_EDGE_BENCH_INPUT="$WORK/big.jpg" MEDIA_EDGE_BENCH_THREADS=$THREADS MEDIA_EDGE_BENCH_SECS=$SECS \
   cargo bench -q -p media-edge --features image-engine --bench image -- --throughput \
   2>"$WORK/bench.err" | tee "$WORK/ours.txt" || { cat "$WORK/bench.err" >&2; exit 1; }
+fi
 
 # 3. vipsthumbnail: $THREADS processes in parallel, each with one libvips thread, looping
 #    until the deadline (process start-up included: that is how vipsthumbnail is used).
@@ -77,11 +81,52 @@ while read -r _ name rate size; do
   printf '%-16s %14s %12s %14s %12s %8s\n' "$name" "$rate" "$size" "${vrate:--}" "${vsize:--}" "$ratio"
 done <"$WORK/ours.txt"
 
-# 5. Through the server (to be finished by the origin wiring): needs a running binary and a
-#    URL that serves the same input, e.g. http://127.0.0.1:8080/images/big.jpg?width=800&format=webp
-if [ -n "${MEDIA_EDGE_BIN:-}" ] && [ -n "${URL:-}" ]; then
+# 5. Through the server: the release binary with the cache off (every request transforms),
+#    a local origin serving the same input, $THREADS transform workers, and wrk with
+#    $THREADS connections for $SECS s per output. Skip with NO_SERVER=1.
+if [ -z "${NO_SERVER:-}" ]; then
+  BIN=${MEDIA_EDGE_BIN:-target/release/media-edge}
+  [ -x "$BIN" ] || cargo build -q --release -p media-edge --bin media-edge
+  command -v wrk >/dev/null || { echo "missing wrk: apt-get install -y wrk" >&2; exit 1; }
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  {
+    echo '[server]'
+    echo "listen = [\"127.0.0.1:$PORT\"]"
+    echo "threads = $THREADS"
+    echo '[cache]'
+    echo 'enabled = false'
+    echo '[transform]'
+    echo "workers = $THREADS"
+    echo 'avif_background = false'
+    echo '[filters.ratelimit]'
+    echo 'enabled = false'
+    echo '[[origins]]'
+    echo 'name = "bench"'
+    echo 'matcher = "^/img/(.+)$"'
+    echo '[[origins.sources]]'
+    echo 'kind = "local"'
+    echo "root = \"$WORK\""
+    echo 'path = "$1"'
+  } >"$WORK/me.toml"
+  MEDIA_EDGE_LOG=warn "$BIN" run --config "$WORK/me.toml" --data-dir "$WORK/data" >"$WORK/me.log" 2>&1 &
+  ME_PID=$!
+  trap 'kill $ME_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
   echo
-  echo "== through the server: $MEDIA_EDGE_BIN, $URL =="
-  echo "TODO(lead): start \$MEDIA_EDGE_BIN with a config serving \$WORK/big.jpg, bypass the cache"
-  echo "(e.g. a unique query per request), and time N requests with $THREADS concurrent clients."
+  echo "== through the server (cache off, $THREADS workers, wrk -c$THREADS) vs vipsthumbnail =="
+  printf '%-16s %14s %12s %14s %12s %8s %10s\n' output "server/s" bytes "vips/s" bytes ratio "RSS MB"
+  for name in webp jpeg avif; do
+    url="http://127.0.0.1:$PORT/img/big.jpg?width=800&format=$name&quality=75"
+    size=$(curl -fs "$url" | wc -c)
+    wrk -t1 -c"$THREADS" -d"${SECS}s" --timeout 60s "$url" >"$WORK/wrk-$name.txt"
+    if grep -q "Non-2xx" "$WORK/wrk-$name.txt"; then
+      echo "non-2xx answers for $url:" >&2; cat "$WORK/wrk-$name.txt" >&2; exit 1
+    fi
+    rate=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk-$name.txt")
+    rss=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$ME_PID/status")
+    vline=$(awk -v n="$name" '$2==n' "$WORK/vips.txt")
+    vrate=$(echo "$vline" | awk '{print $3}'); vsize=$(echo "$vline" | awk '{print $4}')
+    ratio=$(awk -v a="$rate" -v b="${vrate:-0}" 'BEGIN{ if (b+0>0) printf "%.2fx", a/b; else print "-" }')
+    printf '%-16s %14s %12s %14s %12s %8s %10s\n' "$name" "$rate" "$size" "${vrate:--}" "${vsize:--}" "$ratio" "$rss"
+  done
 fi
