@@ -665,28 +665,7 @@ async fn s3_origin_passes_validators_and_ranges() {
     let data = pattern(150_000);
     s3.put("media", "videos/clip.bin", &data);
     s3.put("media", "videos/other.bin", &data);
-    let origins = format!(
-        r#"
-[[origins]]
-name = "s3"
-matcher = "^/s3/(.+)$"
-[[origins.sources]]
-kind = "s3"
-bucket = "media"
-region = "us-east-1"
-endpoint = "{}"
-path_style = true
-access_key_env = "TEST_S3_AK"
-secret_key_env = "TEST_S3_SK"
-path = "videos/$1"
-"#,
-        s3.endpoint
-    );
-    let edge = Edge::start_with_env(
-        &config(&origins),
-        &[("TEST_S3_AK", S3_ACCESS_KEY), ("TEST_S3_SK", S3_SECRET_KEY)],
-    )
-    .await;
+    let edge = Edge::start_with_env(&config(&s3.origin("media", "videos/")), S3_ENV).await;
     let (r, body) = get(&edge.url("/s3/clip.bin"), &[]).await;
     assert_eq!(r.status(), 200, "{}", edge.log());
     assert_eq!(h(&r, "x-source-type"), "s3");

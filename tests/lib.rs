@@ -458,6 +458,8 @@ pub struct S3Server {
 
 pub const S3_ACCESS_KEY: &str = "AKIAMEDIAEDGETEST";
 pub const S3_SECRET_KEY: &str = "media-edge-test-secret";
+/// The environment an edge needs for [`S3Server::origin`].
+pub const S3_ENV: &[(&str, &str)] = &[("TEST_S3_AK", S3_ACCESS_KEY), ("TEST_S3_SK", S3_SECRET_KEY)];
 
 impl S3Server {
     /// Starts `s3s-fs` (from `$S3S_FS_BIN` or PATH or ~/.cargo/bin) with bucket `bucket`.
@@ -495,6 +497,18 @@ impl S3Server {
             root,
             child,
         }
+    }
+
+    /// An `[[origins]]` block named `s3` matching `^/s3/(.+)$`, reading `{prefix}$1` from
+    /// `bucket` with the credentials of [`S3_ENV`].
+    pub fn origin(&self, bucket: &str, prefix: &str) -> String {
+        format!(
+            "[[origins]]\nname = \"s3\"\nmatcher = \"^/s3/(.+)$\"\n[[origins.sources]]\n\
+             kind = \"s3\"\nbucket = \"{bucket}\"\nregion = \"us-east-1\"\n\
+             endpoint = \"{}\"\npath_style = true\naccess_key_env = \"TEST_S3_AK\"\n\
+             secret_key_env = \"TEST_S3_SK\"\npath = \"{prefix}$1\"\n",
+            self.endpoint
+        )
     }
 
     /// Puts an object by writing it into the served folder.

@@ -54,25 +54,6 @@ fn ffprobe(path: &Path, entries: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-fn s3_config(endpoint: &str) -> String {
-    samples_config(&format!(
-        r#"
-[[origins]]
-name = "s3"
-matcher = "^/s3/(.+)$"
-[[origins.sources]]
-kind = "s3"
-bucket = "media"
-region = "us-east-1"
-endpoint = "{endpoint}"
-path_style = true
-access_key_env = "TEST_S3_AK"
-secret_key_env = "TEST_S3_SK"
-path = "$1"
-"#
-    ))
-}
-
 fn tmp_files(edge: &Edge) -> Vec<String> {
     std::fs::read_dir(edge.dir.path().join("data/tmp"))
         .expect("the scratch directory exists")
@@ -94,11 +75,7 @@ async fn s3_video_is_read_by_ranges() {
     }
     let size = std::fs::metadata(&tail).unwrap().len();
     assert!(size > 8_000_000, "test video is {size} bytes");
-    let edge = Edge::start_with_env(
-        &s3_config(&s3.endpoint),
-        &[("TEST_S3_AK", S3_ACCESS_KEY), ("TEST_S3_SK", S3_SECRET_KEY)],
-    )
-    .await;
+    let edge = Edge::start_with_env(&samples_config(&s3.origin("media", "")), S3_ENV).await;
 
     // A frame from the middle reads a small part of the object, moov at the end or first.
     for key in ["tail", "fast"] {
