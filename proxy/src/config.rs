@@ -470,6 +470,12 @@ pub struct TransformConfig {
     /// How long a made HLS package is kept on disk for its segments to be served.
     #[serde(default = "default_hls_retention")]
     pub hls_retention: Dur,
+    /// The HLS rendition: height in pixels (width for portrait video), never upscaled, h264.
+    #[serde(default = "default_hls_height")]
+    pub hls_height: u32,
+    /// HLS segment length in seconds (1..=60).
+    #[serde(default = "default_hls_segment_secs")]
+    pub hls_segment_secs: u32,
     /// Encode AVIF in the background for `format=auto`: a cold request gets WebP marked
     /// short-lived at once, later requests get the AVIF.
     #[serde(default = "yes")]
@@ -490,6 +496,8 @@ impl Default for TransformConfig {
             workers: 0,
             video_timeout: default_video_timeout(),
             hls_retention: default_hls_retention(),
+            hls_height: default_hls_height(),
+            hls_segment_secs: default_hls_segment_secs(),
             avif_background: true,
             avif_pending_max_age: default_avif_pending_max_age(),
         }
@@ -510,6 +518,12 @@ fn default_metadata() -> String {
 }
 fn default_avif_pending_max_age() -> Dur {
     Dur(Duration::from_secs(60))
+}
+fn default_hls_height() -> u32 {
+    720
+}
+fn default_hls_segment_secs() -> u32 {
+    6
 }
 fn default_hls_retention() -> Dur {
     Dur(Duration::from_secs(24 * 3600))
@@ -866,6 +880,18 @@ impl Config {
                     message: format!("{:?} is not one of none, copyright, keep", t.metadata),
                 });
             }
+            if !(10..=2160).contains(&t.hls_height) {
+                problems.push(ConfigProblem {
+                    path: "transform.hls_height".into(),
+                    message: format!("{} is not within 10..=2160", t.hls_height),
+                });
+            }
+            if !(1..=60).contains(&t.hls_segment_secs) {
+                problems.push(ConfigProblem {
+                    path: "transform.hls_segment_secs".into(),
+                    message: format!("{} is not within 1..=60", t.hls_segment_secs),
+                });
+            }
         }
         let filters_cfg: Option<filters::FiltersConfig> =
             section(table("filters"), "filters", &mut problems);
@@ -1160,6 +1186,9 @@ mod tests {
             listen = ["nonsense"]
             [cache]
             memory_bytes = "12 parsecs"
+            [transform]
+            hls_height = 5000
+            hls_segment_secs = 0
             [[origins]]
             name = "a"
             matcher = "^/a/(.*"
@@ -1182,6 +1211,8 @@ mod tests {
             "{errs:?}"
         );
         assert!(paths.contains(&"server.listen[0]"), "{errs:?}");
+        assert!(paths.contains(&"transform.hls_height"), "{errs:?}");
+        assert!(paths.contains(&"transform.hls_segment_secs"), "{errs:?}");
     }
 
     #[test]

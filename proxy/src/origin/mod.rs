@@ -493,6 +493,8 @@ fn video_options(cfg: &Config) -> crate::transform::video::VideoOptions {
     crate::transform::video::VideoOptions {
         timeout: cfg.transform.video_timeout.0,
         temp_dir: cfg.server.data_dir.join("tmp"),
+        hls_height: cfg.transform.hls_height,
+        hls_segment_secs: cfg.transform.hls_segment_secs,
         ..crate::transform::video::VideoOptions::default()
     }
 }

@@ -42,6 +42,8 @@ pub struct VideoOptions {
     pub max_height: u32,
     /// HLS segment length in seconds.
     pub hls_segment_secs: u32,
+    /// Height of the HLS rendition (its width for portrait video); never upscaled.
+    pub hls_height: u32,
     /// Where scratch files go.
     pub temp_dir: PathBuf,
 }
@@ -53,6 +55,7 @@ impl Default for VideoOptions {
             max_width: filters::params::MAX_VIDEO_DIM,
             max_height: filters::params::MAX_VIDEO_DIM,
             hls_segment_secs: 6,
+            hls_height: 720,
             temp_dir: std::env::temp_dir(),
         }
     }
@@ -332,9 +335,11 @@ pub fn hls(
     let playlist = out_dir.join("index.m3u8");
     let seg = opts.hls_segment_secs.clamp(1, 60);
     let max = (opts.max_width, opts.max_height);
+    let side = opts.hls_height.clamp(filters::params::MIN_DIM, 2160);
+    let long = (side * 16 / 9 + 1) & !1;
     let chain = move |vs: &input::VideoStream| {
         let (w, h) = vs.display_size();
-        let (bw, bh) = if h > w { (720, 1280) } else { (1280, 720) };
+        let (bw, bh) = if h > w { (side, long) } else { (long, side) };
         let mut spec = TransformSpec::new(Mode::Video);
         spec.width = Some(bw);
         spec.height = Some(bh);

@@ -540,6 +540,16 @@ fn hls_package() {
     assert!(h.segments.iter().all(|s| s.exists()));
     let poster = std::fs::read(&h.poster).unwrap_or_default();
     assert_eq!(&poster[..2], &[0xff, 0xd8]);
+    // The rendition and segment length are configurable.
+    let small = VideoOptions {
+        hls_height: 360,
+        hls_segment_secs: 4,
+        ..opts()
+    };
+    let out = d.path().join("hls360");
+    let h = hls(&src, &small, &out, &no_progress).expect("hls 360");
+    assert_eq!((h.width, h.height), (640, 360));
+    assert_eq!(h.segments.len(), 4, "14 s in 4 s segments");
 }
 
 #[test]
