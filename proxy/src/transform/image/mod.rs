@@ -77,6 +77,9 @@ pub struct ImageOptions {
     pub metadata: MetadataPolicy,
     /// Frames × canvas pixels an animation may decode (and produce). Default 100 M.
     pub animation_budget_pixels: u64,
+    /// Frames × source canvas pixels an animation may decode (the time bound; frames are
+    /// decoded one at a time, so this costs no memory). Default 1 G (≈ 480 frames of 1080p).
+    pub animation_decode_pixels: u64,
     /// Decode JPEG at 1/2, 1/4 or 1/8 scale when the output is that much smaller. Default
     /// true; off only to measure what it saves.
     pub shrink_on_load: bool,
@@ -92,6 +95,7 @@ impl Default for ImageOptions {
             avif_speed: 8,
             metadata: MetadataPolicy::None,
             animation_budget_pixels: 100_000_000,
+            animation_decode_pixels: 1_000_000_000,
             shrink_on_load: true,
         }
     }
@@ -509,17 +513,29 @@ fn transform_animation(
     settings: &encode::Settings,
     bg: [u8; 4],
 ) -> Result<Output, TransformError> {
+    // Two bounds: memory is the output frames kept for the encoder (frames × output pixels,
+    // `animation_budget_pixels`); time is what is decoded (frames × source canvas,
+    // `animation_decode_pixels`). Source frames are decoded one at a time, so a long 1080p
+    // GIF resized small costs little memory.
     let canvas_px = u64::from(p.stored_width) * u64::from(p.stored_height);
     let out_px = u64::from(geo.plan.canvas.0) * u64::from(geo.plan.canvas.1);
-    let per_frame = canvas_px.max(out_px);
+    let (w, h) = geo.plan.canvas;
     let over = |frames: u64| {
         TransformError::TooLarge(format!(
-            "animation of {frames} frames at {}x{} is over the budget of {} frame pixels",
-            p.stored_width, p.stored_height, opts.animation_budget_pixels
+            "animation of {frames} frames at {}x{} → {w}x{h} is over the budget of {} output \
+             frame pixels or {} decoded frame pixels",
+            p.stored_width,
+            p.stored_height,
+            opts.animation_budget_pixels,
+            opts.animation_decode_pixels
         ))
     };
+    let fits = |n: u64| {
+        n.saturating_mul(out_px) <= opts.animation_budget_pixels
+            && n.saturating_mul(canvas_px) <= opts.animation_decode_pixels
+    };
     if let Some(n) = p.frame_count {
-        if u64::from(n).saturating_mul(per_frame) > opts.animation_budget_pixels {
+        if !fits(u64::from(n)) {
             return Err(over(u64::from(n)));
         }
     }
@@ -528,7 +544,7 @@ fn transform_animation(
     let mut first = true;
     for fr in anim.frames {
         let fr = fr?;
-        if (frames.len() as u64 + 1).saturating_mul(per_frame) > opts.animation_budget_pixels {
+        if !fits(frames.len() as u64 + 1) {
             return Err(over(frames.len() as u64 + 1));
         }
         let raster = ops::orient(fr.raster, p.orientation)?;

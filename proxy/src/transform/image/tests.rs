@@ -807,6 +807,60 @@ fn animation_budget_is_enforced() {
     .is_ok());
 }
 
+/// A long 1080p animation resized small fits the memory budget (output frames) even though
+/// its source frames alone would not; the decode budget bounds the time.
+#[test]
+fn long_1080p_animation_resized_small_is_bounded_by_output_size() {
+    let (w, h, n) = (1920u16, 1080u16, 12usize);
+    let mut gif = Vec::new();
+    {
+        let palette = [0u8, 0, 0, 255, 255, 255, 255, 0, 0];
+        let mut e = ::gif::Encoder::new(&mut gif, w, h, &palette).unwrap();
+        e.set_repeat(::gif::Repeat::Infinite).unwrap();
+        let mut px = vec![0u8; usize::from(w) * usize::from(h)];
+        for i in 0..n {
+            // A red bar moving right over black, a white bottom band.
+            px.fill(0);
+            let x0 = i * 150;
+            for y in 0..usize::from(h) {
+                let row = y * usize::from(w);
+                if y > 900 {
+                    px[row..row + usize::from(w)].fill(1);
+                } else {
+                    px[row + x0..row + x0 + 40].fill(2);
+                }
+            }
+            let mut f = ::gif::Frame::from_indexed_pixels(w, h, px.clone(), None);
+            f.delay = 4;
+            e.write_frame(&f).unwrap();
+        }
+    }
+    // Source frames alone: 12 × 2.07 M = 24.9 M pixels, over a 20 M output budget.
+    let opts = ImageOptions {
+        animation_budget_pixels: 20_000_000,
+        ..ImageOptions::default()
+    };
+    let out = transform(&gif, &spec(&[("width", "320"), ("format", "webp")]), &opts)
+        .expect("small output fits");
+    assert_eq!((out.width, out.height), (320, 180));
+    let frames = image::codecs::webp::WebPDecoder::new(Cursor::new(&out.body[..]))
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(frames.len(), n);
+    // At full size the kept frames would be too much memory: 413.
+    let e = transform(&gif, &spec(&[("format", "webp")]), &opts).unwrap_err();
+    assert!(matches!(e, TransformError::TooLarge(_)), "{e:?}");
+    // And the decode budget bounds the work whatever the output size.
+    let tight = ImageOptions {
+        animation_decode_pixels: 1920 * 1080 * 10,
+        ..opts
+    };
+    let e = transform(&gif, &spec(&[("width", "320"), ("format", "webp")]), &tight).unwrap_err();
+    assert!(matches!(e, TransformError::TooLarge(_)), "{e:?}");
+}
+
 fn crc32(data: &[u8]) -> u32 {
     let mut c = 0xFFFF_FFFFu32;
     for &b in data {
