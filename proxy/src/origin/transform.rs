@@ -273,6 +273,19 @@ async fn stream_to_file(
     Ok(tmp)
 }
 
+/// Which version of a source object an answer came from (validators and size), for keys
+/// of work derived from it (background AVIF, HLS packages).
+fn source_version(f: &Fetched) -> String {
+    let size = f
+        .header("content-range")
+        .and_then(super::ranged::content_range_total)
+        .map(|n| n.to_string());
+    let size = size.as_deref().or(f.header("content-length"));
+    [f.header("etag"), f.header("last-modified"), size]
+        .map(|v| v.unwrap_or("-"))
+        .join("|")
+}
+
 /// Budget of one range request of a video source.
 #[cfg_attr(not(feature = "video-engine"), allow(dead_code))]
 const RANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -433,13 +446,7 @@ impl Transformer {
     }
 
     async fn run_image(&self, job: &Job<'_>, fetched: Fetched) -> Result<Output, ApiError> {
-        let version = [
-            fetched.header("etag"),
-            fetched.header("last-modified"),
-            fetched.header("content-length"),
-        ]
-        .map(|v| v.unwrap_or("-"))
-        .join("|");
+        let version = source_version(&fetched);
         let bytes = read_to_memory(fetched, self.limits.max_image_bytes).await?;
         match (job.avif_fallback, job.spec.format) {
             (Some(fallback), Some(filters::Format::Avif)) => {
@@ -541,18 +548,7 @@ impl Transformer {
     #[cfg(feature = "video-engine")]
     async fn run_video(&self, job: &Job<'_>, input: SourceInput) -> Result<Produced, ApiError> {
         use crate::transform::video::{self, Media};
-        let version = {
-            let f = input.fetched();
-            let size = f
-                .header("content-range")
-                .and_then(super::ranged::content_range_total)
-                .map(|n| n.to_string());
-            [f.header("etag"), f.header("last-modified"), size.as_deref()]
-                .iter()
-                .map(|v| v.unwrap_or("-"))
-                .collect::<Vec<_>>()
-                .join("|")
-        };
+        let version = source_version(input.fetched());
         let (media, src_guard) = match input {
             SourceInput::Local(_, path) => (Media::File(path), None),
             SourceInput::Ranged {
