@@ -214,3 +214,130 @@ async fn hls_package_is_served_and_cached() {
     assert_eq!(pkgs.len(), 1, "{pkgs:?}");
     assert!(!pkgs[0].starts_with('.'));
 }
+
+/// An origin serving objects named by their SHA-256 from `bucket` at `/content/<sha256>`.
+fn content_origin(s3: &S3Server, bucket: &str) -> String {
+    format!(
+        "[content]\nprefix = \"/content/\"\n{}",
+        s3.origin(bucket, "")
+            .replace("name = \"s3\"", "name = \"content\"")
+            .replace("^/s3/(.+)$", "^/content/([0-9a-f]{64})$")
+    )
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_hash_routes() {
+    let samples = workspace().join("conf/samples");
+    let clip = std::fs::read(samples.join("clip.mp4")).unwrap();
+    let photo = std::fs::read(samples.join("photo.jpg")).unwrap();
+    let (vh, ph) = (sha256_hex(&clip), sha256_hex(&photo));
+    let s3 = S3Server::start("content").await;
+    s3.put("content", &vh, &clip);
+    s3.put("content", &ph, &photo);
+    let edge = Edge::start_with_env(&samples_config(&content_origin(&s3, "content")), S3_ENV).await;
+
+    // Metadata: the kind is told from the bytes (no extension, no useful Content-Type).
+    let (s, h, body) = get(&edge, &format!("/proxy/metadata/{vh}"), &[]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(hv(&h, "content-type"), "application/json");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(1280), Some(720)),
+        "{v}"
+    );
+    assert!(v["duration"].as_f64().unwrap() >= 10.0, "{v}");
+    let (s, _, body) = get(&edge, &format!("/proxy/metadata/{ph}"), &[]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["format"], "jpeg", "{v}");
+    assert!(v["exif"]["latitude"].is_number(), "{v}");
+    assert!(v["placeholder"].is_string(), "{v}");
+
+    // Thumbnail of a video: a frame at the timestamp; two timestamps give two pictures.
+    let mut frames = Vec::new();
+    for t in [1, 5] {
+        let (s, h, body) = get(
+            &edge,
+            &format!("/proxy/thumbnail/{vh}?width=320&timestamp={t}"),
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(hv(&h, "content-type"), "image/jpeg");
+        assert_eq!(hv(&h, "x-transform-source"), "video");
+        let img = image::load_from_memory(&body).unwrap().to_rgb8();
+        assert_eq!((img.width(), img.height()), (320, 180));
+        frames.push(img);
+    }
+    let diff: u64 = frames[0]
+        .as_raw()
+        .iter()
+        .zip(frames[1].as_raw())
+        .map(|(a, b)| a.abs_diff(*b) as u64)
+        .sum();
+    assert!(diff > 320 * 180, "frames at 1 s and 5 s differ ({diff})");
+    // Thumbnail of a still image: the image itself, resized.
+    let (s, h, body) = get(
+        &edge,
+        &format!("/proxy/thumbnail/{ph}?width=200&format=webp"),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(hv(&h, "content-type"), "image/webp");
+    assert_eq!(hv(&h, "x-transform-source"), "image");
+    let img = image::load_from_memory(&body).unwrap();
+    assert_eq!(img.width(), 200);
+
+    // Image: a transform shared with the plain content path (one cache key).
+    let path = format!("/proxy/image/{ph}?width=300&format=png");
+    let (s, h, body) = get(&edge, &path, &[]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(hv(&h, "x-cache"), "MISS");
+    assert_eq!(hv(&h, "content-type"), "image/png");
+    assert_eq!(image::load_from_memory(&body).unwrap().width(), 300);
+    let (_, h, _) = get(&edge, &path, &[]).await;
+    assert_eq!(hv(&h, "x-cache"), "HIT");
+    let (_, h, again) = get(&edge, &format!("/content/{ph}?width=300&format=png"), &[]).await;
+    assert_eq!(hv(&h, "x-cache"), "HIT");
+    assert_eq!(again, body);
+    // No parameters: the original bytes.
+    let (s, _, body) = get(&edge, &format!("/proxy/image/{ph}"), &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(body, photo);
+
+    // Bad requests: JSON errors with the right status.
+    let missing = "0".repeat(64);
+    for (path, want) in [
+        (format!("/proxy/thumbnail/{vh}?width=1921"), 400),
+        (format!("/proxy/thumbnail/{vh}?height=1081"), 400),
+        (format!("/proxy/thumbnail/{vh}?mode=video"), 400),
+        (format!("/proxy/metadata/{vh}?width=10"), 400),
+        ("/proxy/image/abc123".to_string(), 400),
+        (format!("/proxy/image/{}", "z".repeat(64)), 400),
+        (format!("/proxy/metadata/{missing}"), 404),
+        (format!("/proxy/thumbnail/{missing}?width=100"), 404),
+    ] {
+        let (s, h, body) = get(&edge, &path, &[]).await;
+        assert_eq!(s, want, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(hv(&h, "content-type"), "application/json", "{path}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"]["code"].is_string(), "{path}: {v}");
+    }
+
+    // A node with no origin for the content prefix says so.
+    let plain = Edge::start(&samples_config("")).await;
+    let (s, _, body) = get(&plain, &format!("/proxy/metadata/{ph}"), &[]).await;
+    assert_eq!(s, 404);
+    assert!(
+        String::from_utf8_lossy(&body).contains("content-hash"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}

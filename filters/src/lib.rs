@@ -11,6 +11,7 @@ pub mod cache_key;
 pub mod cdncgi;
 pub mod client_ip;
 pub mod config;
+pub mod content;
 pub mod derivative;
 pub mod error;
 pub mod params;

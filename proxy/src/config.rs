@@ -265,6 +265,28 @@ impl Default for CacheConfig {
     }
 }
 
+/// Content-hash routes (`/proxy/{image,thumbnail,metadata}/{sha256}`): rewritten to the path
+/// `{prefix}{sha256}`, which an origin serves like any other path (its matcher and sources
+/// decide where objects named by their hash live).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentConfig {
+    #[serde(default = "default_content_prefix")]
+    pub prefix: String,
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        ContentConfig {
+            prefix: default_content_prefix(),
+        }
+    }
+}
+
+fn default_content_prefix() -> String {
+    "/content/".into()
+}
+
 /// External fetches: client-supplied URLs (`/cdn-cgi/*/https://..`, `/proxy/external?url=`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -673,6 +695,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Client-supplied URLs.
     pub external: ExternalConfig,
+    /// Content-hash routes.
+    pub content: ContentConfig,
     /// The folder relative paths in the file resolve against.
     pub base: PathBuf,
     pub origins: Vec<OriginConfig>,
@@ -814,11 +838,18 @@ impl Config {
         for key in doc.keys() {
             if !matches!(
                 key.as_str(),
-                "server" | "cache" | "filters" | "transform" | "security" | "external" | "origins"
+                "server"
+                    | "cache"
+                    | "filters"
+                    | "transform"
+                    | "security"
+                    | "external"
+                    | "content"
+                    | "origins"
             ) {
                 problems.push(ConfigProblem {
                     path: key.clone(),
-                    message: format!("unknown section `{key}` (expected server, cache, filters, transform, security, external, origins)"),
+                    message: format!("unknown section `{key}` (expected server, cache, filters, transform, security, external, content, origins)"),
                 });
             }
         }
@@ -869,6 +900,18 @@ impl Config {
                         message: e.to_string(),
                     });
                 }
+            }
+        }
+        let content: Option<ContentConfig> = section(table("content"), "content", &mut problems);
+        if let Some(c) = &content {
+            let p = &c.prefix;
+            if !p.starts_with('/') || !p.ends_with('/') || p.len() < 3 || p.starts_with("/proxy/") {
+                problems.push(ConfigProblem {
+                    path: "content.prefix".into(),
+                    message: format!(
+                        "{p:?} must be a path like \"/content/\": starting and ending with `/`, not under /proxy/"
+                    ),
+                });
             }
         }
         let transform: Option<TransformConfig> =
@@ -1082,7 +1125,16 @@ impl Config {
             Some(transform),
             Some(security),
             Some(external),
-        ) = (server, cache, filters_cfg, transform, security, external)
+            Some(content),
+        ) = (
+            server,
+            cache,
+            filters_cfg,
+            transform,
+            security,
+            external,
+            content,
+        )
         else {
             return Err(ConfigErrors(problems));
         };
@@ -1101,6 +1153,7 @@ impl Config {
             transform,
             security,
             external,
+            content,
             base: base.to_path_buf(),
             origins: out_origins,
             matchers,

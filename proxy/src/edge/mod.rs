@@ -192,7 +192,15 @@ impl Edge {
         let to_api = |e: filters::FilterError| ApiError::new(e.status(), e.code(), e.to_string());
         // `/proxy/external?url=..&<params>`: the same as the cdn-cgi form with an absolute URL.
         let rewritten;
-        let (path, query) = if path == "/proxy/external" {
+        let content =
+            filters::content::rewrite(path, query, &cfg.content.prefix).map_err(to_api)?;
+        let (path, query) = if let Some(c) = &content {
+            // `/proxy/{image,thumbnail,metadata}/{sha256}`: a path under the content prefix.
+            (
+                c.path.as_str(),
+                Some(c.query.as_str()).filter(|q| !q.is_empty()),
+            )
+        } else if path == "/proxy/external" {
             let mut url = None;
             let mut opts = Vec::new();
             for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -229,6 +237,12 @@ impl Edge {
         let (origin, source_path) = match &resolved.source {
             filters::Source::Path(p) => {
                 let Some((origin, _)) = cfg.match_origin(p) else {
+                    if content.is_some() {
+                        return Err(ApiError::not_found(format!(
+                            "no origin serves content-hash objects (paths under {}): see [content] in the README",
+                            cfg.content.prefix
+                        )));
+                    }
                     return Err(ApiError::no_matching_origin(p));
                 };
                 let opts = &cfg.origins[origin].options;

@@ -208,6 +208,69 @@ fn is_video(path: &str, content_type: Option<&str>, spec: &TransformSpec) -> boo
     VIDEO_EXTENSIONS.contains(&ext.as_str())
 }
 
+/// Bytes read from the start of a body to tell what it is (an MPEG-TS needs 189).
+const SNIFF_BYTES: usize = 512;
+
+/// Whether a body's first bytes are an audio/video container (the video engine's input) and
+/// not an image: ISO BMFF with a non-image brand, QuickTime without `ftyp`, Matroska/WebM,
+/// AVI, WAVE, Ogg, FLV, FLAC, MP3 with ID3, MPEG-PS and MPEG-TS.
+fn sniff_av(b: &[u8]) -> bool {
+    let at = |i: usize, m: &[u8]| b.len() >= i + m.len() && &b[i..i + m.len()] == m;
+    if at(4, b"ftyp") {
+        let brand = b.get(8..12).unwrap_or(b"");
+        let image_brands: [&[u8]; 10] = [
+            b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1",
+            b"msf1",
+        ];
+        return !image_brands.contains(&brand);
+    }
+    let riff = |kind: &[u8]| at(0, b"RIFF") && at(8, kind);
+    [b"moov".as_slice(), b"mdat", b"wide", b"free"]
+        .iter()
+        .any(|m| at(4, m))
+        || at(0, &[0x1A, 0x45, 0xDF, 0xA3])
+        || riff(b"AVI ")
+        || riff(b"WAVE")
+        || at(0, b"OggS")
+        || at(0, b"FLV\x01")
+        || at(0, b"fLaC")
+        || at(0, b"ID3")
+        || at(0, &[0x00, 0x00, 0x01, 0xBA])
+        || (b.len() > 188 && b[0] == 0x47 && b[188] == 0x47)
+}
+
+/// Whether a body's first bytes are an image the image engine decodes.
+fn sniff_image(b: &[u8]) -> bool {
+    #[cfg(feature = "image-engine")]
+    return crate::transform::image::sniff(b).is_some();
+    #[cfg(not(feature = "image-engine"))]
+    return {
+        let _ = b;
+        false
+    };
+}
+
+/// Reads the first bytes of a body without consuming them: the body is given back whole.
+async fn peek(mut f: Fetched) -> Result<(Fetched, Bytes), ApiError> {
+    let Some(mut body) = f.body.take() else {
+        return Ok((f, Bytes::new()));
+    };
+    let mut head = BytesMut::new();
+    let mut chunks = Vec::new();
+    while head.len() < SNIFF_BYTES {
+        match body.next().await {
+            Some(chunk) => {
+                let chunk = chunk.map_err(|e| super::sources::external::stream_error(&e))?;
+                head.extend_from_slice(&chunk);
+                chunks.push(Ok(chunk));
+            }
+            None => break,
+        }
+    }
+    f.body = Some(Box::pin(futures::stream::iter(chunks).chain(body)));
+    Ok((f, head.freeze()))
+}
+
 /// A temp file removed when dropped.
 pub struct TempFile(pub PathBuf);
 
@@ -365,7 +428,37 @@ impl Transformer {
         let fetched = input.fetched();
         let source_cc = fetched.header("cache-control").map(str::to_string);
         let source_lm = fetched.header("last-modified").map(str::to_string);
-        let video = is_video(job.path, fetched.header("content-type"), &job.spec);
+        let mut video = is_video(job.path, fetched.header("content-type"), &job.spec);
+        // The bytes decide when the name and type do not (content-addressed objects have
+        // neither): a video behind an image-looking request goes to the video engine, and a
+        // frame of a still image is the image itself.
+        let input = match input {
+            SourceInput::Stream(f) if !video => {
+                let (f, head) = peek(f).await?;
+                video = sniff_av(&head);
+                SourceInput::Stream(f)
+            }
+            input if job.spec.mode == Mode::Frame => match self.still_image(input).await? {
+                Ok(bytes) => {
+                    let mut spec = job.spec.clone();
+                    spec.mode = Mode::Image;
+                    spec.time_ms = None;
+                    let out = self.image_bytes(&spec, bytes).await?;
+                    return self
+                        .respond(
+                            &job,
+                            started,
+                            Produced::Memory(out),
+                            "image",
+                            source_cc,
+                            source_lm,
+                        )
+                        .await;
+                }
+                Err(input) => input,
+            },
+            input => input,
+        };
         let (produced, engine) = match input {
             SourceInput::Stream(fetched) if !video => (
                 Produced::Memory(self.run_image(&job, fetched).await?),
@@ -373,6 +466,21 @@ impl Transformer {
             ),
             input => (self.run_video(&job, input).await?, "video"),
         };
+        self.respond(&job, started, produced, engine, source_cc, source_lm)
+            .await
+    }
+
+    /// The response of a finished transform: output headers, tags and the body (bytes, or
+    /// a file streamed out).
+    async fn respond(
+        &self,
+        job: &Job<'_>,
+        started: Instant,
+        produced: Produced,
+        engine: &'static str,
+        source_cc: Option<String>,
+        source_lm: Option<String>,
+    ) -> Result<Response<Body>, ApiError> {
         let (out, len, etag, file) = match produced {
             Produced::Memory(out) => {
                 let digest = sha2::Sha256::digest(&out.body);
@@ -443,6 +551,82 @@ impl Transformer {
         };
         b.body(body)
             .map_err(|e| ApiError::internal(format!("response: {e}")))
+    }
+
+    /// The whole original when a video-looking request (`mode=frame`) names a still image,
+    /// else the input given back untouched.
+    async fn still_image(
+        &self,
+        input: SourceInput,
+    ) -> Result<Result<Bytes, SourceInput>, ApiError> {
+        let max = self.limits.max_image_bytes;
+        match input {
+            SourceInput::Stream(f) => {
+                let (f, head) = peek(f).await?;
+                if !sniff_image(&head) {
+                    return Ok(Err(SourceInput::Stream(f)));
+                }
+                read_to_memory(f, max).await.map(Ok)
+            }
+            SourceInput::Local(f, path) => {
+                use tokio::io::AsyncReadExt;
+                let mut head = vec![0u8; SNIFF_BYTES];
+                let n = match tokio::fs::File::open(&path).await {
+                    Ok(mut file) => file.read(&mut head).await.unwrap_or(0),
+                    Err(_) => 0,
+                };
+                if !sniff_image(&head[..n]) {
+                    return Ok(Err(SourceInput::Local(f, path)));
+                }
+                let len = tokio::fs::metadata(&path)
+                    .await
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                if len > max {
+                    return Err(too_large(len, max));
+                }
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("reading the source: {e}")))?;
+                Ok(Ok(Bytes::from(bytes)))
+            }
+            SourceInput::Ranged {
+                fetched,
+                source,
+                path,
+            } => {
+                let (fetched, head) = peek(fetched).await?;
+                if !sniff_image(&head) {
+                    return Ok(Err(SourceInput::Ranged {
+                        fetched,
+                        source,
+                        path,
+                    }));
+                }
+                let size = fetched
+                    .header("content-range")
+                    .and_then(super::ranged::content_range_total)
+                    .unwrap_or(u64::MAX);
+                if size > max {
+                    return Err(too_large(size, max));
+                }
+                if size <= super::ranged::BLOCK {
+                    return read_to_memory(fetched, max).await.map(Ok);
+                }
+                drop(fetched);
+                let whole = source
+                    .fetch(&super::sources::FetchRequest {
+                        path,
+                        range: None,
+                        if_none_match: None,
+                        if_modified_since: None,
+                        head: false,
+                    })
+                    .await
+                    .map_err(|e| ApiError::origin_error(format!("reading the source: {e}")))?;
+                read_to_memory(whole, max).await.map(Ok)
+            }
+        }
     }
 
     async fn run_image(&self, job: &Job<'_>, fetched: Fetched) -> Result<Output, ApiError> {
@@ -782,5 +966,42 @@ mod tests {
         assert!(is_video("/a/b", Some("video/webm"), &spec));
         assert!(!is_video("/a/b.jpg", Some("image/jpeg"), &spec));
         assert!(is_video("/a/b.jpg", None, &TransformSpec::new(Mode::Frame)));
+    }
+
+    #[test]
+    fn containers_are_told_from_images_by_bytes() {
+        let ftyp = |brand: &[u8]| [&[0, 0, 0, 0x20][..], b"ftyp", brand, &[0; 8]].concat();
+        assert!(sniff_av(&ftyp(b"isom")));
+        assert!(sniff_av(&ftyp(b"qt  ")));
+        assert!(!sniff_av(&ftyp(b"avif")));
+        assert!(!sniff_av(&ftyp(b"heic")));
+        assert!(sniff_av(&[0x1A, 0x45, 0xDF, 0xA3, 0x9F]));
+        assert!(sniff_av(b"RIFF\0\0\0\0AVI LIST"));
+        assert!(!sniff_av(b"RIFF\0\0\0\0WEBPVP8 "));
+        assert!(sniff_av(b"OggS\0\x02"));
+        let mut ts = vec![0u8; 400];
+        ts[0] = 0x47;
+        ts[188] = 0x47;
+        assert!(sniff_av(&ts));
+        assert!(!sniff_av(&[0xFF, 0xD8, 0xFF, 0xE0]));
+        assert!(!sniff_av(b"\x89PNG\r\n\x1a\n"));
+        assert!(!sniff_av(b""));
+    }
+
+    #[tokio::test]
+    async fn peek_gives_the_body_back_whole() {
+        let chunks: Vec<std::io::Result<Bytes>> =
+            (0..100u8).map(|i| Ok(Bytes::from(vec![i; 10]))).collect();
+        let f = Fetched {
+            status: 200,
+            headers: vec![],
+            body: Some(Box::pin(futures::stream::iter(chunks))),
+        };
+        let (f, head) = peek(f).await.unwrap();
+        assert!(head.len() >= SNIFF_BYTES && head.len() < SNIFF_BYTES + 10);
+        assert_eq!(&head[..10], &[0u8; 10]);
+        let all = read_to_memory(f, 1 << 20).await.unwrap();
+        assert_eq!(all.len(), 1000);
+        assert_eq!(all[999], 99);
     }
 }

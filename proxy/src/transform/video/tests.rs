@@ -371,9 +371,17 @@ fn transcode_h264_resize_clip_faststart() {
     s.time_ms = Some(2000);
     s.duration_ms = Some(4000);
     s.quality = Some(Quality::Low);
-    let r = transcode(&src, &s, &opts(), &out, &no_progress).expect("transcode");
+    let seen = std::cell::RefCell::new(Vec::new());
+    let record = |p: f32| seen.borrow_mut().push(p);
+    let r = transcode(&src, &s, &opts(), &out, &record).expect("transcode");
     assert_eq!((r.width, r.height), (320, 180));
     assert_eq!(r.content_type, "video/mp4");
+    // Progress comes from output timestamps: rising, several steps, ending at 100.
+    let seen = seen.into_inner();
+    assert!(seen.len() >= 10, "progress reports {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert!(seen[0] < 50.0 && seen[seen.len() - 2] >= 75.0, "{seen:?}");
+    assert_eq!(seen.last(), Some(&100.0));
     let v = ffprobe(&out, "stream=codec_name,width,height", "v");
     assert_eq!(field(&v, "codec_name"), "h264");
     assert_eq!(
