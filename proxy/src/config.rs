@@ -195,6 +195,11 @@ pub struct ServerConfig {
     /// Seconds an old process gets to drain on graceful upgrade or shutdown.
     #[serde(default = "default_grace")]
     pub grace_period: Dur,
+    /// Per-connection write buffer of the listeners: a response header and a body up to
+    /// this size leave in one `send` (Pingora's default, one TCP segment, sends the header
+    /// and the body of a 10 KB hit separately).
+    #[serde(default = "default_write_buffer")]
+    pub write_buffer: ByteSize,
     /// Let the edge's worker threads steal each other's tasks (Pingora's default, on). Off,
     /// each thread runs its own connections: fewer cross-thread wake-ups, no balancing. On
     /// the 2-core bench machine the two measured the same within noise.
@@ -721,6 +726,9 @@ fn default_purgers() -> Vec<String> {
 }
 fn default_via() -> String {
     "media-edge".into()
+}
+fn default_write_buffer() -> ByteSize {
+    ByteSize(16 << 10)
 }
 fn default_origin_timeout() -> Dur {
     Dur(Duration::from_secs(60))

@@ -167,8 +167,10 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
 
     let mut proxy =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, Edge { state }, "edge");
+    let buffers = pingora_core::protocols::l4::stream::L4BufferSettings::default()
+        .write(cfg.server.write_buffer.0.clamp(1460, 1 << 20) as usize);
     for l in &cfg.server.listen {
-        proxy.add_tcp(l);
+        proxy.add_listener(pingora_core::listeners::ListenerConfig::tcp(l).l4_buffer(buffers));
     }
     for t in &cfg.server.tls {
         proxy

@@ -24,6 +24,8 @@
 #   WRK_DURATION    wrk duration      (default 10s)
 #   RSS_SIZE_MB     size of the RSS test object in MiB (default 1024)
 #   RSS_FILL        sparse (default, instant) | random (urandom, slower)
+#   ME_SERVER_EXTRA extra lines for media-edge's [server] table
+#                   (e.g. 'work_stealing = false')
 #   KEEP_TMP=1      keep the temp dir (configs, logs, raw wrk output)
 #   VERBOSE=1       print raw wrk output
 set -euo pipefail
@@ -311,6 +313,7 @@ root = "@DIR@"
 path = "$1"
 EOF
     )"
+    cfg="${cfg/threads = 2/threads = 2${ME_SERVER_EXTRA:+$'\n'$ME_SERVER_EXTRA}}"
     cfg="${cfg//@PORT@/$me_port}"
     cfg="${cfg//@DIR@/$OBJ}"
     printf '%s\n' "$cfg" >"$TMP/$name.toml"
