@@ -106,7 +106,7 @@ pub fn encode_still(
                 raster: r.clone().to_rgba(),
                 delay_ms: 0,
             };
-            gif(std::slice::from_ref(&frame), None)
+            encode_animation(std::slice::from_ref(&frame), OutFormat::Gif, s, None)
         }
     }
 }
@@ -188,46 +188,142 @@ pub struct Frame {
     pub delay_ms: u32,
 }
 
-/// Encodes an animation. `loops`: `None` = forever, `Some(n)` = the source container's
-/// finite loop count, carried over as is.
+/// An animation encoder fed one frame at a time: frames are encoded as they arrive and not
+/// kept, so memory is one frame plus the encoded output, whatever the frame count.
+/// `loops`: `None` = forever, `Some(n)` = the source container's count.
+pub enum AnimSink {
+    Webp(WebpAnim),
+    Gif(GifAnim),
+}
+
+impl AnimSink {
+    /// An encoder for `width`×`height` frames; `frames` is the expected count when known
+    /// (a single-frame GIF gets no loop extension).
+    pub fn new(
+        fmt: OutFormat,
+        s: &Settings,
+        loops: Option<u32>,
+        (width, height): (u32, u32),
+        frames: Option<u32>,
+    ) -> Result<AnimSink, TransformError> {
+        match fmt {
+            OutFormat::Webp => WebpAnim::new(s, loops, width, height).map(AnimSink::Webp),
+            OutFormat::Gif => GifAnim::new(loops, width, height, frames).map(AnimSink::Gif),
+            other => Err(TransformError::BadRequest(format!(
+                "animated output is webp or gif, not {}",
+                other.as_str()
+            ))),
+        }
+    }
+
+    pub fn add(&mut self, f: &Frame) -> Result<(), TransformError> {
+        let (w, h) = match self {
+            AnimSink::Webp(a) => (a.width, a.height),
+            AnimSink::Gif(a) => (a.width, a.height),
+        };
+        let r = &f.raster;
+        if (r.width, r.height) != (w, h) || !r.alpha || r.data.len() != w as usize * h as usize * 4
+        {
+            return Err(TransformError::Internal(
+                "animation frames differ in size".into(),
+            ));
+        }
+        match self {
+            AnimSink::Webp(a) => a.add(f),
+            AnimSink::Gif(a) => a.add(f),
+        }
+    }
+
+    pub fn finish(self) -> Result<Vec<u8>, TransformError> {
+        match self {
+            AnimSink::Webp(a) => a.finish(),
+            AnimSink::Gif(a) => a.finish(),
+        }
+    }
+}
+
+/// Encodes a whole animation held in memory (RGBA frames of one size).
 pub fn encode_animation(
     frames: &[Frame],
     fmt: OutFormat,
     s: &Settings,
     loops: Option<u32>,
 ) -> Result<Vec<u8>, TransformError> {
-    match fmt {
-        OutFormat::Webp => webp_anim(frames, s, loops),
-        OutFormat::Gif => gif(frames, loops),
-        other => Err(TransformError::BadRequest(format!(
-            "animated output is webp or gif, not {}",
-            other.as_str()
-        ))),
+    let first = frames
+        .first()
+        .ok_or_else(|| TransformError::Internal("animation with no frames".into()))?;
+    let size = (first.raster.width, first.raster.height);
+    let mut sink = AnimSink::new(fmt, s, loops, size, u32::try_from(frames.len()).ok())?;
+    for f in frames {
+        sink.add(f)?;
+    }
+    sink.finish()
+}
+
+/// A `Vec<u8>` shared between the GIF encoder that writes it and the sink that returns it.
+#[derive(Clone, Default)]
+struct SharedBuf(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-fn gif(frames: &[Frame], loops: Option<u32>) -> Result<Vec<u8>, TransformError> {
-    use image::codecs::gif::{GifEncoder, Repeat};
-    let mut out = Vec::new();
-    {
-        let mut enc = GifEncoder::new_with_speed(&mut out, 10);
-        if frames.len() > 1 {
+pub struct GifAnim {
+    enc: Option<image::codecs::gif::GifEncoder<SharedBuf>>,
+    out: SharedBuf,
+    width: u32,
+    height: u32,
+}
+
+impl GifAnim {
+    fn new(
+        loops: Option<u32>,
+        width: u32,
+        height: u32,
+        frames: Option<u32>,
+    ) -> Result<GifAnim, TransformError> {
+        use image::codecs::gif::{GifEncoder, Repeat};
+        let out = SharedBuf::default();
+        let mut enc = GifEncoder::new_with_speed(out.clone(), 10);
+        if frames != Some(1) {
             let repeat = match loops {
                 None => Repeat::Infinite,
                 Some(n) => Repeat::Finite(u16::try_from(n).unwrap_or(u16::MAX)),
             };
             enc.set_repeat(repeat).map_err(|e| enc_err("gif", e))?;
         }
-        for f in frames {
-            let r = f.raster.clone().to_rgba();
-            let buf = image::RgbaImage::from_raw(r.width, r.height, r.data)
-                .ok_or_else(|| TransformError::Internal("gif frame size mismatch".into()))?;
-            let delay = image::Delay::from_numer_denom_ms(f.delay_ms, 1);
-            enc.encode_frame(image::Frame::from_parts(buf, 0, 0, delay))
-                .map_err(|e| enc_err("gif", e))?;
-        }
+        Ok(GifAnim {
+            enc: Some(enc),
+            out,
+            width,
+            height,
+        })
     }
-    Ok(out)
+
+    fn add(&mut self, f: &Frame) -> Result<(), TransformError> {
+        let enc = self
+            .enc
+            .as_mut()
+            .ok_or_else(|| TransformError::Internal("gif encoder finished".into()))?;
+        let buf =
+            image::RgbaImage::from_raw(f.raster.width, f.raster.height, f.raster.data.clone())
+                .ok_or_else(|| TransformError::Internal("gif frame size mismatch".into()))?;
+        let delay = image::Delay::from_numer_denom_ms(f.delay_ms, 1);
+        enc.encode_frame(image::Frame::from_parts(buf, 0, 0, delay))
+            .map_err(|e| enc_err("gif", e))
+    }
+
+    fn finish(mut self) -> Result<Vec<u8>, TransformError> {
+        // Dropping the encoder writes the trailer.
+        drop(self.enc.take());
+        Ok(std::mem::take(&mut *self.out.0.borrow_mut()))
+    }
 }
 
 /// Owns a `WebPAnimEncoder` so every exit path frees it.
@@ -250,85 +346,102 @@ impl Drop for Picture {
     }
 }
 
-fn webp_anim(
-    frames: &[Frame],
-    s: &Settings,
-    loops: Option<u32>,
-) -> Result<Vec<u8>, TransformError> {
-    use libwebp_sys as w;
-    let first = frames
-        .first()
-        .ok_or_else(|| TransformError::Internal("animation with no frames".into()))?;
-    let (width, height) = (first.raster.width, first.raster.height);
-    let mut config = w::WebPConfig::new().map_err(|_| enc_err("webp", "config init"))?;
-    config.lossless = i32::from(s.lossless);
-    config.quality = f32::from(s.quality);
-    // SAFETY: all pointers passed below point to live, initialised values owned here; the
-    // pixel buffers outlive the import calls (which copy them) and are exactly
-    // width*height*4 bytes (checked per frame).
-    unsafe {
-        if w::WebPValidateConfig(&config) == 0 {
-            return Err(enc_err("webp", "invalid config"));
-        }
-        let mut eo = std::mem::MaybeUninit::<w::WebPAnimEncoderOptions>::uninit();
-        let abi = w::WebPGetMuxABIVersion();
-        if w::WebPAnimEncoderOptionsInitInternal(eo.as_mut_ptr(), abi) == 0 {
-            return Err(enc_err("webp", "anim options init"));
-        }
-        let mut eo = eo.assume_init();
-        eo.anim_params.loop_count = match loops {
-            None => 0,
-            Some(n) => i32::try_from(n.clamp(1, 65535)).unwrap_or(65535),
-        };
-        let enc = w::WebPAnimEncoderNewInternal(width as i32, height as i32, &eo, abi);
-        if enc.is_null() {
-            return Err(enc_err("webp", "anim encoder init"));
-        }
-        let enc = AnimEncoder(enc);
-        let mut ts: i64 = 0;
-        for f in frames {
-            let r = &f.raster;
-            if (r.width, r.height) != (width, height)
-                || !r.alpha
-                || r.data.len() != width as usize * height as usize * 4
-            {
-                return Err(TransformError::Internal(
-                    "animation frames differ in size".into(),
-                ));
+pub struct WebpAnim {
+    enc: AnimEncoder,
+    config: libwebp_sys::WebPConfig,
+    /// Start of the next frame, ms.
+    ts: i64,
+    width: u32,
+    height: u32,
+}
+
+impl WebpAnim {
+    fn new(
+        s: &Settings,
+        loops: Option<u32>,
+        width: u32,
+        height: u32,
+    ) -> Result<WebpAnim, TransformError> {
+        use libwebp_sys as w;
+        let mut config = w::WebPConfig::new().map_err(|_| enc_err("webp", "config init"))?;
+        config.lossless = i32::from(s.lossless);
+        config.quality = f32::from(s.quality);
+        // SAFETY: the pointers passed point to live, initialised values owned here.
+        unsafe {
+            if w::WebPValidateConfig(&config) == 0 {
+                return Err(enc_err("webp", "invalid config"));
             }
+            let mut eo = std::mem::MaybeUninit::<w::WebPAnimEncoderOptions>::uninit();
+            let abi = w::WebPGetMuxABIVersion();
+            if w::WebPAnimEncoderOptionsInitInternal(eo.as_mut_ptr(), abi) == 0 {
+                return Err(enc_err("webp", "anim options init"));
+            }
+            let mut eo = eo.assume_init();
+            eo.anim_params.loop_count = match loops {
+                None => 0,
+                Some(n) => i32::try_from(n.clamp(1, 65535)).unwrap_or(65535),
+            };
+            let enc = w::WebPAnimEncoderNewInternal(width as i32, height as i32, &eo, abi);
+            if enc.is_null() {
+                return Err(enc_err("webp", "anim encoder init"));
+            }
+            Ok(WebpAnim {
+                enc: AnimEncoder(enc),
+                config,
+                ts: 0,
+                width,
+                height,
+            })
+        }
+    }
+
+    fn add(&mut self, f: &Frame) -> Result<(), TransformError> {
+        use libwebp_sys as w;
+        let (width, r) = (self.width, &f.raster);
+        let stride = i32::try_from(width as usize * 4)
+            .map_err(|_| TransformError::TooLarge(format!("animation {width} px wide")))?;
+        let t = i32::try_from(self.ts)
+            .map_err(|_| TransformError::TooLarge("animation too long".into()))?;
+        // SAFETY: the picture is initialised here and freed by its guard; the pixel buffer
+        // is width*height*4 bytes (checked by the sink) and outlives the import, which copies.
+        unsafe {
             let mut pic =
                 Picture(w::WebPPicture::new().map_err(|_| enc_err("webp", "picture init"))?);
             pic.0.use_argb = 1;
             pic.0.width = width as i32;
-            pic.0.height = height as i32;
-            let stride = i32::try_from(width as usize * 4)
-                .map_err(|_| TransformError::TooLarge(format!("animation {width} px wide")))?;
+            pic.0.height = self.height as i32;
             if w::WebPPictureImportRGBA(&mut pic.0, r.data.as_ptr(), stride) == 0 {
                 return Err(enc_err("webp", "picture import"));
             }
-            let t = i32::try_from(ts)
-                .map_err(|_| TransformError::TooLarge("animation too long".into()))?;
-            if w::WebPAnimEncoderAdd(enc.0, &mut pic.0, t, &config) == 0 {
-                return Err(enc_err("webp", anim_error(enc.0)));
+            if w::WebPAnimEncoderAdd(self.enc.0, &mut pic.0, t, &self.config) == 0 {
+                return Err(enc_err("webp", anim_error(self.enc.0)));
             }
-            ts += i64::from(f.delay_ms.max(1));
         }
-        let t =
-            i32::try_from(ts).map_err(|_| TransformError::TooLarge("animation too long".into()))?;
-        if w::WebPAnimEncoderAdd(enc.0, std::ptr::null_mut(), t, std::ptr::null()) == 0 {
-            return Err(enc_err("webp", anim_error(enc.0)));
+        self.ts += i64::from(f.delay_ms.max(1));
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<u8>, TransformError> {
+        use libwebp_sys as w;
+        let t = i32::try_from(self.ts)
+            .map_err(|_| TransformError::TooLarge("animation too long".into()))?;
+        // SAFETY: the encoder is live (owned by self); `data` is cleared after copying.
+        unsafe {
+            if w::WebPAnimEncoderAdd(self.enc.0, std::ptr::null_mut(), t, std::ptr::null()) == 0 {
+                return Err(enc_err("webp", anim_error(self.enc.0)));
+            }
+            let mut data = w::WebPData::default();
+            if w::WebPAnimEncoderAssemble(self.enc.0, &mut data) == 0 {
+                return Err(enc_err("webp", anim_error(self.enc.0)));
+            }
+            let out = if data.bytes.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(data.bytes, data.size).to_vec()
+            };
+            w::WebPDataClear(&mut data);
+            Ok(out)
         }
-        let mut data = w::WebPData::default();
-        if w::WebPAnimEncoderAssemble(enc.0, &mut data) == 0 {
-            return Err(enc_err("webp", anim_error(enc.0)));
-        }
-        let out = if data.bytes.is_null() {
-            Vec::new()
-        } else {
-            std::slice::from_raw_parts(data.bytes, data.size).to_vec()
-        };
-        w::WebPDataClear(&mut data);
-        Ok(out)
     }
 }
 

@@ -513,10 +513,10 @@ fn transform_animation(
     settings: &encode::Settings,
     bg: [u8; 4],
 ) -> Result<Output, TransformError> {
-    // Two bounds: memory is the output frames kept for the encoder (frames × output pixels,
-    // `animation_budget_pixels`); time is what is decoded (frames × source canvas,
-    // `animation_decode_pixels`). Source frames are decoded one at a time, so a long 1080p
-    // GIF resized small costs little memory.
+    // Two work bounds: frames × output pixels (`animation_budget_pixels`, what is encoded)
+    // and frames × source canvas (`animation_decode_pixels`, what is decoded). Memory does
+    // not grow with the frame count: each source frame is decoded, resized and handed to
+    // the encoder, then dropped (one source frame, one output frame and the encoded bytes).
     let canvas_px = u64::from(p.stored_width) * u64::from(p.stored_height);
     let out_px = u64::from(geo.plan.canvas.0) * u64::from(geo.plan.canvas.1);
     let (w, h) = geo.plan.canvas;
@@ -540,31 +540,44 @@ fn transform_animation(
         }
     }
     let anim = decode::animation(bytes, p.format, opts)?;
-    let mut frames: Vec<encode::Frame> = Vec::new();
-    let mut first = true;
+    let mut sink: Option<encode::AnimSink> = None;
+    let mut count = 0u64;
+    let mut size = (0, 0);
     for fr in anim.frames {
         let fr = fr?;
-        if !fits(frames.len() as u64 + 1) {
-            return Err(over(frames.len() as u64 + 1));
+        count += 1;
+        if !fits(count) {
+            return Err(over(count));
         }
         let raster = ops::orient(fr.raster, p.orientation)?;
         let sx = f64::from(raster.width) / f64::from(p.width);
         let sy = f64::from(raster.height) / f64::from(p.height);
-        if first {
+        if sink.is_none() {
             geo.resolve_auto(&raster, sx, sy)?;
-            first = false;
         }
-        let out = geo.apply(&raster, sx, sy, spec, bg, None)?.to_rgba();
-        frames.push(encode::Frame {
-            raster: out,
+        let frame = encode::Frame {
+            raster: geo.apply(&raster, sx, sy, spec, bg, None)?.to_rgba(),
             delay_ms: fr.delay_ms,
-        });
+        };
+        drop(raster);
+        let sink = match &mut sink {
+            Some(s) => s,
+            None => {
+                size = (frame.raster.width, frame.raster.height);
+                sink.insert(encode::AnimSink::new(
+                    fmt,
+                    settings,
+                    anim.loops,
+                    size,
+                    p.frame_count,
+                )?)
+            }
+        };
+        sink.add(&frame)?;
     }
-    let (w, h) = frames
-        .first()
-        .map(|f| (f.raster.width, f.raster.height))
-        .ok_or_else(|| TransformError::Invalid("animation has no frames".into()))?;
-    let body = encode::encode_animation(&frames, fmt, settings, anim.loops)?;
+    let sink = sink.ok_or_else(|| TransformError::Invalid("animation has no frames".into()))?;
+    let body = sink.finish()?;
+    let (w, h) = size;
     Ok(Output {
         body: Bytes::from(body),
         content_type: fmt.mime(),
