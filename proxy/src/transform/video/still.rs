@@ -106,21 +106,50 @@ impl Cursor {
         }
     }
 
+    /// Whether an indexed keyframe has `lo <= timestamp < hi` (index timestamps are decode
+    /// times, a few frames off presentation times: close enough to choose a seek point).
+    fn keyframe_in(&self, lo: i64, hi: i64) -> bool {
+        if !self.has_index || hi <= lo {
+            return false;
+        }
+        // SAFETY: index lookups on a live stream; the entry pointer is null-checked.
+        unsafe {
+            let ctx = self.ictx.as_ptr();
+            let st = *(*ctx).streams.add(self.vs.index);
+            let i = ffmpeg::ffi::av_index_search_timestamp(st, lo, 0);
+            if i < 0 {
+                return false;
+            }
+            let e = ffmpeg::ffi::avformat_index_get_entry(st, i);
+            !e.is_null() && (*e).timestamp >= lo && (*e).timestamp < hi
+        }
+    }
+
     /// The frame on screen at `secs` (from the stream start); the last frame when `secs`
     /// is past the end. With `tolerance` > 0 the first frame at or after
     /// `secs - tolerance` will do (spritesheets: any frame within the tile's slot).
     pub fn frame_at(&mut self, secs: f64, tolerance: f64) -> Result<frame::Video, TransformError> {
         let exact = tolerance <= 0.0;
+        let window_end_secs = secs + tolerance.max(0.0);
         let secs = if exact {
             secs
         } else {
             (secs - tolerance).max(0.0)
         };
         let target = self.vs.ts(secs.max(0.0));
-        let seek = match self.pos {
-            None => true,
-            Some(p) => target < p || self.keyframe_between(p, target),
-        };
+        // Any frame of the window will do: when a keyframe lies inside it and decoding is not
+        // already there, seek (backward) from the window's end, which lands on that keyframe,
+        // and take it: one frame decoded instead of all from the keyframe before the window.
+        let window_end = self.vs.ts(window_end_secs);
+        let jump = !exact
+            && self.pos.is_none_or(|p| p < target || p >= window_end)
+            && self.keyframe_in(target, window_end);
+        let seek_secs = if jump { window_end_secs } else { secs };
+        let seek = jump
+            || match self.pos {
+                None => true,
+                Some(p) => target < p || self.keyframe_between(p, target),
+            };
         if let Some((lp, _)) = &self.last {
             if *lp == target {
                 if let Some((_, f)) = self.last.take() {
@@ -129,7 +158,7 @@ impl Cursor {
             }
         }
         if seek {
-            input::seek(&mut self.ictx, secs)?;
+            input::seek(&mut self.ictx, seek_secs)?;
             self.decoder.flush();
             self.pos = None;
             self.last = None;

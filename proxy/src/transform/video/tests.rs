@@ -654,3 +654,29 @@ fn crf_presets() {
         (23, "veryfast")
     );
 }
+
+#[test]
+fn tolerant_frames_stay_inside_their_window() {
+    // 10 s at 25 fps with a keyframe every 2 s: windows with and without a keyframe, in
+    // spritesheet order; each answer must be a frame whose time lies in its window.
+    let d = dir();
+    let src = mp4(d.path());
+    let media = Media::File(src);
+    let mut cur =
+        super::still::Cursor::open(&media, input::Deadline::new(Duration::from_secs(30)))
+            .expect("open");
+    let (tb, start) = (cur.vs.time_base, cur.vs.start_pts);
+    for i in 0..10 {
+        let mid = f64::from(i) + 0.5;
+        let f = cur.frame_at(mid, 0.5).expect("frame");
+        let t = input::ts_to_secs(f.timestamp().expect("pts") - start, tb);
+        assert!(
+            (mid - 0.5 - 1e-6..mid + 0.5 + 0.05).contains(&t),
+            "window {i}: frame at {t:.3}s"
+        );
+    }
+    // Going back in time still works (a new seek).
+    let f = cur.frame_at(4.2, 0.1).expect("frame");
+    let t = input::ts_to_secs(f.timestamp().expect("pts") - start, tb);
+    assert!((4.1 - 1e-6..4.35).contains(&t), "frame at {t:.3}s");
+}
