@@ -294,6 +294,18 @@ async fn content_hash_routes() {
     assert_eq!(hv(&h, "x-transform-source"), "image");
     let img = image::load_from_memory(&body).unwrap();
     assert_eq!(img.width(), 200);
+    // With no size, a still image is held to the thumbnail box (never upscaled).
+    let (s, _, body) = get(&edge, &format!("/proxy/thumbnail/{ph}"), &[]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let img = image::load_from_memory(&body).unwrap();
+    let src = image::load_from_memory(&photo).unwrap();
+    assert!(
+        img.width() <= 1920 && img.height() <= 1080,
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
+    assert!(img.width().max(img.height()) <= src.width().max(src.height()));
 
     // Image: a transform shared with the plain content path (one cache key).
     let path = format!("/proxy/image/{ph}?width=300&format=png");
@@ -319,6 +331,9 @@ async fn content_hash_routes() {
         (format!("/proxy/thumbnail/{vh}?height=1081"), 400),
         (format!("/proxy/thumbnail/{vh}?mode=video"), 400),
         (format!("/proxy/metadata/{vh}?width=10"), 400),
+        (format!("/proxy/image/{vh}?mode=video"), 400),
+        (format!("/proxy/image/{ph}?format=json"), 400),
+        (format!("/proxy/image/{vh}?width=300"), 400),
         ("/proxy/image/abc123".to_string(), 400),
         (format!("/proxy/image/{}", "z".repeat(64)), 400),
         (format!("/proxy/metadata/{missing}"), 404),

@@ -79,7 +79,27 @@ pub fn rewrite(
     let mut out = form_urlencoded::Serializer::new(String::new());
     match route {
         ContentRoute::Image => {
+            // An image route stays an image transform: other modes and the metadata/video
+            // formats have their own routes (and their own auth and rate-limit classes).
             for (k, v) in pairs {
+                let refused = match k.as_ref() {
+                    "mode" => v != "image",
+                    "segment" => true,
+                    "format" | "f" | "imformat" => {
+                        matches!(
+                            v.to_ascii_lowercase().as_str(),
+                            "json" | "m4a" | "mp4" | "webm" | "h264" | "h265" | "vp9" | "av1"
+                        )
+                    }
+                    _ => false,
+                };
+                if refused {
+                    return Err(FilterError::invalid(
+                        &k,
+                        &v,
+                        "an image transform on /proxy/image (use /proxy/thumbnail or /proxy/metadata)",
+                    ));
+                }
                 out.append_pair(&k, &v);
             }
         }
@@ -202,6 +222,18 @@ mod tests {
         assert_eq!(r.route, ContentRoute::Image);
         assert_eq!(r.path, format!("/content/{H}"));
         assert_eq!(r.query, "width=300&format=webp");
+        for q in [
+            "mode=video",
+            "mode=hls",
+            "format=json",
+            "f=mp4",
+            "imformat=h264",
+            "segment=1",
+        ] {
+            let e = rw(&format!("/proxy/image/{H}"), q).unwrap_err();
+            assert_eq!(e.status(), 400, "{q}");
+        }
+        assert!(rw(&format!("/proxy/image/{H}"), "mode=image&format=avif").is_ok());
     }
 
     #[test]

@@ -63,7 +63,7 @@ const DECODED_META_ESTIMATE: usize = 2048;
 struct DecodedMeta {
     fresh_until: SystemTime,
     created: SystemTime,
-    /// The age reference (`updated`, or an explicit epoch override).
+    /// An explicit age reference (epoch override), if the entry had one.
     epoch: Option<SystemTime>,
     swr: u32,
     sie: u32,
@@ -72,17 +72,22 @@ struct DecodedMeta {
 }
 
 impl DecodedMeta {
-    fn from_meta(m: &CacheMeta) -> DecodedMeta {
-        let epoch = m.epoch();
-        DecodedMeta {
+    /// `None` for an entry whose `updated` or `provenance` differ from `created` (a
+    /// revalidated or refreshed entry): `CacheMeta::new` cannot express those, so such
+    /// entries are decoded on every hit instead.
+    fn from_meta(m: &CacheMeta) -> Option<DecodedMeta> {
+        if m.updated() != m.created() || m.provenance() != m.created() {
+            return None;
+        }
+        Some(DecodedMeta {
             fresh_until: m.fresh_until(),
             created: m.created(),
-            epoch: (epoch != m.created()).then_some(epoch),
+            epoch: m.epoch_override(),
             swr: m.stale_while_revalidate_sec(),
             sie: m.stale_if_error_sec(),
             variance: m.variance(),
             header: m.response_header_copy(),
-        }
+        })
     }
 
     /// A `CacheMeta` equal for serving to the one decoded (freshness, age, stale windows,
@@ -172,7 +177,9 @@ impl TieredStorage {
             Some(d) => d.to_meta(),
             None => {
                 let meta = CacheMeta::deserialize(&obj.meta.0, &obj.meta.1)?;
-                let _ = obj.decoded.set(DecodedMeta::from_meta(&meta));
+                if let Some(d) = DecodedMeta::from_meta(&meta) {
+                    let _ = obj.decoded.set(d);
+                }
                 meta
             }
         };
@@ -956,7 +963,9 @@ mod decoded_meta {
         m.set_variance([7u8; 16]);
         let (internal, header) = m.serialize().unwrap();
         let decoded = CacheMeta::deserialize(&internal, &header).unwrap();
-        let rebuilt = DecodedMeta::from_meta(&decoded).to_meta();
+        let rebuilt = DecodedMeta::from_meta(&decoded).unwrap().to_meta();
+        assert_eq!(rebuilt.provenance(), decoded.provenance());
+        assert_eq!(rebuilt.updated(), decoded.updated());
         assert_eq!(rebuilt.fresh_until(), decoded.fresh_until());
         assert_eq!(rebuilt.created(), decoded.created());
         assert_eq!(rebuilt.epoch(), decoded.epoch());
@@ -969,9 +978,13 @@ mod decoded_meta {
         // An age reference other than `created` (a revalidated entry) is kept.
         let mut later = CacheMeta::deserialize(&internal, &header).unwrap();
         later.set_epoch_override(created + Duration::from_secs(20));
-        let rebuilt = DecodedMeta::from_meta(&later).to_meta();
+        let rebuilt = DecodedMeta::from_meta(&later).unwrap().to_meta();
         assert_eq!(rebuilt.epoch(), created + Duration::from_secs(20));
         assert_eq!(rebuilt.age().as_secs(), later.age().as_secs());
+        // A revalidated entry (`updated` moved on) is not rebuilt: decoded every hit.
+        let mut revalidated = CacheMeta::deserialize(&internal, &header).unwrap();
+        revalidated.update_freshness(SystemTime::now() + Duration::from_secs(60), 0, 0);
+        assert!(DecodedMeta::from_meta(&revalidated).is_none());
     }
 }
 

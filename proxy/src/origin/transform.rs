@@ -236,7 +236,7 @@ fn sniff_av(b: &[u8]) -> bool {
         || at(0, b"fLaC")
         || at(0, b"ID3")
         || at(0, &[0x00, 0x00, 0x01, 0xBA])
-        || (b.len() > 188 && b[0] == 0x47 && b[188] == 0x47)
+        || (b.len() > 376 && b[0] == 0x47 && b[188] == 0x47 && b[376] == 0x47)
 }
 
 /// Whether a body's first bytes are an image the image engine decodes.
@@ -435,14 +435,35 @@ impl Transformer {
         let input = match input {
             SourceInput::Stream(f) if !video => {
                 let (f, head) = peek(f).await?;
-                video = sniff_av(&head);
+                video = !sniff_image(&head) && sniff_av(&head);
                 SourceInput::Stream(f)
             }
             input if job.spec.mode == Mode::Frame => match self.still_image(input).await? {
                 Ok(bytes) => {
+                    // A frame of a still image is the image, held to the thumbnail box like
+                    // a video frame (1920×1080, never upscaled when no size is given).
                     let mut spec = job.spec.clone();
                     spec.mode = Mode::Image;
                     spec.time_ms = None;
+                    let (bw, bh) = (
+                        filters::content::THUMB_MAX_WIDTH,
+                        filters::content::THUMB_MAX_HEIGHT,
+                    );
+                    spec.width = spec.width.map(|w| w.min(bw));
+                    spec.height = spec.height.map(|h| h.min(bh));
+                    let bounding = matches!(
+                        spec.fit,
+                        None | Some(filters::Fit::ScaleDown) | Some(filters::Fit::Contain)
+                    );
+                    if spec.width.is_none() && spec.height.is_none() {
+                        spec.fit = Some(spec.fit.unwrap_or(filters::Fit::ScaleDown));
+                        (spec.width, spec.height) = (Some(bw), Some(bh));
+                    } else if bounding && (spec.width.is_none() || spec.height.is_none()) {
+                        // One side given: the other is bounded by the box, aspect kept.
+                        spec.fit = Some(spec.fit.unwrap_or(filters::Fit::ScaleDown));
+                        spec.width = spec.width.or(Some(bw));
+                        spec.height = spec.height.or(Some(bh));
+                    }
                     let out = self.image_bytes(&spec, bytes).await?;
                     return self
                         .respond(
@@ -459,6 +480,12 @@ impl Transformer {
             },
             input => input,
         };
+        // An image transform of a video is refused before any of the video is read.
+        if video && job.spec.mode == Mode::Image && job.spec.format != Some(filters::Format::Json) {
+            return Err(ApiError::bad_request(
+                "the source is a video: ask for mode=frame, spritesheet, video, audio or hls",
+            ));
+        }
         let (produced, engine) = match input {
             SourceInput::Stream(fetched) if !video => (
                 Produced::Memory(self.run_image(&job, fetched).await?),
@@ -982,7 +1009,13 @@ mod tests {
         let mut ts = vec![0u8; 400];
         ts[0] = 0x47;
         ts[188] = 0x47;
+        ts[376] = 0x47;
         assert!(sniff_av(&ts));
+        // A GIF starts with 0x47 too, and may have it at 188: not a transport stream.
+        let mut gif = b"GIF89a".to_vec();
+        gif.resize(400, 0);
+        gif[188] = 0x47;
+        assert!(!sniff_av(&gif));
         assert!(!sniff_av(&[0xFF, 0xD8, 0xFF, 0xE0]));
         assert!(!sniff_av(b"\x89PNG\r\n\x1a\n"));
         assert!(!sniff_av(b""));

@@ -662,9 +662,8 @@ fn tolerant_frames_stay_inside_their_window() {
     let d = dir();
     let src = mp4(d.path());
     let media = Media::File(src);
-    let mut cur =
-        super::still::Cursor::open(&media, input::Deadline::new(Duration::from_secs(30)))
-            .expect("open");
+    let mut cur = super::still::Cursor::open(&media, input::Deadline::new(Duration::from_secs(30)))
+        .expect("open");
     let (tb, start) = (cur.vs.time_base, cur.vs.start_pts);
     for i in 0..10 {
         let mid = f64::from(i) + 0.5;
