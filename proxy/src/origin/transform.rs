@@ -271,6 +271,28 @@ async fn peek(mut f: Fetched) -> Result<(Fetched, Bytes), ApiError> {
     Ok((f, head.freeze()))
 }
 
+/// The image spec for a frame of a still image: the image itself, held to the thumbnail box
+/// like a video frame (1920×1080, never upscaled when no size is given).
+fn still_frame_spec(frame: &TransformSpec) -> TransformSpec {
+    use filters::content::{THUMB_MAX_HEIGHT as BH, THUMB_MAX_WIDTH as BW};
+    use filters::Fit;
+    let mut spec = frame.clone();
+    spec.mode = Mode::Image;
+    spec.time_ms = None;
+    spec.width = spec.width.map(|w| w.min(BW));
+    spec.height = spec.height.map(|h| h.min(BH));
+    let bounding = matches!(spec.fit, None | Some(Fit::ScaleDown) | Some(Fit::Contain));
+    // No size: the whole box. One side given (a bounding fit): the other bounded by the box.
+    if (spec.width.is_none() && spec.height.is_none())
+        || (bounding && (spec.width.is_none() || spec.height.is_none()))
+    {
+        spec.fit = Some(spec.fit.unwrap_or(Fit::ScaleDown));
+        spec.width = spec.width.or(Some(BW));
+        spec.height = spec.height.or(Some(BH));
+    }
+    spec
+}
+
 /// A temp file removed when dropped.
 pub struct TempFile(pub PathBuf);
 
@@ -440,30 +462,7 @@ impl Transformer {
             }
             input if job.spec.mode == Mode::Frame => match self.still_image(input).await? {
                 Ok(bytes) => {
-                    // A frame of a still image is the image, held to the thumbnail box like
-                    // a video frame (1920×1080, never upscaled when no size is given).
-                    let mut spec = job.spec.clone();
-                    spec.mode = Mode::Image;
-                    spec.time_ms = None;
-                    let (bw, bh) = (
-                        filters::content::THUMB_MAX_WIDTH,
-                        filters::content::THUMB_MAX_HEIGHT,
-                    );
-                    spec.width = spec.width.map(|w| w.min(bw));
-                    spec.height = spec.height.map(|h| h.min(bh));
-                    let bounding = matches!(
-                        spec.fit,
-                        None | Some(filters::Fit::ScaleDown) | Some(filters::Fit::Contain)
-                    );
-                    if spec.width.is_none() && spec.height.is_none() {
-                        spec.fit = Some(spec.fit.unwrap_or(filters::Fit::ScaleDown));
-                        (spec.width, spec.height) = (Some(bw), Some(bh));
-                    } else if bounding && (spec.width.is_none() || spec.height.is_none()) {
-                        // One side given: the other is bounded by the box, aspect kept.
-                        spec.fit = Some(spec.fit.unwrap_or(filters::Fit::ScaleDown));
-                        spec.width = spec.width.or(Some(bw));
-                        spec.height = spec.height.or(Some(bh));
-                    }
+                    let spec = still_frame_spec(&job.spec);
                     let out = self.image_bytes(&spec, bytes).await?;
                     return self
                         .respond(

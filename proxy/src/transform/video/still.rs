@@ -18,8 +18,12 @@ use super::input::{self, Deadline, VideoStream};
 use super::VideoOptions;
 use crate::transform::{Output, TransformError};
 
-/// Largest thumbnail box (landscape; swapped for portrait sources).
-pub const THUMB_MAX: (u32, u32) = (1920, 1080);
+/// Largest thumbnail box (landscape; swapped for portrait sources): the same box as the
+/// `/proxy/thumbnail` route's limits.
+pub const THUMB_MAX: (u32, u32) = (
+    filters::content::THUMB_MAX_WIDTH,
+    filters::content::THUMB_MAX_HEIGHT,
+);
 /// Default spritesheet tile width.
 pub const SPRITE_TILE_WIDTH: u32 = 160;
 /// Default number of spritesheet frames.
