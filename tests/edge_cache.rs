@@ -761,3 +761,95 @@ sources = [{ kind = "ftp" }]
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("media-edge"));
 }
+
+async fn fast_hits(edge: &Edge) -> u64 {
+    let text = client()
+        .get(edge.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("media_edge_cache_fast_hits_total "))
+        .expect("fast hit counter")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A fresh hit answered by the edge's fast path (memory tier, no pingora-cache lookup) is
+/// indistinguishable from one answered by pingora-cache, and every case the fast path does
+/// not cover (ranges, conditional requests, purges) still behaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn fast_hits_answer_like_ordinary_hits() {
+    let origin = CountingOrigin::start().await;
+    let body = pattern(5000);
+    origin.route(
+        "/f",
+        Canned::ok(body.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"f1\"")
+            .header("cache-tag", "fast"),
+    );
+    let edge = Edge::start(&config(&remote_origin(
+        "r",
+        "^/r(/.+)$",
+        &origin.base(),
+        "{ ok = \"1h\" }",
+    )))
+    .await;
+    let url = edge.url("/r/f");
+    let (r, _) = get(&url, &[]).await;
+    assert_eq!(h(&r, "x-cache"), "MISS");
+    assert_eq!(fast_hits(&edge).await, 0);
+    // The first hit goes through pingora-cache (and decodes the entry's metadata) ...
+    let (ordinary, b2) = get(&url, &[]).await;
+    assert_eq!(h(&ordinary, "x-cache"), "HIT");
+    assert_eq!(fast_hits(&edge).await, 0);
+    // ... later ones take the fast path, with the same status, headers and body.
+    let (fast, b3) = get(&url, &[("x-request-id", "fast-1")]).await;
+    assert_eq!(fast_hits(&edge).await, 1, "the fast path answered");
+    assert_eq!(b2, body);
+    assert_eq!(b3, body);
+    assert_eq!(fast.status(), ordinary.status());
+    assert_eq!(h(&fast, "x-request-id"), "fast-1");
+    let skip = ["x-request-id", "age", "date"];
+    let view = |r: &reqwest::Response| {
+        let mut v: Vec<(String, String)> = r
+            .headers()
+            .iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(view(&fast), view(&ordinary));
+    assert!(h(&fast, "age").parse::<u64>().is_ok());
+    assert!(fast.headers().get("cache-tag").is_none());
+    // HEAD: headers only.
+    let r = client().head(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(&r, "content-length"), "5000");
+    assert_eq!(h(&r, "x-cache"), "HIT");
+    assert!(r.bytes().await.unwrap().is_empty());
+    assert_eq!(fast_hits(&edge).await, 2);
+    // Ranges and conditional requests are left to pingora-cache.
+    let (r, b) = get(&url, &[("range", "bytes=10-19")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(b, &body[10..20]);
+    let (r, b) = get(&url, &[("if-none-match", "\"f1\"")]).await;
+    assert_eq!(r.status(), 304);
+    assert!(b.is_empty());
+    assert_eq!(fast_hits(&edge).await, 2);
+    // A purge is honoured by the fast path: the next request refetches.
+    let purged = admin_purge(&edge, r#"{"tags":["fast"]}"#, Some(ADMIN_TOKEN)).await;
+    assert_eq!(purged.status(), 200);
+    let (r, b) = get(&url, &[]).await;
+    assert_ne!(h(&r, "x-cache"), "HIT", "purged");
+    assert_eq!(b, body);
+    assert_eq!(origin.hits("/f"), 2);
+    assert_eq!(fast_hits(&edge).await, 2);
+}

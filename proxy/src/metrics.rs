@@ -78,6 +78,77 @@ fn build() -> Metrics {
 
 pub static METRICS: Lazy<Metrics> = Lazy::new(build);
 
+/// Label values resolved once: a per-request `with_label_values` hashes its labels and takes
+/// a lock, which showed up on the cache-hit path.
+struct Resolved<T> {
+    by_label: Vec<(&'static str, T)>,
+}
+
+impl<T: Clone> Resolved<T> {
+    fn new(labels: &[&'static str], make: impl Fn(&str) -> T) -> Self {
+        Resolved {
+            by_label: labels.iter().map(|l| (*l, make(l))).collect(),
+        }
+    }
+
+    fn get(&self, label: &str, make: impl Fn(&str) -> T) -> T {
+        match self.by_label.iter().find(|(l, _)| *l == label) {
+            Some((_, t)) => t.clone(),
+            None => make(label),
+        }
+    }
+}
+
+const CACHE_RESULTS: &[&str] = &["HIT", "MISS", "STALE", "EXPIRED", "REVALIDATED", "BYPASS"];
+const PHASES: &[&str] = &[
+    "hit",
+    "miss",
+    "stale",
+    "stale-updating",
+    "expired",
+    "revalidated",
+    "revalidated-nocache",
+    "disabled",
+    "bypass",
+    "uninitialized",
+    "key",
+];
+const STATUSES: &[&str] = &[
+    "200", "204", "206", "304", "400", "401", "403", "404", "416", "429", "500", "502", "504",
+    "508", "0", "2xx", "3xx", "4xx", "5xx",
+];
+static REQUEST_COUNTERS: Lazy<Resolved<prometheus::IntCounter>> =
+    Lazy::new(|| Resolved::new(STATUSES, |l| METRICS.requests.with_label_values(&[l])));
+
+static CACHE_RESULT_COUNTERS: Lazy<Resolved<prometheus::IntCounter>> = Lazy::new(|| {
+    Resolved::new(CACHE_RESULTS, |l| {
+        METRICS.cache_results.with_label_values(&[l])
+    })
+});
+static LATENCY_BY_PHASE: Lazy<Resolved<prometheus::Histogram>> =
+    Lazy::new(|| Resolved::new(PHASES, |l| METRICS.request_latency.with_label_values(&[l])));
+
+/// Counts one response by its `X-Cache` value.
+pub fn count_cache_result(x_cache: &str) {
+    CACHE_RESULT_COUNTERS
+        .get(x_cache, |l| METRICS.cache_results.with_label_values(&[l]))
+        .inc();
+}
+
+/// Counts one request by its status label.
+pub fn count_request(status: &str) {
+    REQUEST_COUNTERS
+        .get(status, |l| METRICS.requests.with_label_values(&[l]))
+        .inc();
+}
+
+/// Records one request's time by its cache phase (`CachePhase::as_str`).
+pub fn observe_request(phase: &str, seconds: f64) {
+    LATENCY_BY_PHASE
+        .get(phase, |l| METRICS.request_latency.with_label_values(&[l]))
+        .observe(seconds);
+}
+
 /// The text exposition, with the storage tiers' counters appended.
 pub fn render(stats: &crate::edge::storage::TierStats) -> String {
     let mut buf = Vec::new();
@@ -91,6 +162,9 @@ pub fn render(stats: &crate::edge::storage::TierStats) -> String {
          media_edge_cache_lookups_total{{tier=\"memory\"}} {}\n\
          media_edge_cache_lookups_total{{tier=\"disk\"}} {}\n\
          media_edge_cache_lookups_total{{tier=\"miss\"}} {}\n\
+         # HELP media_edge_cache_fast_hits_total Fresh memory hits answered without the cache state machine\n\
+         # TYPE media_edge_cache_fast_hits_total counter\n\
+         media_edge_cache_fast_hits_total {}\n\
          # HELP media_edge_disk_cache_bytes Bytes held by the disk tier\n\
          # TYPE media_edge_disk_cache_bytes gauge\n\
          media_edge_disk_cache_bytes {}\n\
@@ -106,6 +180,7 @@ pub fn render(stats: &crate::edge::storage::TierStats) -> String {
         l(&stats.mem_hits),
         l(&stats.disk_hits),
         l(&stats.misses),
+        l(&stats.fast_hits),
         l(&stats.disk_bytes),
         l(&stats.disk_objects),
         l(&stats.disk_evictions),

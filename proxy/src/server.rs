@@ -117,7 +117,10 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let admin_token = std::env::var(&cfg.server.admin_token_env)
         .ok()
         .filter(|t| !t.is_empty());
+    let via = http::HeaderValue::from_str(&format!("1.1 {}", cfg.server.via_token))
+        .map_err(|_| "server.via_token: not a valid header value".to_string())?;
     let state = Arc::new(EdgeState {
+        via,
         storage,
         lock,
         purge,

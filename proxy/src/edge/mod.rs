@@ -41,6 +41,8 @@ pub const FILL_HEADER: &str = "x-media-edge-fill";
 /// Everything the edge shares across requests.
 pub struct EdgeState {
     pub cfg: Arc<Config>,
+    /// Our `Via` hop, `1.1 {via_token}`, built once.
+    pub via: http::HeaderValue,
     pub storage: &'static TieredStorage,
     pub lock: &'static CacheKeyLockImpl,
     pub purge: PurgeLog,
@@ -68,6 +70,8 @@ pub struct Ctx {
     pub origin: Option<usize>,
     single_range: bool,
     pub passthrough: bool,
+    /// Answered from the memory tier by [`Edge::fast_hit`].
+    fast_hit: bool,
     is_fill: bool,
     started: Instant,
     upstream_started: Option<Instant>,
@@ -158,6 +162,10 @@ fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 
 /// Whether a request path could climb out of a folder or prefix (checked before routing).
 pub fn path_is_suspicious(path: &str) -> bool {
+    if !path.bytes().any(|b| matches!(b, b'%' | b'\\' | 0)) {
+        // Nothing to decode: the same verdict as `clean_path` without its allocations.
+        return path.split('/').any(|seg| seg == ".." || seg == ".");
+    }
     crate::origin::sources::clean_path(path)
         .is_err_and(|e| matches!(e, crate::origin::sources::SourceError::Refused(_)))
 }
@@ -236,7 +244,7 @@ impl Edge {
                 .map_err(to_api)?;
         let (origin, source_path) = match &resolved.source {
             filters::Source::Path(p) => {
-                let Some((origin, _)) = cfg.match_origin(p) else {
+                let Some(origin) = cfg.origin_index(p) else {
                     if content.is_some() {
                         return Err(ApiError::not_found(format!(
                             "no origin serves content-hash objects (paths under {}): see [content] in the README",
@@ -381,6 +389,7 @@ impl ProxyHttp for Edge {
             origin: None,
             single_range: false,
             passthrough: false,
+            fast_hit: false,
             is_fill: false,
             started: Instant::now(),
             upstream_started: None,
@@ -555,7 +564,7 @@ impl ProxyHttp for Edge {
         ctx.vary_accept = vary_accept;
         ctx.resolved = Some(resolved);
         ctx.path = path;
-        Ok(false)
+        Ok(self.fast_hit(session, ctx).await)
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -836,60 +845,10 @@ impl ProxyHttp for Edge {
                 | CachePhase::RevalidatedNoCache(_)
         ) {
             if let Some(meta) = session.cache.maybe_cache_meta() {
-                resp.insert_header("age", meta.age().as_secs().to_string())?;
+                resp.insert_header("age", http::HeaderValue::from(meta.age().as_secs()))?;
             }
         }
-        resp.insert_header("x-cache", x_cache)?;
-        if let Some(k) = &ctx.key {
-            resp.insert_header("x-cache-key", k.as_str())?;
-        }
-        resp.insert_header("x-request-id", &ctx.request_id)?;
-        if let Some(r) = &ctx.resolved {
-            for (k, v) in filters::response_headers(&r.spec) {
-                resp.insert_header(k, v)?;
-            }
-            let mut vary: Vec<&str> = r.vary.clone();
-            if ctx.vary_accept {
-                vary.push("Accept");
-            }
-            if !vary.is_empty() {
-                let existing = resp
-                    .headers
-                    .get("vary")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                let mut all: Vec<String> = existing
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                for v in vary {
-                    if !all.iter().any(|a| a.eq_ignore_ascii_case(v)) {
-                        all.push(v.to_string());
-                    }
-                }
-                resp.insert_header("vary", all.join(", "))?;
-            }
-            if r.accept_ch {
-                resp.insert_header("accept-ch", filters::ACCEPT_CH)?;
-            }
-        }
-        let via = format!("1.1 {}", self.state.cfg.server.via_token);
-        let new_via = match resp.headers.get("via").and_then(|v| v.to_str().ok()) {
-            Some(existing) if !existing.is_empty() => format!("{existing}, {via}"),
-            _ => via,
-        };
-        resp.insert_header("via", new_via)?;
-        if !self.state.cfg.server.keep_cache_tag {
-            resp.remove_header("cache-tag");
-        }
-        resp.remove_header(crate::origin::HDR_ORIGIN);
-        if resp.status.as_u16() == 200 && !resp.headers.contains_key("accept-ranges") {
-            resp.insert_header("accept-ranges", "bytes")?;
-        }
-        METRICS.cache_results.with_label_values(&[x_cache]).inc();
-        Ok(())
+        self.decorate(resp, ctx, x_cache)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -933,18 +892,16 @@ impl ProxyHttp for Edge {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        METRICS
-            .requests
-            .with_label_values(&[status_label(status)])
-            .inc();
+        crate::metrics::count_request(status_label(status));
         let sent = session.body_bytes_sent() as u64;
         METRICS.bytes_out.inc_by(sent);
         let ms = ctx.started.elapsed().as_secs_f64();
-        let result = session.cache.phase().as_str();
-        METRICS
-            .request_latency
-            .with_label_values(&[result])
-            .observe(ms);
+        let result = if ctx.fast_hit {
+            "hit"
+        } else {
+            session.cache.phase().as_str()
+        };
+        crate::metrics::observe_request(result, ms);
         tracing::info!(
             request_id = %ctx.request_id,
             client_ip = %ctx.client_ip.map(|i| i.to_string()).unwrap_or_default(),
@@ -961,6 +918,136 @@ impl ProxyHttp for Edge {
     }
 }
 
+impl Edge {
+    /// Answers a plain `GET`/`HEAD` of a fresh, whole object held by the memory tier without
+    /// pingora-cache's lookup machinery: the same header pingora-cache would send (stored
+    /// header, `Age`, HTTP/1.1) decorated as every response is, then the body. Only when no
+    /// cache semantics beyond "fresh hit" are involved: no `Range`, no conditional request,
+    /// no `Vary`, status 200 with a length, not purged. Everything else returns `false` and
+    /// takes the ordinary path (which also decodes an entry's metadata for later fast hits).
+    async fn fast_hit(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
+        const CONDITIONAL: [http::header::HeaderName; 6] = [
+            http::header::RANGE,
+            http::header::IF_NONE_MATCH,
+            http::header::IF_MODIFIED_SINCE,
+            http::header::IF_RANGE,
+            http::header::IF_MATCH,
+            http::header::IF_UNMODIFIED_SINCE,
+        ];
+        let st = &self.state;
+        if !st.cfg.cache.enabled || ctx.is_fill {
+            return false;
+        }
+        let req = session.req_header();
+        let head = req.method == http::Method::HEAD;
+        if !(head || req.method == http::Method::GET)
+            || CONDITIONAL.iter().any(|h| req.headers.contains_key(h))
+        {
+            return false;
+        }
+        let Some(key) = ctx.key.as_deref() else {
+            return false;
+        };
+        let Some(hit) = st.storage.fresh_mem_hit(&CacheKey::new(key, "")) else {
+            return false;
+        };
+        let h = &hit.header;
+        if h.status != http::StatusCode::OK
+            || h.headers.contains_key(http::header::VARY)
+            || !h.headers.contains_key(http::header::CONTENT_LENGTH)
+        {
+            return false;
+        }
+        let tags = h.headers.get("cache-tag").and_then(|v| v.to_str().ok());
+        if st.purge.is_purged(key, &ctx.path, tags, hit.created) {
+            return false;
+        }
+        let mut resp = hit.header;
+        resp.set_version(http::Version::HTTP_11);
+        if resp
+            .insert_header(http::header::AGE, hit.age.as_secs())
+            .and_then(|_| self.decorate(&mut resp, ctx, "HIT"))
+            .is_err()
+        {
+            return false;
+        }
+        ctx.fast_hit = true;
+        st.storage.count_fast_hit();
+        if let Err(e) = session.write_response_header(Box::new(resp), head).await {
+            tracing::debug!(error = %e, "writing response header");
+            return true;
+        }
+        if !head {
+            if let Err(e) = session.write_response_body(Some(hit.body), true).await {
+                tracing::debug!(error = %e, "writing response body");
+            }
+        }
+        true
+    }
+
+    /// The headers every response to a cacheable request gets, whichever path answered it:
+    /// `X-Cache`, `X-Cache-Key`, `X-Request-ID`, the spec's headers, `Vary`, `Accept-CH`,
+    /// our `Via` hop, `Accept-Ranges`; `Cache-Tag` (unless kept) and internal headers removed.
+    fn decorate(&self, resp: &mut ResponseHeader, ctx: &Ctx, x_cache: &'static str) -> Result<()> {
+        resp.insert_header("x-cache", http::HeaderValue::from_static(x_cache))?;
+        if let Some(k) = &ctx.key {
+            resp.insert_header("x-cache-key", k.as_str())?;
+        }
+        resp.insert_header("x-request-id", &ctx.request_id)?;
+        if let Some(r) = &ctx.resolved {
+            for (k, v) in filters::response_headers(&r.spec) {
+                resp.insert_header(k, v)?;
+            }
+            let mut vary: Vec<&str> = r.vary.clone();
+            if ctx.vary_accept {
+                vary.push("Accept");
+            }
+            if !vary.is_empty() {
+                let existing = resp
+                    .headers
+                    .get("vary")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let mut all: Vec<String> = existing
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                for v in vary {
+                    if !all.iter().any(|a| a.eq_ignore_ascii_case(v)) {
+                        all.push(v.to_string());
+                    }
+                }
+                resp.insert_header("vary", all.join(", "))?;
+            }
+            if r.accept_ch {
+                resp.insert_header("accept-ch", filters::ACCEPT_CH)?;
+            }
+        }
+        let via = &self.state.via;
+        let joined = match resp.headers.get("via").and_then(|v| v.to_str().ok()) {
+            Some(existing) if !existing.is_empty() => {
+                Some(format!("{existing}, {}", via.to_str().unwrap_or_default()))
+            }
+            _ => None,
+        };
+        match joined {
+            Some(v) => resp.insert_header("via", v)?,
+            None => resp.insert_header("via", via.clone())?,
+        }
+        if !self.state.cfg.server.keep_cache_tag {
+            resp.remove_header("cache-tag");
+        }
+        resp.remove_header(crate::origin::HDR_ORIGIN);
+        if resp.status.as_u16() == 200 && !resp.headers.contains_key("accept-ranges") {
+            resp.insert_header("accept-ranges", "bytes")?;
+        }
+        crate::metrics::count_cache_result(x_cache);
+        Ok(())
+    }
+}
+
 /// A fresh request id: 32 hex digits, a random per-process prefix and a counter (unique
 /// without a random-number syscall per request).
 fn new_request_id() -> String {
@@ -970,7 +1057,12 @@ fn new_request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
+    let v = (u128::from(prefix) << 64) | u128::from(n);
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((v >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    out.iter().map(|&b| b as char).collect()
 }
 
 /// Request size caps: URL length, query parameter count, header count and bytes.
@@ -1046,5 +1138,58 @@ fn status_label(s: u16) -> &'static str {
         s if s < 400 => "3xx",
         s if s < 500 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suspicious_paths_fast_check_agrees_with_clean_path() {
+        let slow = |p: &str| {
+            crate::origin::sources::clean_path(p)
+                .is_err_and(|e| matches!(e, crate::origin::sources::SourceError::Refused(_)))
+        };
+        for p in [
+            "/samples/photo.jpg",
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/.",
+            "/a/..b/c",
+            "/a/b..",
+            "/a//b",
+            "/",
+            "/a/%2e%2e/b",
+            "/a/%252e%252e/b",
+            "/a\\b",
+            "/a/%5c/b",
+            "/a/%00",
+            "/caf%C3%A9.jpg",
+            "/a/.hidden",
+        ] {
+            assert_eq!(path_is_suspicious(p), slow(p), "{p}");
+        }
+        assert!(path_is_suspicious("/a/../b"));
+        assert!(path_is_suspicious("/a/%2e%2e/b"));
+        assert!(!path_is_suspicious("/a/..b/c"));
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits_and_unique() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+        assert_eq!(a[..16], b[..16], "one per-process prefix");
+        let (na, nb) = (
+            u64::from_str_radix(&a[16..], 16).unwrap(),
+            u64::from_str_radix(&b[16..], 16).unwrap(),
+        );
+        assert_eq!(nb, na + 1);
     }
 }

@@ -40,6 +40,8 @@ const READ_CHUNK: usize = 64 * 1024;
 #[derive(Default)]
 pub struct TierStats {
     pub mem_hits: AtomicU64,
+    /// Memory hits answered by the edge's fast path (a subset of `mem_hits`).
+    pub fast_hits: AtomicU64,
     pub disk_hits: AtomicU64,
     pub misses: AtomicU64,
     pub disk_bytes: AtomicU64,
@@ -110,6 +112,14 @@ impl DecodedMeta {
     }
 }
 
+/// A fresh whole object from the memory tier (see [`TieredStorage::fresh_mem_hit`]).
+pub struct FreshHit {
+    pub header: pingora_http::ResponseHeader,
+    pub body: Bytes,
+    pub created: SystemTime,
+    pub age: std::time::Duration,
+}
+
 /// Budgets of the two tiers.
 #[derive(Debug, Clone)]
 pub struct StorageLimits {
@@ -170,6 +180,33 @@ impl TieredStorage {
             }),
             weight,
         );
+    }
+
+    /// The memory tier's entry for `key` when it can answer a plain request as is: decoded
+    /// metadata at hand, fresh now (pingora-cache's `is_fresh`: `fresh_until >= now`) and no
+    /// variance. Anything else (stale, varied, never decoded, on disk only) is `None`, and the
+    /// request takes pingora-cache's hit path. Not counted: see [`Self::count_fast_hit`].
+    pub fn fresh_mem_hit(&self, key: &CacheKey) -> Option<FreshHit> {
+        let obj = self.mem.get(&key_hash(key))?;
+        let d = obj.decoded.get()?;
+        let now = SystemTime::now();
+        if d.variance.is_some() || d.fresh_until < now {
+            return None;
+        }
+        Some(FreshHit {
+            header: d.header.clone(),
+            body: obj.body.clone(),
+            created: d.created,
+            age: now
+                .duration_since(d.epoch.unwrap_or(d.created))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Counts a [`Self::fresh_mem_hit`] the edge answered with.
+    pub fn count_fast_hit(&self) {
+        self.stats.mem_hits.fetch_add(1, Ordering::Relaxed);
+        self.stats.fast_hits.fetch_add(1, Ordering::Relaxed);
     }
 
     fn mem_hit(obj: Arc<MemObject>) -> Result<(CacheMeta, HitHandler)> {
@@ -932,6 +969,65 @@ mod tests {
             .unwrap();
         assert!(matches!(out, PurgeOutcome::Purged(_)));
         assert!(s.lookup(&key, &span).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn fresh_memory_hits_skip_the_lookup_only_once_decoded_and_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = leak(dir.path(), 1 << 20, 1 << 16);
+        let span = pingora_cache::trace::Span::inactive().handle();
+        let key = CacheKey::new("orig:/fast", "");
+        put(s, &key, b"fast body").await;
+        assert!(
+            s.fresh_mem_hit(&key).is_none(),
+            "not decoded before a first hit"
+        );
+        let (m, mut h) = s.lookup(&key, &span).await.unwrap().unwrap();
+        assert_eq!(read_all(&mut h).await, b"fast body");
+        let hit = s.fresh_mem_hit(&key).expect("decoded and fresh");
+        assert_eq!(&hit.body[..], b"fast body");
+        assert_eq!(hit.created, m.created());
+        assert_eq!(hit.header.status, 200);
+        assert!(hit.age < Duration::from_secs(2));
+        assert_eq!(
+            s.stats.mem_hits.load(Ordering::Relaxed),
+            1,
+            "counted by the caller"
+        );
+        s.count_fast_hit();
+        assert_eq!(s.stats.mem_hits.load(Ordering::Relaxed), 2);
+        assert_eq!(s.stats.fast_hits.load(Ordering::Relaxed), 1);
+
+        // Expired: the ordinary path decides (stale-while-revalidate, stale-if-error...).
+        let old = CacheKey::new("orig:/old", "");
+        let h = ResponseHeader::build(200, None).unwrap();
+        let past = SystemTime::now() - Duration::from_secs(10);
+        let expired = CacheMeta::new(past, past - Duration::from_secs(60), 30, 30, h);
+        let mut mh = s.get_miss_handler(&old, &expired, &span).await.unwrap();
+        mh.write_body(Bytes::from_static(b"old"), false)
+            .await
+            .unwrap();
+        mh.finish().await.unwrap();
+        assert!(s.lookup(&old, &span).await.unwrap().is_some());
+        assert!(
+            s.fresh_mem_hit(&old).is_none(),
+            "expired entries are not fast hits"
+        );
+
+        // Varied entries: pingora-cache picks the variant.
+        let varied = CacheKey::new("orig:/varied", "");
+        let mut vm = meta();
+        vm.set_variance([7u8; 16]);
+        let mut mh = s.get_miss_handler(&varied, &vm, &span).await.unwrap();
+        mh.write_body(Bytes::from_static(b"v"), false)
+            .await
+            .unwrap();
+        mh.finish().await.unwrap();
+        assert!(s.lookup(&varied, &span).await.unwrap().is_some());
+        assert!(
+            s.fresh_mem_hit(&varied).is_none(),
+            "varied entries are not fast hits"
+        );
     }
 
     #[test]
