@@ -338,13 +338,7 @@ async fn ranged_miss_is_passed_to_the_source() {
     let origin = CountingOrigin::start().await;
     let data = pattern(50_000);
     origin.route("/v.bin", Canned::ok(data.clone()).header("etag", "\"v1\""));
-    let edge = Edge::start(&config(&remote_origin(
-        "r",
-        "^/r(/.+)$",
-        &origin.base(),
-        "{ ok = \"1h\" }",
-    )))
-    .await;
+    let edge = edge_for(&origin).await;
     let (r, body) = get(&edge.url("/r/v.bin"), &[("range", "bytes=1000-1999")]).await;
     assert_eq!(r.status(), 206);
     assert_eq!(body, &data[1000..2000]);
@@ -380,13 +374,7 @@ async fn stale_if_error_serves_when_the_origin_is_down() {
         "/s",
         Canned::ok("still here").header("cache-control", "max-age=1, stale-if-error=60"),
     );
-    let edge = Edge::start(&config(&remote_origin(
-        "r",
-        "^/r(/.+)$",
-        &origin.base(),
-        "{ ok = \"1h\" }",
-    )))
-    .await;
+    let edge = edge_for(&origin).await;
     let (r, _) = get(&edge.url("/r/s"), &[]).await;
     assert_eq!(h(&r, "x-cache"), "MISS");
     origin.stop();
@@ -404,13 +392,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes() {
         "/w",
         Canned::ok("fresh").header("cache-control", "max-age=1, stale-while-revalidate=30"),
     );
-    let edge = Edge::start(&config(&remote_origin(
-        "r",
-        "^/r(/.+)$",
-        &origin.base(),
-        "{ ok = \"1h\" }",
-    )))
-    .await;
+    let edge = edge_for(&origin).await;
     get(&edge.url("/r/w"), &[]).await;
     // The refreshed copy stays fresh long enough that a slow machine still sees it as a HIT.
     origin.route(
@@ -452,13 +434,7 @@ async fn vary_keeps_variants_apart() {
             .header("vary", "Accept-Language")
             .header("cache-control", "max-age=60"),
     );
-    let edge = Edge::start(&config(&remote_origin(
-        "r",
-        "^/r(/.+)$",
-        &origin.base(),
-        "{ ok = \"1h\" }",
-    )))
-    .await;
+    let edge = edge_for(&origin).await;
     let u = edge.url("/r/v");
     let (r, _) = get(&u, &[("accept-language", "en")]).await;
     assert_eq!(h(&r, "x-cache"), "MISS");
@@ -494,13 +470,7 @@ async fn purge_by_tag_key_and_prefix_survives_restart() {
             .header("cache-control", cc)
             .header("cache-tag", "later"),
     );
-    let mut edge = Edge::start(&config(&remote_origin(
-        "r",
-        "^/r(/.+)$",
-        &origin.base(),
-        "{ ok = \"1h\" }",
-    )))
-    .await;
+    let mut edge = edge_for(&origin).await;
     for p in ["/p/a", "/p/b", "/q/c", "/q/d"] {
         get(&edge.url(&format!("/r{p}")), &[]).await;
     }
@@ -585,13 +555,7 @@ async fn disk_tier_survives_restart() {
         "/small",
         Canned::ok("small").header("cache-control", "max-age=3600"),
     );
-    let mut edge = Edge::start(&config(&remote_origin(
-        "r",
-        "^/r(/.+)$",
-        &origin.base(),
-        "{ ok = \"1h\" }",
-    )))
-    .await;
+    let mut edge = edge_for(&origin).await;
     get(&edge.url("/r/big"), &[]).await;
     get(&edge.url("/r/small"), &[]).await;
     edge.restart().await;
@@ -603,14 +567,7 @@ async fn disk_tier_survives_restart() {
     assert_eq!(body, b"small");
     assert_eq!(origin.hits("/big"), 1);
     assert_eq!(origin.hits("/small"), 1);
-    let m = client()
-        .get(edge.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&edge).await;
     assert!(
         m.contains("media_edge_cache_lookups_total{tier=\"disk\"}"),
         "{m}"
@@ -762,16 +719,26 @@ sources = [{ kind = "ftp" }]
     assert!(String::from_utf8_lossy(&out.stdout).contains("media-edge"));
 }
 
+/// An edge with one remote origin `r` (`/r/...`) in front of `origin`, 2xx cached for 1 h.
+async fn edge_for(origin: &CountingOrigin) -> Edge {
+    Edge::start(&config(&remote_origin(
+        "r",
+        "^/r(/.+)$",
+        &origin.base(),
+        "{ ok = \"1h\" }",
+    )))
+    .await
+}
+
+async fn metrics_text(edge: &Edge) -> String {
+    let r = client().get(edge.url("/metrics")).send().await.unwrap();
+    r.text().await.unwrap()
+}
+
 async fn fast_hits(edge: &Edge) -> u64 {
-    let text = client()
-        .get(edge.url("/metrics"))
-        .send()
+    metrics_text(edge)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix("media_edge_cache_fast_hits_total "))
         .expect("fast hit counter")
         .trim()
@@ -793,13 +760,7 @@ async fn fast_hits_answer_like_ordinary_hits() {
             .header("etag", "\"f1\"")
             .header("cache-tag", "fast"),
     );
-    let edge = Edge::start(&config(&remote_origin(
-        "r",
-        "^/r(/.+)$",
-        &origin.base(),
-        "{ ok = \"1h\" }",
-    )))
-    .await;
+    let edge = edge_for(&origin).await;
     let url = edge.url("/r/f");
     let (r, _) = get(&url, &[]).await;
     assert_eq!(h(&r, "x-cache"), "MISS");

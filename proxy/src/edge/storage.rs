@@ -891,8 +891,12 @@ mod tests {
     }
 
     async fn put(s: &'static TieredStorage, key: &CacheKey, body: &[u8]) {
+        put_meta(s, key, &meta(), body).await
+    }
+
+    async fn put_meta(s: &'static TieredStorage, key: &CacheKey, m: &CacheMeta, body: &[u8]) {
         let span = pingora_cache::trace::Span::inactive().handle();
-        let mut mh = s.get_miss_handler(key, &meta(), &span).await.unwrap();
+        let mut mh = s.get_miss_handler(key, m, &span).await.unwrap();
         for c in body.chunks(1000) {
             mh.write_body(Bytes::copy_from_slice(c), false)
                 .await
@@ -1003,11 +1007,7 @@ mod tests {
         let h = ResponseHeader::build(200, None).unwrap();
         let past = SystemTime::now() - Duration::from_secs(10);
         let expired = CacheMeta::new(past, past - Duration::from_secs(60), 30, 30, h);
-        let mut mh = s.get_miss_handler(&old, &expired, &span).await.unwrap();
-        mh.write_body(Bytes::from_static(b"old"), false)
-            .await
-            .unwrap();
-        mh.finish().await.unwrap();
+        put_meta(s, &old, &expired, b"old").await;
         assert!(s.lookup(&old, &span).await.unwrap().is_some());
         assert!(
             s.fresh_mem_hit(&old).is_none(),
@@ -1018,11 +1018,7 @@ mod tests {
         let varied = CacheKey::new("orig:/varied", "");
         let mut vm = meta();
         vm.set_variance([7u8; 16]);
-        let mut mh = s.get_miss_handler(&varied, &vm, &span).await.unwrap();
-        mh.write_body(Bytes::from_static(b"v"), false)
-            .await
-            .unwrap();
-        mh.finish().await.unwrap();
+        put_meta(s, &varied, &vm, b"v").await;
         assert!(s.lookup(&varied, &span).await.unwrap().is_some());
         assert!(
             s.fresh_mem_hit(&varied).is_none(),
