@@ -948,29 +948,40 @@ impl Edge {
         let Some(key) = ctx.key.as_deref() else {
             return false;
         };
-        let Some(hit) = st.storage.fresh_mem_hit(&CacheKey::new(key, "")) else {
+        // Prepared once per memory object: the stored header as pingora-cache would send it
+        // (HTTP/1.1) with everything that depends only on the object, its key and the config.
+        let prepare = |h: &ResponseHeader| {
+            let eligible = h.status == http::StatusCode::OK
+                && !h.headers.contains_key(http::header::VARY)
+                && h.headers.contains_key(http::header::CONTENT_LENGTH);
+            if !eligible {
+                return None;
+            }
+            let tags = h.headers.get("cache-tag").and_then(|v| v.to_str().ok());
+            let tags = tags.map(Into::into);
+            let mut header = h.clone();
+            header.set_version(http::Version::HTTP_11);
+            self.decorate_object(&mut header, Some(key), "HIT").ok()?;
+            Some(crate::edge::storage::Prepared { header, tags })
+        };
+        let Some(hit) = st.storage.fresh_mem_hit(&CacheKey::new(key, ""), prepare) else {
             return false;
         };
-        let h = &hit.header;
-        if h.status != http::StatusCode::OK
-            || h.headers.contains_key(http::header::VARY)
-            || !h.headers.contains_key(http::header::CONTENT_LENGTH)
+        if st
+            .purge
+            .is_purged(key, &ctx.path, hit.tags.as_deref(), hit.created)
         {
             return false;
         }
-        let tags = h.headers.get("cache-tag").and_then(|v| v.to_str().ok());
-        if st.purge.is_purged(key, &ctx.path, tags, hit.created) {
-            return false;
-        }
         let mut resp = hit.header;
-        resp.set_version(http::Version::HTTP_11);
         if resp
             .insert_header(http::header::AGE, hit.age.as_secs())
-            .and_then(|_| self.decorate(&mut resp, ctx, "HIT"))
+            .and_then(|_| self.decorate_request(&mut resp, ctx))
             .is_err()
         {
             return false;
         }
+        crate::metrics::count_cache_result("HIT");
         ctx.fast_hit = true;
         st.storage.count_fast_hit();
         if let Err(e) = session.write_response_header(Box::new(resp), head).await {
@@ -985,45 +996,26 @@ impl Edge {
         true
     }
 
-    /// The headers every response to a cacheable request gets, whichever path answered it:
-    /// `X-Cache`, `X-Cache-Key`, `X-Request-ID`, the spec's headers, `Vary`, `Accept-CH`,
-    /// our `Via` hop, `Accept-Ranges`; `Cache-Tag` (unless kept) and internal headers removed.
+    /// The headers every response to a cacheable request gets, whichever path answered it
+    /// ([`Self::decorate_object`] then [`Self::decorate_request`]), counted by `X-Cache`.
     fn decorate(&self, resp: &mut ResponseHeader, ctx: &Ctx, x_cache: &'static str) -> Result<()> {
+        self.decorate_object(resp, ctx.key.as_deref(), x_cache)?;
+        self.decorate_request(resp, ctx)?;
+        crate::metrics::count_cache_result(x_cache);
+        Ok(())
+    }
+
+    /// What depends only on the object, its key and the config: `X-Cache`, `X-Cache-Key`,
+    /// our `Via` hop, `Accept-Ranges`; `Cache-Tag` (unless kept) and internal headers removed.
+    fn decorate_object(
+        &self,
+        resp: &mut ResponseHeader,
+        key: Option<&str>,
+        x_cache: &'static str,
+    ) -> Result<()> {
         resp.insert_header("x-cache", http::HeaderValue::from_static(x_cache))?;
-        if let Some(k) = &ctx.key {
-            resp.insert_header("x-cache-key", k.as_str())?;
-        }
-        resp.insert_header("x-request-id", &ctx.request_id)?;
-        if let Some(r) = &ctx.resolved {
-            for (k, v) in filters::response_headers(&r.spec) {
-                resp.insert_header(k, v)?;
-            }
-            let mut vary: Vec<&str> = r.vary.clone();
-            if ctx.vary_accept {
-                vary.push("Accept");
-            }
-            if !vary.is_empty() {
-                let existing = resp
-                    .headers
-                    .get("vary")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                let mut all: Vec<String> = existing
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                for v in vary {
-                    if !all.iter().any(|a| a.eq_ignore_ascii_case(v)) {
-                        all.push(v.to_string());
-                    }
-                }
-                resp.insert_header("vary", all.join(", "))?;
-            }
-            if r.accept_ch {
-                resp.insert_header("accept-ch", filters::ACCEPT_CH)?;
-            }
+        if let Some(k) = key {
+            resp.insert_header("x-cache-key", k)?;
         }
         let via = &self.state.via;
         let joined = match resp.headers.get("via").and_then(|v| v.to_str().ok()) {
@@ -1043,7 +1035,44 @@ impl Edge {
         if resp.status.as_u16() == 200 && !resp.headers.contains_key("accept-ranges") {
             resp.insert_header("accept-ranges", "bytes")?;
         }
-        crate::metrics::count_cache_result(x_cache);
+        Ok(())
+    }
+
+    /// What depends on this request: `X-Request-ID`, the spec's headers, `Vary`, `Accept-CH`.
+    fn decorate_request(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+        resp.insert_header("x-request-id", &ctx.request_id)?;
+        let Some(r) = &ctx.resolved else {
+            return Ok(());
+        };
+        for (k, v) in filters::response_headers(&r.spec) {
+            resp.insert_header(k, v)?;
+        }
+        let mut vary: Vec<&str> = r.vary.clone();
+        if ctx.vary_accept {
+            vary.push("Accept");
+        }
+        if !vary.is_empty() {
+            let existing = resp
+                .headers
+                .get("vary")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let mut all: Vec<String> = existing
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            for v in vary {
+                if !all.iter().any(|a| a.eq_ignore_ascii_case(v)) {
+                    all.push(v.to_string());
+                }
+            }
+            resp.insert_header("vary", all.join(", "))?;
+        }
+        if r.accept_ch {
+            resp.insert_header("accept-ch", filters::ACCEPT_CH)?;
+        }
         Ok(())
     }
 }

@@ -56,10 +56,19 @@ struct MemObject {
     /// The metadata decoded on the first hit (the header blob is zstd-compressed, and
     /// decoding it on every hit cost ~4 % of a small-object hit), rebuilt per hit from here.
     decoded: std::sync::OnceLock<DecodedMeta>,
+    /// What the edge's fast path made of the decoded header, once (`None`: not eligible).
+    prepared: std::sync::OnceLock<Option<Prepared>>,
 }
 
-/// Bytes counted for a decoded [`DecodedMeta`] in the memory budget.
-const DECODED_META_ESTIMATE: usize = 2048;
+/// A response header prepared once per memory object by the caller of
+/// [`TieredStorage::fresh_mem_hit`] (opaque here), with the entry's `Cache-Tag` value.
+pub struct Prepared {
+    pub header: pingora_http::ResponseHeader,
+    pub tags: Option<Box<str>>,
+}
+
+/// Bytes counted for a decoded [`DecodedMeta`] and a [`Prepared`] header in the memory budget.
+const DECODED_META_ESTIMATE: usize = 4096;
 
 /// What a hit needs of a [`CacheMeta`], kept decoded.
 struct DecodedMeta {
@@ -114,7 +123,9 @@ impl DecodedMeta {
 
 /// A fresh whole object from the memory tier (see [`TieredStorage::fresh_mem_hit`]).
 pub struct FreshHit {
+    /// The prepared header.
     pub header: pingora_http::ResponseHeader,
+    pub tags: Option<Box<str>>,
     pub body: Bytes,
     pub created: SystemTime,
     pub age: std::time::Duration,
@@ -167,7 +178,7 @@ impl TieredStorage {
         if body.len() as u64 > self.mem_max_object {
             return;
         }
-        // + the decoded header kept after the first hit (a few hundred bytes to ~2 KiB).
+        // + the decoded and prepared headers kept after the first hits (up to ~2 KiB each).
         let weight = (body.len() + meta.0.len() + meta.1.len() + DECODED_META_ESTIMATE)
             .div_ceil(1024)
             .clamp(1, u16::MAX as usize) as u16;
@@ -177,24 +188,33 @@ impl TieredStorage {
                 meta,
                 body,
                 decoded: Default::default(),
+                prepared: Default::default(),
             }),
             weight,
         );
     }
 
     /// The memory tier's entry for `key` when it can answer a plain request as is: decoded
-    /// metadata at hand, fresh now (pingora-cache's `is_fresh`: `fresh_until >= now`) and no
-    /// variance. Anything else (stale, varied, never decoded, on disk only) is `None`, and the
-    /// request takes pingora-cache's hit path. Not counted: see [`Self::count_fast_hit`].
-    pub fn fresh_mem_hit(&self, key: &CacheKey) -> Option<FreshHit> {
+    /// metadata at hand, fresh now (pingora-cache's `is_fresh`: `fresh_until >= now`), no
+    /// variance, and `prepare` (run once per object on its stored header) accepted it; the
+    /// hit carries a copy of the prepared header. Anything else (stale, varied, never decoded,
+    /// on disk only, refused by `prepare`) is `None`, and the request takes pingora-cache's
+    /// hit path. Not counted: see [`Self::count_fast_hit`].
+    pub fn fresh_mem_hit(
+        &self,
+        key: &CacheKey,
+        prepare: impl FnOnce(&pingora_http::ResponseHeader) -> Option<Prepared>,
+    ) -> Option<FreshHit> {
         let obj = self.mem.get(&key_hash(key))?;
         let d = obj.decoded.get()?;
         let now = SystemTime::now();
         if d.variance.is_some() || d.fresh_until < now {
             return None;
         }
+        let p = obj.prepared.get_or_init(|| prepare(&d.header)).as_ref()?;
         Some(FreshHit {
-            header: d.header.clone(),
+            header: p.header.clone(),
+            tags: p.tags.clone(),
             body: obj.body.clone(),
             created: d.created,
             age: now
@@ -982,13 +1002,26 @@ mod tests {
         let span = pingora_cache::trace::Span::inactive().handle();
         let key = CacheKey::new("orig:/fast", "");
         put(s, &key, b"fast body").await;
+        let prep = |h: &ResponseHeader| {
+            let mut header = h.clone();
+            header.insert_header("x-prepared", "1").unwrap();
+            Some(Prepared {
+                header,
+                tags: Some("t".into()),
+            })
+        };
         assert!(
-            s.fresh_mem_hit(&key).is_none(),
+            s.fresh_mem_hit(&key, prep).is_none(),
             "not decoded before a first hit"
         );
         let (m, mut h) = s.lookup(&key, &span).await.unwrap().unwrap();
         assert_eq!(read_all(&mut h).await, b"fast body");
-        let hit = s.fresh_mem_hit(&key).expect("decoded and fresh");
+        let hit = s.fresh_mem_hit(&key, prep).expect("decoded and fresh");
+        assert_eq!(hit.header.headers["x-prepared"], "1");
+        assert_eq!(hit.tags.as_deref(), Some("t"));
+        // Prepared once per object: a later `prepare` is not consulted.
+        let again = s.fresh_mem_hit(&key, |_| None).expect("still prepared");
+        assert_eq!(again.header.headers["x-prepared"], "1");
         assert_eq!(&hit.body[..], b"fast body");
         assert_eq!(hit.created, m.created());
         assert_eq!(hit.header.status, 200);
@@ -1001,6 +1034,13 @@ mod tests {
         s.count_fast_hit();
         assert_eq!(s.stats.mem_hits.load(Ordering::Relaxed), 2);
         assert_eq!(s.stats.fast_hits.load(Ordering::Relaxed), 1);
+        let refused = CacheKey::new("orig:/refused", "");
+        put(s, &refused, b"no").await;
+        assert!(s.lookup(&refused, &span).await.unwrap().is_some());
+        assert!(
+            s.fresh_mem_hit(&refused, |_| None).is_none(),
+            "refused by prepare"
+        );
 
         // Expired: the ordinary path decides (stale-while-revalidate, stale-if-error...).
         let old = CacheKey::new("orig:/old", "");
@@ -1010,7 +1050,7 @@ mod tests {
         put_meta(s, &old, &expired, b"old").await;
         assert!(s.lookup(&old, &span).await.unwrap().is_some());
         assert!(
-            s.fresh_mem_hit(&old).is_none(),
+            s.fresh_mem_hit(&old, prep).is_none(),
             "expired entries are not fast hits"
         );
 
@@ -1021,7 +1061,7 @@ mod tests {
         put_meta(s, &varied, &vm, b"v").await;
         assert!(s.lookup(&varied, &span).await.unwrap().is_some());
         assert!(
-            s.fresh_mem_hit(&varied).is_none(),
+            s.fresh_mem_hit(&varied, prep).is_none(),
             "varied entries are not fast hits"
         );
     }
