@@ -1168,12 +1168,12 @@ impl Config {
         })
     }
 
-    /// The origin whose matcher matches `path`, with its capture groups (`$0` is the whole match).
     /// The first origin whose matcher matches `path` (no capture groups: cheaper).
     pub fn origin_index(&self, path: &str) -> Option<usize> {
         self.matchers.iter().position(|re| re.is_match(path))
     }
 
+    /// The origin whose matcher matches `path`, with its capture groups (`$0` is the whole match).
     pub fn match_origin(&self, path: &str) -> Option<(usize, Vec<String>)> {
         for (i, re) in self.matchers.iter().enumerate() {
             if let Some(c) = re.captures(path) {

@@ -564,7 +564,7 @@ impl ProxyHttp for Edge {
         ctx.vary_accept = vary_accept;
         ctx.resolved = Some(resolved);
         ctx.path = path;
-        Ok(self.fast_hit(session, ctx).await)
+        self.fast_hit(session, ctx).await
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -925,7 +925,7 @@ impl Edge {
     /// cache semantics beyond "fresh hit" are involved: no `Range`, no conditional request,
     /// no `Vary`, status 200 with a length, not purged. Everything else returns `false` and
     /// takes the ordinary path (which also decodes an entry's metadata for later fast hits).
-    async fn fast_hit(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
+    async fn fast_hit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         const CONDITIONAL: [http::header::HeaderName; 6] = [
             http::header::RANGE,
             http::header::IF_NONE_MATCH,
@@ -936,17 +936,17 @@ impl Edge {
         ];
         let st = &self.state;
         if !st.cfg.cache.enabled || ctx.is_fill {
-            return false;
+            return Ok(false);
         }
         let req = session.req_header();
         let head = req.method == http::Method::HEAD;
         if !(head || req.method == http::Method::GET)
             || CONDITIONAL.iter().any(|h| req.headers.contains_key(h))
         {
-            return false;
+            return Ok(false);
         }
         let Some(key) = ctx.key.as_deref() else {
-            return false;
+            return Ok(false);
         };
         // Prepared once per memory object: the stored header as pingora-cache would send it
         // (HTTP/1.1) with everything that depends only on the object, its key and the config.
@@ -965,13 +965,13 @@ impl Edge {
             Some(crate::edge::storage::Prepared { header, tags })
         };
         let Some(hit) = st.storage.fresh_mem_hit(&CacheKey::new(key, ""), prepare) else {
-            return false;
+            return Ok(false);
         };
         if st
             .purge
             .is_purged(key, &ctx.path, hit.tags.as_deref(), hit.created)
         {
-            return false;
+            return Ok(false);
         }
         let mut resp = hit.header;
         if resp
@@ -979,21 +979,17 @@ impl Edge {
             .and_then(|_| self.decorate_request(&mut resp, ctx))
             .is_err()
         {
-            return false;
+            return Ok(false);
         }
         crate::metrics::count_cache_result("HIT");
         ctx.fast_hit = true;
         st.storage.count_fast_hit();
-        if let Err(e) = session.write_response_header(Box::new(resp), head).await {
-            tracing::debug!(error = %e, "writing response header");
-            return true;
-        }
+        // A write error goes back to Pingora (logged, connection not reused), as on any hit.
+        session.write_response_header(Box::new(resp), head).await?;
         if !head {
-            if let Err(e) = session.write_response_body(Some(hit.body), true).await {
-                tracing::debug!(error = %e, "writing response body");
-            }
+            session.write_response_body(Some(hit.body), true).await?;
         }
-        true
+        Ok(true)
     }
 
     /// The headers every response to a cacheable request gets, whichever path answered it
@@ -1017,22 +1013,24 @@ impl Edge {
         if let Some(k) = key {
             resp.insert_header("x-cache-key", k)?;
         }
-        let via = &self.state.via;
+        let token = &self.state.cfg.server.via_token;
         let joined = match resp.headers.get("via").and_then(|v| v.to_str().ok()) {
-            Some(existing) if !existing.is_empty() => {
-                Some(format!("{existing}, {}", via.to_str().unwrap_or_default()))
-            }
+            Some(existing) if !existing.is_empty() => Some(format!("{existing}, 1.1 {token}")),
             _ => None,
         };
         match joined {
             Some(v) => resp.insert_header("via", v)?,
-            None => resp.insert_header("via", via.clone())?,
+            None => resp.insert_header("via", self.state.via.clone())?,
         }
         if !self.state.cfg.server.keep_cache_tag {
             resp.remove_header("cache-tag");
         }
         resp.remove_header(crate::origin::HDR_ORIGIN);
-        if resp.status.as_u16() == 200 && !resp.headers.contains_key("accept-ranges") {
+        // As pingora-cache's range filter does on a hit: a 200 with a length accepts ranges.
+        if resp.status.as_u16() == 200
+            && (resp.headers.contains_key(http::header::CONTENT_LENGTH)
+                || !resp.headers.contains_key("accept-ranges"))
+        {
             resp.insert_header("accept-ranges", "bytes")?;
         }
         Ok(())

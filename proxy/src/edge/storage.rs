@@ -567,9 +567,15 @@ impl HandleMiss for TieredMiss {
                 .await?;
             }
         }
-        if let Some(buf) = self.mem_buf.take() {
-            self.storage
-                .mem_put(self.hash, std::mem::take(&mut self.meta), buf.freeze());
+        match self.mem_buf.take() {
+            Some(buf) => {
+                self.storage
+                    .mem_put(self.hash, std::mem::take(&mut self.meta), buf.freeze());
+            }
+            // Too big for memory now: an older copy there must not hide the new one on disk.
+            None => {
+                self.storage.mem.remove(&self.hash);
+            }
         }
         Ok(MissFinishType::Created(self.written as usize))
     }
@@ -1064,6 +1070,20 @@ mod tests {
             s.fresh_mem_hit(&varied, prep).is_none(),
             "varied entries are not fast hits"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refill_too_big_for_memory_replaces_the_memory_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = leak(dir.path(), 1 << 20, 1 << 16);
+        let span = pingora_cache::trace::Span::inactive().handle();
+        let key = CacheKey::new("orig:/grows", "");
+        put(s, &key, b"small v1").await;
+        let big = vec![9u8; 100_000];
+        put(s, &key, &big).await;
+        let (_, mut h) = s.lookup(&key, &span).await.unwrap().expect("hit");
+        assert_eq!(read_all(&mut h).await, big, "the new body, from disk");
+        assert_eq!(s.stats.disk_hits.load(Ordering::Relaxed), 1);
     }
 
     #[test]
