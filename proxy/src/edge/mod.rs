@@ -162,11 +162,7 @@ fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 
 /// Whether a request path could climb out of a folder or prefix (checked before routing).
 pub fn path_is_suspicious(path: &str) -> bool {
-    if !path.bytes().any(|b| matches!(b, b'%' | b'\\' | 0)) {
-        // Nothing to decode: the same verdict as `clean_path` without its allocations.
-        return path.split('/').any(|seg| seg == ".." || seg == ".");
-    }
-    crate::origin::sources::clean_path(path)
+    crate::origin::sources::check_path(path)
         .is_err_and(|e| matches!(e, crate::origin::sources::SourceError::Refused(_)))
 }
 
@@ -892,7 +888,7 @@ impl ProxyHttp for Edge {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        crate::metrics::count_request(status_label(status));
+        crate::metrics::count_request(status);
         let sent = session.body_bytes_sent() as u64;
         METRICS.bytes_out.inc_by(sent);
         let ms = ctx.started.elapsed().as_secs_f64();
@@ -1142,30 +1138,6 @@ fn header_u64(resp: &ResponseHeader, name: &str) -> Option<u64> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
-}
-
-fn status_label(s: u16) -> &'static str {
-    match s {
-        200 => "200",
-        204 => "204",
-        206 => "206",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        416 => "416",
-        429 => "429",
-        500 => "500",
-        502 => "502",
-        504 => "504",
-        508 => "508",
-        0 => "0",
-        s if s < 300 => "2xx",
-        s if s < 400 => "3xx",
-        s if s < 500 => "4xx",
-        _ => "5xx",
-    }
 }
 
 #[cfg(test)]

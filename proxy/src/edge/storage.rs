@@ -64,7 +64,7 @@ struct MemObject {
 /// [`TieredStorage::fresh_mem_hit`] (opaque here), with the entry's `Cache-Tag` value.
 pub struct Prepared {
     pub header: pingora_http::ResponseHeader,
-    pub tags: Option<Box<str>>,
+    pub tags: Option<std::sync::Arc<str>>,
 }
 
 /// Bytes counted for a decoded [`DecodedMeta`] and a [`Prepared`] header in the memory budget.
@@ -125,7 +125,7 @@ impl DecodedMeta {
 pub struct FreshHit {
     /// The prepared header.
     pub header: pingora_http::ResponseHeader,
-    pub tags: Option<Box<str>>,
+    pub tags: Option<std::sync::Arc<str>>,
     pub body: Bytes,
     pub created: SystemTime,
     pub age: std::time::Duration,
@@ -1049,27 +1049,21 @@ mod tests {
         );
 
         // Expired: the ordinary path decides (stale-while-revalidate, stale-if-error...).
-        let old = CacheKey::new("orig:/old", "");
         let h = ResponseHeader::build(200, None).unwrap();
         let past = SystemTime::now() - Duration::from_secs(10);
         let expired = CacheMeta::new(past, past - Duration::from_secs(60), 30, 30, h);
-        put_meta(s, &old, &expired, b"old").await;
-        assert!(s.lookup(&old, &span).await.unwrap().is_some());
-        assert!(
-            s.fresh_mem_hit(&old, prep).is_none(),
-            "expired entries are not fast hits"
-        );
-
         // Varied entries: pingora-cache picks the variant.
-        let varied = CacheKey::new("orig:/varied", "");
-        let mut vm = meta();
-        vm.set_variance([7u8; 16]);
-        put_meta(s, &varied, &vm, b"v").await;
-        assert!(s.lookup(&varied, &span).await.unwrap().is_some());
-        assert!(
-            s.fresh_mem_hit(&varied, prep).is_none(),
-            "varied entries are not fast hits"
-        );
+        let mut varied = meta();
+        varied.set_variance([7u8; 16]);
+        for (name, m, why) in [
+            ("orig:/old", expired, "expired entries are not fast hits"),
+            ("orig:/varied", varied, "varied entries are not fast hits"),
+        ] {
+            let k = CacheKey::new(name, "");
+            put_meta(s, &k, &m, b"x").await;
+            assert!(s.lookup(&k, &span).await.unwrap().is_some());
+            assert!(s.fresh_mem_hit(&k, prep).is_none(), "{why}");
+        }
     }
 
     #[tokio::test]

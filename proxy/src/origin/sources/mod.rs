@@ -12,6 +12,7 @@ pub mod s3;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
+use std::borrow::Cow;
 use std::pin::Pin;
 
 /// A streamed body.
@@ -86,13 +87,21 @@ pub trait Source: Send + Sync {
 /// source's folder or prefix: `..` segments (also encoded or double-encoded), backslashes,
 /// NUL bytes. Returns the clean relative path without a leading `/`.
 pub fn clean_path(raw: &str) -> Result<String, SourceError> {
+    check_path(raw).map(Cow::into_owned)
+}
+
+/// [`clean_path`] without allocating when nothing needs decoding (the edge checks every
+/// request path with it).
+pub fn check_path(raw: &str) -> Result<Cow<'_, str>, SourceError> {
     let refuse = || SourceError::Refused(raw.to_string());
     let once = urlencoding::decode(raw).map_err(|_| refuse())?;
     // A second decode only to detect double-encoded traversal; the once-decoded form is used.
-    let twice = urlencoding::decode(&once)
-        .map(|c| c.into_owned())
-        .unwrap_or_default();
-    for candidate in [once.as_ref(), twice.as_str()] {
+    let twice = once.contains('%').then(|| {
+        urlencoding::decode(&once)
+            .map(Cow::into_owned)
+            .unwrap_or_default()
+    });
+    for candidate in std::iter::once(once.as_ref()).chain(twice.as_deref()) {
         if candidate.contains('\\') || candidate.contains('\0') {
             return Err(refuse());
         }
@@ -100,11 +109,14 @@ pub fn clean_path(raw: &str) -> Result<String, SourceError> {
             return Err(refuse());
         }
     }
-    let trimmed = once.trim_start_matches('/');
-    if trimmed.is_empty() || trimmed.split('/').any(|s| s.is_empty()) {
+    let trimmed = match once {
+        Cow::Borrowed(b) => Cow::Borrowed(b.trim_start_matches('/')),
+        Cow::Owned(o) => Cow::Owned(o.trim_start_matches('/').to_string()),
+    };
+    if trimmed.is_empty() || trimmed.split('/').any(str::is_empty) {
         return Err(SourceError::NotFound(raw.to_string()));
     }
-    Ok(trimmed.to_string())
+    Ok(trimmed)
 }
 
 /// A parsed single byte range against an object of known size: `(start, end_inclusive)`.
