@@ -814,3 +814,219 @@ async fn fast_hits_answer_like_ordinary_hits() {
     assert_eq!(origin.hits("/f"), 2);
     assert_eq!(fast_hits(&edge).await, 2);
 }
+
+/// One HTTP/1 response read off a raw connection: status, lower-cased headers, body.
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// Reads one response (`Content-Length` framed; `head`: no body) from `buf` + `s`.
+async fn read_response(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    head: bool,
+) -> RawResponse {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    async fn fill(
+        s: &mut tokio::net::TcpStream,
+        buf: &mut Vec<u8>,
+        deadline: tokio::time::Instant,
+    ) {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 16384];
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "connection closed mid-response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        fill(s, buf, deadline).await;
+    };
+    let text = String::from_utf8_lossy(&buf[..end]).to_string();
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').expect("header line");
+            (k.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let len: usize = if head {
+        0
+    } else {
+        headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or(0)
+    };
+    while buf.len() < end + len {
+        fill(s, buf, deadline).await;
+    }
+    let body = buf[end..end + len].to_vec();
+    buf.drain(..end + len);
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn front_door(edge: &Edge, outcome: &str) -> u64 {
+    let prefix = format!("media_edge_front_door_requests_total{{outcome=\"{outcome}\"}} ");
+    metrics_text(edge)
+        .await
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(prefix.as_str())
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+/// The front door answers fast hits on HTTP/1 connections itself and hands everything else to
+/// Pingora on the same connection: pipelined requests, keep-alive after a handed-over
+/// request, `Connection: close`, HTTP/1.0, bodies and malformed heads all behave.
+#[tokio::test(flavor = "multi_thread")]
+async fn front_door_answers_fast_hits_and_hands_over_the_rest() {
+    use tokio::io::AsyncWriteExt;
+    let origin = CountingOrigin::start().await;
+    let body = pattern(20_000);
+    origin.route(
+        "/f",
+        Canned::ok(body.clone()).header("cache-control", "max-age=600"),
+    );
+    origin.route(
+        "/g",
+        Canned::ok(b"gee".to_vec()).header("cache-control", "max-age=600"),
+    );
+    let edge = edge_for(&origin).await;
+    let url = edge.url("/r/f");
+    let (ordinary, _) = get(&url, &[]).await; // miss
+    assert_eq!(h(&ordinary, "x-cache"), "MISS");
+    let (ordinary, _) = get(&url, &[]).await; // first hit: pingora-cache (decodes the entry)
+    assert_eq!(h(&ordinary, "x-cache"), "HIT");
+    let answered = front_door(&edge, "answered").await;
+    let fast = fast_hits(&edge).await;
+
+    // Two pipelined requests in one write: two fast hits, in order, connection kept.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.write_all(
+        b"GET /r/f HTTP/1.1\r\nHost: x\r\nX-Request-ID: p1\r\n\r\n\
+          GET /r/f HTTP/1.1\r\nHost: x\r\nX-Request-ID: p2\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for id in ["p1", "p2"] {
+        let r = read_response(&mut s, &mut buf, false).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, body);
+        assert_eq!(r.header("x-request-id"), id);
+        assert_eq!(r.header("x-cache"), "HIT");
+        assert_eq!(r.header("connection"), "keep-alive");
+        assert_eq!(r.header("content-length"), "20000");
+        assert!(!r.header("date").is_empty());
+        assert!(r.header("age").parse::<u64>().is_ok());
+        // Same headers as the pingora-cache hit, except the per-response ones.
+        for (k, v) in ordinary.headers() {
+            if !["x-request-id", "age", "date"].contains(&k.as_str()) {
+                assert_eq!(r.header(k.as_str()), v.to_str().unwrap(), "{k}");
+            }
+        }
+    }
+    assert_eq!(front_door(&edge, "answered").await, answered + 2);
+    assert_eq!(fast_hits(&edge).await, fast + 2);
+
+    // A miss on the same connection goes to Pingora; the connection then comes back to the
+    // front door (the next hit is answered there again).
+    let handed = front_door(&edge, "handed_over").await;
+    s.write_all(b"GET /r/g HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s, &mut buf, false).await;
+    assert_eq!(
+        (r.status, r.header("x-cache"), &r.body[..]),
+        (200, "MISS", &b"gee"[..])
+    );
+    // The miss and the `/metrics` request reading the counter were handed over.
+    assert_eq!(front_door(&edge, "handed_over").await, handed + 2);
+    s.write_all(b"HEAD /r/f HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s, &mut buf, true).await;
+    assert_eq!((r.status, r.header("content-length")), (200, "20000"));
+    assert_eq!(front_door(&edge, "answered").await, answered + 3);
+
+    // A GET with a body length, a malformed head: Pingora's answers.
+    s.write_all(b"GET /r/f HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s, &mut buf, false).await;
+    assert_eq!((r.status, r.body.len()), (200, body.len()));
+    assert_eq!(front_door(&edge, "answered").await, answered + 3);
+    let mut bad = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
+        .await
+        .unwrap();
+    bad.write_all(b"GET /r/f HTTP/1.1\r\nBad Header: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut bad, &mut Vec::new(), false).await;
+    assert_eq!(r.status, 400);
+
+    // `Connection: close`: answered, then closed.
+    s.write_all(b"GET /r/f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s, &mut buf, false).await;
+    assert_eq!((r.status, r.header("connection")), (200, "close"));
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest),
+    )
+    .await
+    .expect("closed by the edge")
+    .unwrap();
+    assert_eq!(n, 0);
+
+    // HTTP/1.0 is Pingora's (keep-alive rules differ); the hit is still a fast one there.
+    let fast = fast_hits(&edge).await;
+    let answered = front_door(&edge, "answered").await;
+    let mut old = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
+        .await
+        .unwrap();
+    old.write_all(b"GET /r/f HTTP/1.0\r\n\r\n").await.unwrap();
+    let r = read_response(&mut old, &mut Vec::new(), false).await;
+    assert_eq!((r.status, r.body.len()), (200, body.len()));
+    assert_eq!(fast_hits(&edge).await, fast + 1);
+    assert_eq!(front_door(&edge, "answered").await, answered);
+    assert_eq!(origin.hits("/f"), 1);
+}

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub origin_latency: HistogramVec,
     pub request_latency: HistogramVec,
     pub purges: IntCounterVec,
+    pub front_door: IntCounterVec,
 }
 
 fn build() -> Metrics {
@@ -55,6 +56,14 @@ fn build() -> Metrics {
     .expect("static metric");
     let purges = IntCounterVec::new(Opts::new("purges_total", "Purged items by kind"), &["kind"])
         .expect("static metric");
+    let front_door = IntCounterVec::new(
+        Opts::new(
+            "front_door_requests_total",
+            "HTTP/1 requests the front door answered itself (fast hits) or handed to Pingora",
+        ),
+        &["outcome"],
+    )
+    .expect("static metric");
     for c in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(cache_results.clone()),
@@ -62,6 +71,7 @@ fn build() -> Metrics {
         Box::new(origin_latency.clone()),
         Box::new(request_latency.clone()),
         Box::new(purges.clone()),
+        Box::new(front_door.clone()),
     ] {
         let _ = registry.register(c);
     }
@@ -73,6 +83,7 @@ fn build() -> Metrics {
         origin_latency,
         request_latency,
         purges,
+        front_door,
     }
 }
 
@@ -156,6 +167,14 @@ static CACHE_RESULT_COUNTERS: Lazy<Resolved<prometheus::IntCounter>> = Lazy::new
 });
 static LATENCY_BY_PHASE: Lazy<Resolved<prometheus::Histogram>> =
     Lazy::new(|| Resolved::new(PHASES, |l| METRICS.request_latency.with_label_values(&[l])));
+
+static FRONT_DOOR: Lazy<[prometheus::IntCounter; 2]> =
+    Lazy::new(|| ["answered", "handed_over"].map(|l| METRICS.front_door.with_label_values(&[l])));
+
+/// Counts one request on the front door: answered there, or handed to Pingora.
+pub fn count_front_door(answered: bool) {
+    FRONT_DOOR[usize::from(!answered)].inc();
+}
 
 /// Counts one response by its `X-Cache` value.
 pub fn count_cache_result(x_cache: &str) {

@@ -168,8 +168,16 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, Edge { state }, "edge");
+    // Pingora's HttpProxy for the edge behind the front door, which answers fast hits on
+    // HTTP/1 connections itself (edge/front.rs).
+    let edge_proxy = pingora_proxy::http_proxy(
+        &server.configuration,
+        Edge {
+            state: state.clone(),
+        },
+    );
+    let front = crate::edge::front::FrontDoor::new(edge_proxy, Edge { state });
+    let mut proxy = pingora_core::services::listening::Service::new("edge".to_string(), front);
     let buffers = pingora_core::protocols::l4::stream::L4BufferSettings::default()
         .write(cfg.server.write_buffer.0.clamp(1460, 1 << 20) as usize);
     for l in &cfg.server.listen {

@@ -7,6 +7,7 @@
 //! fetches from sources or transforms: misses go to the origin service over its socket.
 
 pub mod admin;
+pub mod front;
 pub mod purge;
 pub mod security;
 pub mod storage;
@@ -104,13 +105,32 @@ pub struct Resolution {
     pub vary_accept: bool,
 }
 
+/// What the edge makes of a request head ([`Edge::admit`]).
+pub(crate) enum Admit {
+    /// Answer with this error.
+    Refuse(ApiError),
+    Health,
+    Metrics,
+    Admin,
+    Purge,
+    /// `debug=view`: shown after the admin check, which needs the session.
+    Debug(Box<Resolution>),
+    /// A cache request, `ctx` filled; its rate limit is still to be checked
+    /// ([`Edge::rate_gate`]).
+    Proceed(filters::OperationClass),
+}
+
 /// Writes a JSON error response. Never fails the request further: errors writing are logged.
 pub async fn respond_error(session: &mut Session, request_id: &str, e: &ApiError) {
+    if let Some((resp, body)) = error_response(request_id, e) {
+        respond(session, resp, body).await;
+    }
+}
+
+/// The JSON error response for `e`: header and body.
+pub fn error_response(request_id: &str, e: &ApiError) -> Option<(ResponseHeader, Bytes)> {
     let body = Bytes::from(e.body());
-    let mut resp = match ResponseHeader::build(e.status, Some(6)) {
-        Ok(r) => r,
-        Err(_) => return,
-    };
+    let mut resp = ResponseHeader::build(e.status, Some(6)).ok()?;
     let _ = resp.insert_header("content-type", "application/json");
     let _ = resp.insert_header("content-length", body.len().to_string());
     let _ = resp.insert_header("cache-control", "no-store");
@@ -118,7 +138,7 @@ pub async fn respond_error(session: &mut Session, request_id: &str, e: &ApiError
     if let Some(r) = e.retry_after {
         let _ = resp.insert_header("retry-after", r.to_string());
     }
-    respond(session, resp, body).await;
+    Some((resp, body))
 }
 
 /// Writes a complete response (header + body).
@@ -402,165 +422,72 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let req = session.req_header();
-        ctx.request_id = header(req, "x-request-id")
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_string)
-            .unwrap_or_else(new_request_id);
-        if let Some(peer) = peer_ip(session) {
-            let sec = &self.state.security;
-            if let Err(e) = sec.check_peer(peer, req.uri.path()) {
+        let resolution = match self.admit(session.req_header(), peer_ip(session), ctx) {
+            Admit::Proceed(class) => {
+                if let Err(e) = self.rate_gate(class, ctx) {
+                    respond_error(session, &ctx.request_id, &e).await;
+                    return Ok(true);
+                }
+                return self.fast_hit(session, ctx).await;
+            }
+            Admit::Refuse(e) => {
                 respond_error(session, &ctx.request_id, &e).await;
                 return Ok(true);
             }
-            ctx.client_ip = Some(sec.client_ip(peer, &req.headers));
-        }
-        let req = session.req_header();
-        let token = &self.state.cfg.server.via_token;
-        let looped = req
-            .headers
-            .get_all("via")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|hop| hop.split_whitespace().nth(1) == Some(token.as_str()))
-            });
-        if looped {
-            ctx.error_code = Some("LOOP_DETECTED");
-            let e = ApiError::new(
-                508,
-                "LOOP_DETECTED",
-                format!("request already passed through {token}"),
-            );
-            respond_error(session, &ctx.request_id, &e).await;
-            return Ok(true);
-        }
-        let path = req.uri.path().to_string();
-        let method = req.method.clone();
-        if path == "/health" && (method == http::Method::GET || method == http::Method::HEAD) {
-            let v = serde_json::json!({
-                "status": "healthy",
-                "uptime": self.state.started.elapsed().as_secs(),
-                "version": env!("CARGO_PKG_VERSION"),
-            });
-            respond_json(session, &ctx.request_id, 200, &v).await;
-            return Ok(true);
-        }
-        if path == "/metrics" && method == http::Method::GET {
-            let body = Bytes::from(crate::metrics::render(&self.state.storage.stats));
-            let Ok(mut resp) = ResponseHeader::build(200, Some(3)) else {
-                return Ok(true);
-            };
-            let _ = resp.insert_header("content-type", "text/plain; version=0.0.4");
-            let _ = resp.insert_header("content-length", body.len().to_string());
-            let _ = resp.insert_header("cache-control", "no-store");
-            respond(session, resp, body).await;
-            return Ok(true);
-        }
-        if path == "/admin" || path.starts_with("/admin/") {
-            admin::handle(self, session, ctx).await;
-            return Ok(true);
-        }
-        if method.as_str() == "PURGE" {
-            admin::purge_one(self, session, ctx).await;
-            return Ok(true);
-        }
-        if method != http::Method::GET && method != http::Method::HEAD {
-            let e = ApiError::new(
-                405,
-                "METHOD_NOT_ALLOWED",
-                format!("method {method} not allowed"),
-            );
-            respond_error(session, &ctx.request_id, &e).await;
-            return Ok(true);
-        }
-        if let Err(e) = check_hygiene(req) {
-            respond_error(session, &ctx.request_id, &e).await;
-            return Ok(true);
-        }
-        if path_is_suspicious(&path) {
-            respond_error(
-                session,
-                &ctx.request_id,
-                &ApiError::bad_request(format!("path {path:?} is not allowed")),
-            )
-            .await;
-            return Ok(true);
-        }
-        let query = req.uri.query().map(str::to_string);
-        let resolved = match self.resolve(&path, query.as_deref(), &req.headers) {
-            Ok(r) => r,
-            Err(e) => {
-                respond_error(session, &ctx.request_id, &e).await;
+            Admit::Health => {
+                let v = serde_json::json!({
+                    "status": "healthy",
+                    "uptime": self.state.started.elapsed().as_secs(),
+                    "version": env!("CARGO_PKG_VERSION"),
+                });
+                respond_json(session, &ctx.request_id, 200, &v).await;
                 return Ok(true);
             }
+            Admit::Metrics => {
+                let body = Bytes::from(crate::metrics::render(&self.state.storage.stats));
+                let Ok(mut resp) = ResponseHeader::build(200, Some(3)) else {
+                    return Ok(true);
+                };
+                let _ = resp.insert_header("content-type", "text/plain; version=0.0.4");
+                let _ = resp.insert_header("content-length", body.len().to_string());
+                let _ = resp.insert_header("cache-control", "no-store");
+                respond(session, resp, body).await;
+                return Ok(true);
+            }
+            Admit::Admin => {
+                admin::handle(self, session, ctx).await;
+                return Ok(true);
+            }
+            Admit::Purge => {
+                admin::purge_one(self, session, ctx).await;
+                return Ok(true);
+            }
+            Admit::Debug(resolution) => resolution,
         };
         let Resolution {
             resolved,
             origin,
             upstream_path,
-            vary_accept,
             external,
-        } = resolved;
-        if resolved.debug {
-            let allowed = self.state.cfg.server.debug_view || admin::is_admin(self, session);
-            if !allowed {
-                let e = ApiError::forbidden(
-                    "debug=view needs the admin token or server.debug_view = true",
-                );
-                respond_error(session, &ctx.request_id, &e).await;
-                return Ok(true);
-            }
-            let mut v = serde_json::to_value(&resolved.diagnostics).unwrap_or_default();
-            v["origin"] = match origin.map(|o| &self.state.cfg.origins[o]) {
-                Some(o) => serde_json::json!({ "name": o.name, "matcher": o.matcher,
-                    "sources": o.sources.iter().map(|s| s.kind()).collect::<Vec<_>>() }),
-                None => serde_json::json!({ "name": "external", "url": external }),
-            };
-            v["cache_key"] = serde_json::json!(resolved.cache_key);
-            v["upstream"] = serde_json::json!(upstream_path);
-            respond_json(session, &ctx.request_id, 200, &v).await;
-            return Ok(true);
-        }
-        let req = session.req_header();
-        let class = filters::ratelimit::classify_resolved(&path, &resolved);
-        let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        if let Err(e) = self
-            .state
-            .security
-            .authorize(class, pq, header(req, "authorization"))
-        {
+            ..
+        } = *resolution;
+        let allowed = self.state.cfg.server.debug_view || admin::is_admin(self, session);
+        if !allowed {
+            let e =
+                ApiError::forbidden("debug=view needs the admin token or server.debug_view = true");
             respond_error(session, &ctx.request_id, &e).await;
             return Ok(true);
         }
-        let is_fill = header(req, FILL_HEADER) == Some(self.state.fill_token.as_str());
-        if !is_fill {
-            if self.state.security.limit_hits() {
-                let checked = ctx
-                    .client_ip
-                    .map(|ip| self.state.security.rate_check(class, ip));
-                if let Some(Err(e)) = checked {
-                    respond_error(session, &ctx.request_id, &e).await;
-                    return Ok(true);
-                }
-            } else {
-                ctx.rate_class = Some(class);
-            }
-        }
-        let req = session.req_header();
-        ctx.origin = origin;
-        ctx.external_url = external;
-        ctx.key = Some(resolved.cache_key.clone());
-        ctx.single_range = resolved.spec.is_passthrough()
-            && header(req, "range")
-                .is_some_and(|r| r.trim_start().starts_with("bytes=") && !r.contains(','));
-        ctx.is_fill = is_fill;
-        ctx.upstream_path = Some(upstream_path);
-        ctx.vary_accept = vary_accept;
-        ctx.resolved = Some(resolved);
-        ctx.path = path;
-        self.fast_hit(session, ctx).await
+        let mut v = serde_json::to_value(&resolved.diagnostics).unwrap_or_default();
+        v["origin"] = match origin.map(|o| &self.state.cfg.origins[o]) {
+            Some(o) => serde_json::json!({ "name": o.name, "matcher": o.matcher,
+                "sources": o.sources.iter().map(|s| s.kind()).collect::<Vec<_>>() }),
+            None => serde_json::json!({ "name": "external", "url": external }),
+        };
+        v["cache_key"] = serde_json::json!(resolved.cache_key);
+        v["upstream"] = serde_json::json!(upstream_path);
+        respond_json(session, &ctx.request_id, 200, &v).await;
+        Ok(true)
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -888,33 +815,190 @@ impl ProxyHttp for Edge {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        crate::metrics::count_request(status);
-        let sent = session.body_bytes_sent() as u64;
-        METRICS.bytes_out.inc_by(sent);
-        let ms = ctx.started.elapsed().as_secs_f64();
         let result = if ctx.fast_hit {
             "hit"
         } else {
             session.cache.phase().as_str()
         };
-        crate::metrics::observe_request(result, ms);
-        tracing::info!(
-            request_id = %ctx.request_id,
-            client_ip = %ctx.client_ip.map(|i| i.to_string()).unwrap_or_default(),
-            method = %session.req_header().method,
-            path = %ctx.path,
+        let sent = session.body_bytes_sent() as u64;
+        let error = e.map(|e| e.etype().as_str()).or(ctx.error_code);
+        log_request(
+            &session.req_header().method,
             status,
-            cache = result,
-            cache_key = ctx.key.as_deref().unwrap_or(""),
-            bytes = sent,
-            ms = (ms * 1000.0) as u64,
-            error = e.map(|e| e.etype().as_str()).or(ctx.error_code).unwrap_or(""),
-            "request"
+            result,
+            sent,
+            error,
+            ctx,
         );
     }
 }
 
+/// Counts and logs one answered request (metrics by status and cache result, bytes, latency;
+/// one `tracing` line), whichever path answered it.
+pub(crate) fn log_request(
+    method: &http::Method,
+    status: u16,
+    result: &str,
+    sent: u64,
+    error: Option<&str>,
+    ctx: &Ctx,
+) {
+    crate::metrics::count_request(status);
+    METRICS.bytes_out.inc_by(sent);
+    let ms = ctx.started.elapsed().as_secs_f64();
+    crate::metrics::observe_request(result, ms);
+    tracing::info!(
+        request_id = %ctx.request_id,
+        client_ip = %ctx.client_ip.map(|i| i.to_string()).unwrap_or_default(),
+        method = %method,
+        path = %ctx.path,
+        status,
+        cache = result,
+        cache_key = ctx.key.as_deref().unwrap_or(""),
+        bytes = sent,
+        ms = (ms * 1000.0) as u64,
+        error = error.unwrap_or(""),
+        "request"
+    );
+}
+
 impl Edge {
+    /// Everything `request_filter` decides from the request head alone, in order: request id,
+    /// peer and client IP, `Via` loop, built-in routes, method, size caps, traversal, resolution
+    /// (spec, origin, key), `debug=view`, authorization. No side effects beyond filling `ctx`:
+    /// the rate limit, which counts, is [`Self::rate_gate`]'s, so the front door can ask this
+    /// and still hand the request to Pingora untouched.
+    pub(crate) fn admit(
+        &self,
+        req: &RequestHeader,
+        peer: Option<std::net::IpAddr>,
+        ctx: &mut Ctx,
+    ) -> Admit {
+        ctx.request_id = header(req, "x-request-id")
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string)
+            .unwrap_or_else(new_request_id);
+        let refuse = |ctx: &mut Ctx, e: ApiError| {
+            ctx.error_code = Some(e.code);
+            Admit::Refuse(e)
+        };
+        if let Some(peer) = peer {
+            let sec = &self.state.security;
+            if let Err(e) = sec.check_peer(peer, req.uri.path()) {
+                return refuse(ctx, e);
+            }
+            ctx.client_ip = Some(sec.client_ip(peer, &req.headers));
+        }
+        let token = &self.state.cfg.server.via_token;
+        let looped = req
+            .headers
+            .get_all("via")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|hop| hop.split_whitespace().nth(1) == Some(token.as_str()))
+            });
+        if looped {
+            let e = ApiError::new(
+                508,
+                "LOOP_DETECTED",
+                format!("request already passed through {token}"),
+            );
+            return refuse(ctx, e);
+        }
+        let path = req.uri.path();
+        let method = &req.method;
+        if path == "/health" && (method == http::Method::GET || method == http::Method::HEAD) {
+            return Admit::Health;
+        }
+        if path == "/metrics" && method == http::Method::GET {
+            return Admit::Metrics;
+        }
+        if path == "/admin" || path.starts_with("/admin/") {
+            return Admit::Admin;
+        }
+        if method.as_str() == "PURGE" {
+            return Admit::Purge;
+        }
+        if method != http::Method::GET && method != http::Method::HEAD {
+            let e = ApiError::new(
+                405,
+                "METHOD_NOT_ALLOWED",
+                format!("method {method} not allowed"),
+            );
+            return refuse(ctx, e);
+        }
+        if let Err(e) = check_hygiene(req) {
+            return refuse(ctx, e);
+        }
+        if path_is_suspicious(path) {
+            return refuse(
+                ctx,
+                ApiError::bad_request(format!("path {path:?} is not allowed")),
+            );
+        }
+        let resolution = match self.resolve(path, req.uri.query(), &req.headers) {
+            Ok(r) => r,
+            Err(e) => return refuse(ctx, e),
+        };
+        if resolution.resolved.debug {
+            return Admit::Debug(Box::new(resolution));
+        }
+        let Resolution {
+            resolved,
+            origin,
+            upstream_path,
+            vary_accept,
+            external,
+        } = resolution;
+        let class = filters::ratelimit::classify_resolved(path, &resolved);
+        let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if let Err(e) = self
+            .state
+            .security
+            .authorize(class, pq, header(req, "authorization"))
+        {
+            return refuse(ctx, e);
+        }
+        ctx.is_fill = header(req, FILL_HEADER) == Some(self.state.fill_token.as_str());
+        ctx.origin = origin;
+        ctx.external_url = external;
+        ctx.key = Some(resolved.cache_key.clone());
+        ctx.single_range = resolved.spec.is_passthrough()
+            && header(req, "range")
+                .is_some_and(|r| r.trim_start().starts_with("bytes=") && !r.contains(','));
+        ctx.upstream_path = Some(upstream_path);
+        ctx.vary_accept = vary_accept;
+        ctx.resolved = Some(resolved);
+        ctx.path = path.to_string();
+        Admit::Proceed(class)
+    }
+
+    /// The rate limit of an admitted request: checked (and counted) now when hits count,
+    /// else remembered for `proxy_upstream_filter` (misses only). The edge's own background
+    /// fills are never limited.
+    pub(crate) fn rate_gate(
+        &self,
+        class: filters::OperationClass,
+        ctx: &mut Ctx,
+    ) -> std::result::Result<(), ApiError> {
+        if ctx.is_fill {
+            return Ok(());
+        }
+        let sec = &self.state.security;
+        if !sec.limit_hits() {
+            ctx.rate_class = Some(class);
+            return Ok(());
+        }
+        match ctx.client_ip {
+            Some(ip) => sec
+                .rate_check(class, ip)
+                .inspect_err(|e| ctx.error_code = Some(e.code)),
+            None => Ok(()),
+        }
+    }
+
     /// Answers a plain `GET`/`HEAD` of a fresh, whole object held by the memory tier without
     /// pingora-cache's lookup machinery: the same header pingora-cache would send (stored
     /// header, `Age`, HTTP/1.1) decorated as every response is, then the body. Only when no
@@ -922,6 +1006,35 @@ impl Edge {
     /// no `Vary`, status 200 with a length, not purged. Everything else returns `false` and
     /// takes the ordinary path (which also decodes an entry's metadata for later fast hits).
     async fn fast_hit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let head = req.method == http::Method::HEAD;
+        let Some(hit) = self.fresh_hit(req, ctx) else {
+            return Ok(false);
+        };
+        let mut resp = hit.prepared.header.clone();
+        if resp
+            .insert_header(http::header::AGE, hit.age.as_secs())
+            .and_then(|_| self.decorate_request(&mut resp, ctx))
+            .is_err()
+        {
+            return Ok(false);
+        }
+        self.count_fast_hit(ctx);
+        // A write error goes back to Pingora (logged, connection not reused), as on any hit.
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session.write_response_body(Some(hit.body), true).await?;
+        }
+        Ok(true)
+    }
+
+    /// The memory tier's answer to an admitted request, when it can be given without
+    /// pingora-cache: a plain `GET`/`HEAD` (no `Range`, no conditional header, not a fill)
+    /// whose key is held whole, fresh, without `Vary`, status 200 with a length, not purged.
+    /// The object's part of the response header is prepared once per memory object, as a
+    /// [`ResponseHeader`] and as HTTP/1.1 bytes ([`storage::Prepared`]). Not counted: see
+    /// [`Self::count_fast_hit`].
+    pub(crate) fn fresh_hit(&self, req: &RequestHeader, ctx: &Ctx) -> Option<storage::FreshHit> {
         const CONDITIONAL: [http::header::HeaderName; 6] = [
             http::header::RANGE,
             http::header::IF_NONE_MATCH,
@@ -932,24 +1045,21 @@ impl Edge {
         ];
         let st = &self.state;
         if !st.cfg.cache.enabled || ctx.is_fill {
-            return Ok(false);
+            return None;
         }
-        let req = session.req_header();
-        let head = req.method == http::Method::HEAD;
-        if !(head || req.method == http::Method::GET)
+        if !(req.method == http::Method::HEAD || req.method == http::Method::GET)
             || CONDITIONAL.iter().any(|h| req.headers.contains_key(h))
         {
-            return Ok(false);
+            return None;
         }
-        let Some(key) = ctx.key.as_deref() else {
-            return Ok(false);
-        };
+        let key = ctx.key.as_deref()?;
         // Prepared once per memory object: the stored header as pingora-cache would send it
         // (HTTP/1.1) with everything that depends only on the object, its key and the config.
         let prepare = |h: &ResponseHeader| {
             let eligible = h.status == http::StatusCode::OK
                 && !h.headers.contains_key(http::header::VARY)
-                && h.headers.contains_key(http::header::CONTENT_LENGTH);
+                && h.headers.contains_key(http::header::CONTENT_LENGTH)
+                && !h.headers.contains_key(http::header::TRANSFER_ENCODING);
             if !eligible {
                 return None;
             }
@@ -958,34 +1068,21 @@ impl Edge {
             let mut header = h.clone();
             header.set_version(http::Version::HTTP_11);
             self.decorate_object(&mut header, Some(key), "HIT").ok()?;
-            Some(crate::edge::storage::Prepared { header, tags })
+            let wire = front::head_bytes(&header);
+            Some(storage::Prepared { header, wire, tags })
         };
-        let Some(hit) = st.storage.fresh_mem_hit(&CacheKey::new(key, ""), prepare) else {
-            return Ok(false);
-        };
-        if st
+        let hit = st.storage.fresh_mem_hit(&CacheKey::new(key, ""), prepare)?;
+        let purged = st
             .purge
-            .is_purged(key, &ctx.path, hit.tags.as_deref(), hit.created)
-        {
-            return Ok(false);
-        }
-        let mut resp = hit.header;
-        if resp
-            .insert_header(http::header::AGE, hit.age.as_secs())
-            .and_then(|_| self.decorate_request(&mut resp, ctx))
-            .is_err()
-        {
-            return Ok(false);
-        }
+            .is_purged(key, &ctx.path, hit.prepared.tags.as_deref(), hit.created);
+        (!purged).then_some(hit)
+    }
+
+    /// Counts a fast hit (cache result, memory-tier hit) and marks the request as one.
+    pub(crate) fn count_fast_hit(&self, ctx: &mut Ctx) {
         crate::metrics::count_cache_result("HIT");
         ctx.fast_hit = true;
-        st.storage.count_fast_hit();
-        // A write error goes back to Pingora (logged, connection not reused), as on any hit.
-        session.write_response_header(Box::new(resp), head).await?;
-        if !head {
-            session.write_response_body(Some(hit.body), true).await?;
-        }
-        Ok(true)
+        self.state.storage.count_fast_hit();
     }
 
     /// The headers every response to a cacheable request gets, whichever path answered it
@@ -1034,41 +1131,44 @@ impl Edge {
 
     /// What depends on this request: `X-Request-ID`, the spec's headers, `Vary`, `Accept-CH`.
     fn decorate_request(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-        resp.insert_header("x-request-id", &ctx.request_id)?;
-        let Some(r) = &ctx.resolved else {
-            return Ok(());
-        };
-        for (k, v) in filters::response_headers(&r.spec) {
+        let stored_vary = resp.headers.get("vary").and_then(|v| v.to_str().ok());
+        for (k, v) in request_headers(ctx, stored_vary) {
             resp.insert_header(k, v)?;
-        }
-        let mut vary: Vec<&str> = r.vary.clone();
-        if ctx.vary_accept {
-            vary.push("Accept");
-        }
-        if !vary.is_empty() {
-            let existing = resp
-                .headers
-                .get("vary")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let mut all: Vec<String> = existing
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            for v in vary {
-                if !all.iter().any(|a| a.eq_ignore_ascii_case(v)) {
-                    all.push(v.to_string());
-                }
-            }
-            resp.insert_header("vary", all.join(", "))?;
-        }
-        if r.accept_ch {
-            resp.insert_header("accept-ch", filters::ACCEPT_CH)?;
         }
         Ok(())
     }
+}
+
+/// The headers [`Edge::decorate_request`] sets, given the stored `Vary` value: the request id,
+/// the spec's headers, `Vary` (stored plus what the resolution varies on), `Accept-CH`.
+pub(crate) fn request_headers(ctx: &Ctx, stored_vary: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut out = vec![("x-request-id", ctx.request_id.clone())];
+    let Some(r) = &ctx.resolved else {
+        return out;
+    };
+    out.extend(filters::response_headers(&r.spec));
+    let mut vary: Vec<&str> = r.vary.clone();
+    if ctx.vary_accept {
+        vary.push("Accept");
+    }
+    if !vary.is_empty() {
+        let mut all: Vec<String> = stored_vary
+            .unwrap_or("")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for v in vary {
+            if !all.iter().any(|a| a.eq_ignore_ascii_case(v)) {
+                all.push(v.to_string());
+            }
+        }
+        out.push(("vary", all.join(", ")));
+    }
+    if r.accept_ch {
+        out.push(("accept-ch", filters::ACCEPT_CH.to_string()));
+    }
+    out
 }
 
 /// A fresh request id: 32 hex digits, a random per-process prefix and a counter (unique

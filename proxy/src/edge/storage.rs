@@ -57,13 +57,15 @@ struct MemObject {
     /// decoding it on every hit cost ~4 % of a small-object hit), rebuilt per hit from here.
     decoded: std::sync::OnceLock<DecodedMeta>,
     /// What the edge's fast path made of the decoded header, once (`None`: not eligible).
-    prepared: std::sync::OnceLock<Option<Prepared>>,
+    prepared: std::sync::OnceLock<Option<Arc<Prepared>>>,
 }
 
 /// A response header prepared once per memory object by the caller of
 /// [`TieredStorage::fresh_mem_hit`] (opaque here), with the entry's `Cache-Tag` value.
 pub struct Prepared {
     pub header: pingora_http::ResponseHeader,
+    /// `header` as HTTP/1.1 bytes: status line and header lines, without the blank line.
+    pub wire: Bytes,
     pub tags: Option<std::sync::Arc<str>>,
 }
 
@@ -123,9 +125,8 @@ impl DecodedMeta {
 
 /// A fresh whole object from the memory tier (see [`TieredStorage::fresh_mem_hit`]).
 pub struct FreshHit {
-    /// The prepared header.
-    pub header: pingora_http::ResponseHeader,
-    pub tags: Option<std::sync::Arc<str>>,
+    /// The prepared header (shared with the memory object).
+    pub prepared: Arc<Prepared>,
     pub body: Bytes,
     pub created: SystemTime,
     pub age: std::time::Duration,
@@ -211,10 +212,12 @@ impl TieredStorage {
         if d.variance.is_some() || d.fresh_until < now {
             return None;
         }
-        let p = obj.prepared.get_or_init(|| prepare(&d.header)).as_ref()?;
+        let p = obj
+            .prepared
+            .get_or_init(|| prepare(&d.header).map(Arc::new))
+            .as_ref()?;
         Some(FreshHit {
-            header: p.header.clone(),
-            tags: p.tags.clone(),
+            prepared: p.clone(),
             body: obj.body.clone(),
             created: d.created,
             age: now
@@ -1013,6 +1016,7 @@ mod tests {
             header.insert_header("x-prepared", "1").unwrap();
             Some(Prepared {
                 header,
+                wire: Bytes::from_static(b"HTTP/1.1 200 OK"),
                 tags: Some("t".into()),
             })
         };
@@ -1023,14 +1027,14 @@ mod tests {
         let (m, mut h) = s.lookup(&key, &span).await.unwrap().unwrap();
         assert_eq!(read_all(&mut h).await, b"fast body");
         let hit = s.fresh_mem_hit(&key, prep).expect("decoded and fresh");
-        assert_eq!(hit.header.headers["x-prepared"], "1");
-        assert_eq!(hit.tags.as_deref(), Some("t"));
+        assert_eq!(hit.prepared.header.headers["x-prepared"], "1");
+        assert_eq!(hit.prepared.tags.as_deref(), Some("t"));
         // Prepared once per object: a later `prepare` is not consulted.
         let again = s.fresh_mem_hit(&key, |_| None).expect("still prepared");
-        assert_eq!(again.header.headers["x-prepared"], "1");
+        assert_eq!(again.prepared.header.headers["x-prepared"], "1");
         assert_eq!(&hit.body[..], b"fast body");
         assert_eq!(hit.created, m.created());
-        assert_eq!(hit.header.status, 200);
+        assert_eq!(hit.prepared.header.status, 200);
         assert!(hit.age < Duration::from_secs(2));
         assert_eq!(
             s.stats.mem_hits.load(Ordering::Relaxed),

@@ -1,0 +1,449 @@
+//! The front door: the edge's HTTP/1 connection loop, in front of Pingora's `HttpProxy`.
+//!
+//! Owns reading request heads on HTTP/1 connections and answering the one kind of request that
+//! needs none of Pingora's proxy machinery: a plain `GET`/`HEAD` that [`Edge::admit`] lets
+//! through and whose object the memory tier holds whole and fresh ([`Edge::fresh_hit`]). Those
+//! are written straight to the connection from the header bytes prepared once per memory
+//! object. Every other request — anything unusual in its head, any miss, range, conditional,
+//! built-in route, error, HTTP/2 — goes to Pingora's `HttpProxy` with its bytes untouched (fed
+//! back as the session's first bytes), where the edge's `ProxyHttp` makes every decision as
+//! before. It must not decide cache policy or answer anything the edge would answer
+//! differently: what it sends for a hit is the same status, headers and body as pingora-cache's
+//! hit path (`tests/edge_cache.rs::fast_hits_answer_like_ordinary_hits`).
+//!
+//! Why: on a small cached object Pingora's per-request HTTP/1 parse, proxy session set-up and
+//! header serialisation cost as much CPU as nginx's whole cached hit (see the README's
+//! performance section). Parsing is httparse's, as in Pingora; the front door only takes
+//! requests without a body (no `Content-Length`, no `Transfer-Encoding`), so it never has to
+//! find where a body ends and cannot disagree with Pingora about request boundaries.
+
+use super::{error_response, log_request, request_headers, Admit, Edge};
+use async_trait::async_trait;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::server::ShutdownWatch;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::HttpProxy;
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Idle time allowed between requests (and while a head arrives), Pingora's default.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+/// Request heads larger than this are left to Pingora (which enforces its own limits).
+const MAX_HEAD: usize = 16 * 1024;
+/// Headers the front door looks at; more go to Pingora.
+const MAX_HEADERS: usize = 64;
+
+/// Pingora's `HttpProxy` for the edge, with the fast-hit loop in front (see the module doc).
+pub struct FrontDoor {
+    proxy: Arc<HttpProxy<Edge>>,
+    edge: Edge,
+}
+
+impl FrontDoor {
+    pub fn new(proxy: HttpProxy<Edge>, edge: Edge) -> FrontDoor {
+        FrontDoor {
+            proxy: Arc::new(proxy),
+            edge,
+        }
+    }
+
+    /// Hands the connection, with the bytes already read, to Pingora for one request;
+    /// returns the connection if Pingora keeps it open.
+    async fn delegate(
+        &self,
+        stream: Stream,
+        buf: &mut BytesMut,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
+        session.set_keepalive_reuses_remaining(
+            self.proxy
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit),
+        );
+        if !buf.is_empty() {
+            session.set_pipelined_prefix(buf.split());
+        }
+        let reused = self.proxy.process_new_http(session, shutdown).await?;
+        Some(reused.consume().0)
+    }
+
+    /// Answers `head` if it is a fast hit (or a fast hit refused by the rate limit).
+    async fn try_fast(
+        &self,
+        stream: &mut Stream,
+        head: &Head,
+        peer: Option<std::net::IpAddr>,
+        close: bool,
+        out: &mut Vec<u8>,
+    ) -> Served {
+        let edge = &self.edge;
+        let mut ctx = pingora_proxy::ProxyHttp::new_ctx(edge);
+        let Admit::Proceed(class) = edge.admit(&head.req, peer, &mut ctx) else {
+            return Served::No;
+        };
+        let Some(hit) = edge.fresh_hit(&head.req, &ctx) else {
+            return Served::No;
+        };
+        let is_head = head.req.method == http::Method::HEAD;
+        out.clear();
+        let (status, result, body) = match edge.rate_gate(class, &mut ctx) {
+            Ok(()) => {
+                let prepared = &hit.prepared;
+                out.extend_from_slice(&prepared.wire);
+                put_header(out, b"age", hit.age.as_secs().to_string().as_bytes());
+                for (k, v) in request_headers(&ctx, None) {
+                    if !value_ok(v.as_bytes()) {
+                        return Served::No;
+                    }
+                    put_header(out, k.as_bytes(), v.as_bytes());
+                }
+                edge.count_fast_hit(&mut ctx);
+                (200, "hit", hit.body)
+            }
+            Err(e) => {
+                let Some((resp, body)) = error_response(&ctx.request_id, &e) else {
+                    return Served::No;
+                };
+                out.extend_from_slice(&head_bytes(&resp));
+                let label =
+                    pingora_cache::CachePhase::Disabled(pingora_cache::NoCacheReason::NeverEnabled);
+                (resp.status.as_u16(), label.as_str(), body)
+            }
+        };
+        put_header(
+            out,
+            b"date",
+            pingora_core::protocols::http::date::get_cached_date().as_bytes(),
+        );
+        let connection: &[u8] = if close { b"close" } else { b"keep-alive" };
+        put_header(out, b"connection", connection);
+        out.extend_from_slice(b"\r\n");
+        let body: &[u8] = if is_head { &[] } else { &body };
+        let written = write_response(stream, out, body).await;
+        let sent = if written.is_ok() {
+            body.len() as u64
+        } else {
+            0
+        };
+        let error = written.is_err().then_some("WriteError");
+        log_request(&head.req.method, status, result, sent, error, &ctx);
+        match written {
+            Ok(()) => Served::Yes,
+            Err(e) => {
+                tracing::debug!(error = %e, "writing a fast hit");
+                Served::Failed
+            }
+        }
+    }
+}
+
+enum Served {
+    Yes,
+    /// Not a fast hit: the request goes to Pingora.
+    No,
+    /// The connection failed while answering.
+    Failed,
+}
+
+#[async_trait]
+impl ServerApp for FrontDoor {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let mut stream = stream;
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut out = Vec::with_capacity(1024);
+        let mut watch = shutdown.clone();
+        loop {
+            // A complete head, or a reason to hand the connection to Pingora.
+            let head = loop {
+                if !buf.is_empty() {
+                    match parse_head(&buf) {
+                        Parse::Complete(h) => break Some(h),
+                        Parse::Partial if buf.len() < MAX_HEAD => {}
+                        Parse::Partial | Parse::NotOurs => break None,
+                    }
+                }
+                let idle = buf.is_empty();
+                if idle && *watch.borrow() {
+                    return None;
+                }
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(4096);
+                }
+                let read = tokio::select! {
+                    biased;
+                    r = tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut buf)) => r,
+                    _ = watch.changed(), if idle => return None,
+                };
+                match read {
+                    Ok(Ok(n)) if n > 0 => {}
+                    // Closed, failed or idle too long: nothing to answer.
+                    _ => return None,
+                }
+            };
+            match head {
+                Some(h) => {
+                    let close = h.close || *watch.borrow();
+                    let served = self.try_fast(&mut stream, &h, peer, close, &mut out).await;
+                    crate::metrics::count_front_door(!matches!(served, Served::No));
+                    match served {
+                        Served::Yes if close => {
+                            let _ = stream.shutdown().await;
+                            return None;
+                        }
+                        Served::Yes => {
+                            buf.advance(h.len);
+                            continue;
+                        }
+                        Served::Failed => return None,
+                        Served::No => {}
+                    }
+                }
+                None => crate::metrics::count_front_door(false),
+            }
+            stream = self.delegate(stream, &mut buf, shutdown).await?;
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+/// A parsed request head the front door may answer.
+struct Head {
+    req: RequestHeader,
+    /// Bytes of the head (the request ends there: it has no body).
+    len: usize,
+    /// `Connection: close` was asked.
+    close: bool,
+}
+
+enum Parse {
+    Complete(Head),
+    Partial,
+    /// Valid or not, a request for Pingora: not `GET`/`HEAD` HTTP/1.1 in origin form, a body
+    /// (`Content-Length`, `Transfer-Encoding`), `Expect`, `Upgrade`, a `Connection` other than
+    /// `keep-alive`/`close`, too many headers, or anything httparse or `http` refuses.
+    NotOurs,
+}
+
+fn parse_head(buf: &[u8]) -> Parse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(_) => return Parse::NotOurs,
+    };
+    let (Some(method), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
+        return Parse::NotOurs;
+    };
+    if !(method == "GET" || method == "HEAD") || !path.starts_with('/') {
+        return Parse::NotOurs;
+    }
+    let mut close = false;
+    for h in parsed.headers.iter() {
+        let name = h.name.as_bytes();
+        let refused = [
+            &b"content-length"[..],
+            b"transfer-encoding",
+            b"expect",
+            b"upgrade",
+        ];
+        if refused.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+            return Parse::NotOurs;
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
+            if h.value.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if !h.value.eq_ignore_ascii_case(b"keep-alive") {
+                return Parse::NotOurs;
+            }
+        }
+    }
+    let Ok(mut req) =
+        RequestHeader::build_no_case(method, path.as_bytes(), Some(parsed.headers.len()))
+    else {
+        return Parse::NotOurs;
+    };
+    for h in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(h.value),
+        ) else {
+            return Parse::NotOurs;
+        };
+        if req.append_header(name, value).is_err() {
+            return Parse::NotOurs;
+        }
+    }
+    Parse::Complete(Head { req, len, close })
+}
+
+/// `resp` as HTTP/1.1 bytes: the status line and its header lines, without the blank line and
+/// without the headers written per response (`Date`, `Connection`, `Age`).
+pub fn head_bytes(resp: &ResponseHeader) -> Bytes {
+    let mut h = resp.clone();
+    for name in [
+        http::header::DATE,
+        http::header::CONNECTION,
+        http::header::AGE,
+    ] {
+        h.remove_header(&name);
+    }
+    let mut out = BytesMut::with_capacity(512);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(h.status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(h.status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    h.header_to_h1_wire(&mut out);
+    out.freeze()
+}
+
+fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A header value that may be written as is (what `http::HeaderValue` accepts).
+fn value_ok(v: &[u8]) -> bool {
+    v.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+}
+
+/// Writes head and body, in one `writev` when they do not fit the connection's write buffer,
+/// and flushes.
+async fn write_response(stream: &mut Stream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    let (mut head, mut body) = (head, body);
+    while !head.is_empty() {
+        let n = stream
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n >= head.len() {
+            body = &body[n - head.len()..];
+            head = &[];
+        } else {
+            head = &head[n..];
+        }
+    }
+    stream.write_all(body).await?;
+    stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(raw: &[u8]) -> Head {
+        match parse_head(raw) {
+            Parse::Complete(h) => h,
+            Parse::Partial => panic!("partial: {:?}", String::from_utf8_lossy(raw)),
+            Parse::NotOurs => panic!("not ours: {:?}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    #[test]
+    fn plain_gets_and_heads_are_parsed_with_their_length() {
+        let raw =
+            b"GET /samples/a.jpg?w=10 HTTP/1.1\r\nHost: x\r\nAccept: image/webp\r\n\r\nGET /next";
+        let h = complete(raw);
+        assert_eq!(h.len, raw.len() - b"GET /next".len());
+        assert_eq!(h.req.method, http::Method::GET);
+        assert_eq!(h.req.uri.path(), "/samples/a.jpg");
+        assert_eq!(h.req.uri.query(), Some("w=10"));
+        assert_eq!(h.req.headers["accept"], "image/webp");
+        assert!(!h.close);
+        let h = complete(b"HEAD / HTTP/1.1\r\nConnection: Close\r\n\r\n");
+        assert_eq!(h.req.method, http::Method::HEAD);
+        assert!(h.close);
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            Parse::Partial
+        ));
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_pingora() {
+        let cases: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\n\r\n",
+            b"PURGE / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET http://example.com/ HTTP/1.1\r\n\r\n",
+            b"GET * HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: keep-alive, x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\n\r\n",
+            b"\x16\x03\x01\x00",
+        ];
+        for raw in cases {
+            assert!(
+                matches!(parse_head(raw), Parse::NotOurs),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(parse_head(&many), Parse::NotOurs));
+    }
+
+    #[test]
+    fn prepared_heads_leave_per_response_headers_out() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("content-length", "5").unwrap();
+        resp.insert_header("date", "Mon, 01 Jan 2024 00:00:00 GMT")
+            .unwrap();
+        resp.insert_header("connection", "close").unwrap();
+        resp.insert_header("age", "7").unwrap();
+        resp.insert_header("x-cache", "HIT").unwrap();
+        let wire = head_bytes(&resp);
+        let text = std::str::from_utf8(&wire).unwrap().to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+        assert!(text.contains("content-length: 5\r\n"), "{text}");
+        assert!(text.contains("x-cache: hit\r\n"), "{text}");
+        assert!(
+            text.ends_with("\r\n") && !text.ends_with("\r\n\r\n"),
+            "{text}"
+        );
+        for gone in ["date:", "connection:", "age:"] {
+            assert!(!text.contains(gone), "{text}");
+        }
+    }
+
+    #[test]
+    fn header_values_with_control_bytes_are_refused() {
+        assert!(value_ok(b"abc 123\t/;=\"x\""));
+        assert!(!value_ok(b"a\r\nx-injected: 1"));
+        assert!(!value_ok(b"a\x00"));
+        assert!(!value_ok(b"a\x7f"));
+    }
+}
