@@ -22,6 +22,7 @@
 #   WRK_THREADS     wrk threads       (default 2)
 #   WRK_CONNS       wrk connections   (default 32)
 #   WRK_DURATION    wrk duration      (default 10s)
+#   ROUNDS          rounds of nginx-then-media-edge per size (default 3; medians reported)
 #   RSS_SIZE_MB     size of the RSS test object in MiB (default 1024)
 #   RSS_FILL        sparse (default, instant) | random (urandom, slower)
 #   ME_SERVER_EXTRA extra lines for media-edge's [server] table
@@ -33,6 +34,7 @@ set -euo pipefail
 WRK_THREADS="${WRK_THREADS:-2}"
 WRK_CONNS="${WRK_CONNS:-32}"
 WRK_DURATION="${WRK_DURATION:-10s}"
+ROUNDS="${ROUNDS:-3}"
 RSS_SIZE_MB="${RSS_SIZE_MB:-1024}"
 RSS_FILL="${RSS_FILL:-sparse}"
 KEEP_TMP="${KEEP_TMP:-0}"
@@ -280,13 +282,6 @@ EOF
         status="$(curl -s -o /dev/null -D - "$url" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache-status" {print $2}')"
         [[ "$status" == HIT ]] || die "nginx: $url not a cache HIT after warming (X-Cache-Status: ${status:-none})"
     done
-    for l in "${labels[@]}"; do
-        run_wrk nginx "$l" "http://127.0.0.1:$ng_cache_port/bench/obj-$l.bin"
-        ng_rps[$l]="$WRK_RPS"
-        ng_p99[$l]="$WRK_P99"
-    done
-    stop_pid "$nginx_pid"
-    nginx_pid=""
 fi
 
 # ------------------------------------------------------------ media-edge
@@ -330,22 +325,52 @@ if ((run_me)); then
     for l in "${labels[@]}"; do
         warm "http://127.0.0.1:$me_port/bench/obj-$l.bin" "${obj_size[$l]}" media-edge
     done
-    for l in "${labels[@]}"; do
-        run_wrk media-edge "$l" "http://127.0.0.1:$me_port/bench/obj-$l.bin"
-        me_rps[$l]="$WRK_RPS"
-        me_p99[$l]="$WRK_P99"
-    done
-    stop_pid "$me_pid"
-    me_pid=""
 fi
+
+# ------------------------------------------------------------ rounds
+# Both servers stay up (an idle one costs nothing); each round measures every size on nginx
+# then on media-edge, so drift on a shared machine hits both sides alike. Medians are
+# reported, and the spread of the per-round ratios.
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
+    if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+declare -A ng_all ng_p99_all me_all me_p99_all ratio_all
+for ((round = 1; round <= ROUNDS; round++)); do
+    for l in "${labels[@]}"; do
+        if ((run_nginx)); then
+            run_wrk nginx "$l-r$round" "http://127.0.0.1:$ng_cache_port/bench/obj-$l.bin"
+            ng_all[$l]+="$WRK_RPS "
+            ng_p99_all[$l]+="$WRK_P99 "
+            ng_last="$WRK_RPS"
+        fi
+        if ((run_me)); then
+            run_wrk media-edge "$l-r$round" "http://127.0.0.1:$me_port/bench/obj-$l.bin"
+            me_all[$l]+="$WRK_RPS "
+            me_p99_all[$l]+="$WRK_P99 "
+            if ((run_nginx)); then
+                ratio_all[$l]+="$(awk -v a="$WRK_RPS" -v b="$ng_last" 'BEGIN { printf "%.2f", a / b }') "
+            fi
+        fi
+    done
+done
+for l in "${labels[@]}"; do
+    # shellcheck disable=SC2086 # word splitting of the space-separated lists is intended
+    {
+        ((run_nginx)) && ng_rps[$l]="$(median ${ng_all[$l]})" && ng_p99[$l]="$(median ${ng_p99_all[$l]})"
+        ((run_me)) && me_rps[$l]="$(median ${me_all[$l]})" && me_p99[$l]="$(median ${me_p99_all[$l]})"
+    }
+done
+stop_pid "$me_pid"
+me_pid=""
+stop_pid "$nginx_pid"
+nginx_pid=""
 
 # ------------------------------------------------------------ table
 if ((run_nginx || run_me)); then
     echo
-    echo "cache hits, wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION, 127.0.0.1, $(nproc) CPUs"
-    printf '%-6s | %14s | %12s | %14s | %12s | %8s\n' \
-        size "nginx req/s" "nginx p99" "m-e req/s" "m-e p99" "ratio"
-    printf '%s\n' "-------+----------------+--------------+----------------+--------------+---------"
+    echo "cache hits, wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION, 127.0.0.1, $(nproc) CPUs, median of $ROUNDS rounds"
+    printf '%-6s | %14s | %12s | %14s | %12s | %8s | %s\n' \
+        size "nginx req/s" "nginx p99" "m-e req/s" "m-e p99" "ratio" "ratio per round"
+    printf '%s\n' "-------+----------------+--------------+----------------+--------------+----------+----------------"
     for l in "${labels[@]}"; do
         nr="${ng_rps[$l]:--}"
         np="${ng_p99[$l]:--}"
@@ -354,12 +379,13 @@ if ((run_nginx || run_me)); then
         [[ "$np" != - ]] && np="$np ms"
         [[ "$mp" != - ]] && mp="$mp ms"
         ratio="-"
-        if [[ "$nr" != - && "$mr" != - ]]; then
-            ratio="$(awk -v a="$mr" -v b="$nr" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+        if [[ -n "${ratio_all[$l]:-}" ]]; then
+            # shellcheck disable=SC2086
+            ratio="$(median ${ratio_all[$l]})"
         fi
-        printf '%-6s | %14s | %12s | %14s | %12s | %8s\n' "$l" "$nr" "$np" "$mr" "$mp" "$ratio"
+        printf '%-6s | %14s | %12s | %14s | %12s | %8s | %s\n' "$l" "$nr" "$np" "$mr" "$mp" "$ratio" "${ratio_all[$l]:--}"
     done
-    echo "ratio = media-edge req/s / nginx req/s"
+    echo "ratio = media-edge req/s / nginx req/s in the same round (median over rounds)"
 fi
 
 # ------------------------------------------------------------ peak RSS

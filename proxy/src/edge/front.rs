@@ -26,7 +26,7 @@ use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::HttpProxy;
-use std::io::IoSlice;
+use std::io::{IoSlice, Write};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,7 +97,8 @@ impl FrontDoor {
             Ok(()) => {
                 let prepared = &hit.prepared;
                 out.extend_from_slice(&prepared.wire);
-                put_header(out, b"age", hit.age.as_secs().to_string().as_bytes());
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "age: {}\r\n", hit.age.as_secs());
                 for (k, v) in request_headers(&ctx, None) {
                     if !value_ok(v.as_bytes()) {
                         return Served::No;
@@ -168,7 +169,19 @@ impl ServerApp for FrontDoor {
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let mut buf = BytesMut::with_capacity(4096);
         let mut out = Vec::with_capacity(1024);
+        // Made once per connection (not per read): the server starting to shut down, and the
+        // keep-alive deadline, moved forward at most once a second.
         let mut watch = shutdown.clone();
+        let stopping = async move {
+            while !*watch.borrow_and_update() {
+                if watch.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::pin!(stopping);
+        let idle_timer = tokio::time::sleep(KEEPALIVE);
+        tokio::pin!(idle_timer);
         loop {
             // A complete head, or a reason to hand the connection to Pingora.
             let head = loop {
@@ -180,26 +193,31 @@ impl ServerApp for FrontDoor {
                     }
                 }
                 let idle = buf.is_empty();
-                if idle && *watch.borrow() {
+                if idle && *shutdown.borrow() {
                     return None;
                 }
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(4096);
                 }
+                let deadline = tokio::time::Instant::now() + KEEPALIVE;
+                if deadline - idle_timer.deadline() > Duration::from_secs(1) {
+                    idle_timer.as_mut().reset(deadline);
+                }
                 let read = tokio::select! {
                     biased;
-                    r = tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut buf)) => r,
-                    _ = watch.changed(), if idle => return None,
+                    r = stream.read_buf(&mut buf) => r,
+                    _ = &mut idle_timer => return None,
+                    _ = &mut stopping, if idle => return None,
                 };
                 match read {
-                    Ok(Ok(n)) if n > 0 => {}
+                    Ok(n) if n > 0 => {}
                     // Closed, failed or idle too long: nothing to answer.
                     _ => return None,
                 }
             };
             match head {
                 Some(h) => {
-                    let close = h.close || *watch.borrow();
+                    let close = h.close || *shutdown.borrow();
                     let served = self.try_fast(&mut stream, &h, peer, close, &mut out).await;
                     crate::metrics::count_front_door(!matches!(served, Served::No));
                     match served {
