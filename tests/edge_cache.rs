@@ -1030,3 +1030,39 @@ async fn front_door_answers_fast_hits_and_hands_over_the_rest() {
     assert_eq!(front_door(&edge, "answered").await, answered);
     assert_eq!(origin.hits("/f"), 1);
 }
+
+/// A fast hit of a transformed image carries exactly the headers of a pingora-cache hit: the
+/// stored `X-Resolved-*` headers are replaced by the request's, never sent twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn fast_hits_of_transforms_replace_stored_headers() {
+    let edge = Edge::start(&samples_config("")).await;
+    let url = edge.url("/samples/photo.jpg?width=120&format=png");
+    let all = |r: &reqwest::Response| {
+        let mut v: Vec<(String, String)> = r
+            .headers()
+            .iter()
+            .filter(|(k, _)| !["x-request-id", "age", "date"].contains(&k.as_str()))
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let (miss, _) = get(&url, &[]).await;
+    assert_eq!(miss.status(), 200);
+    let (ordinary, b1) = get(&url, &[]).await;
+    assert_eq!(h(&ordinary, "x-cache"), "HIT");
+    let before = fast_hits(&edge).await;
+    let (fast, b2) = get(&url, &[]).await;
+    assert_eq!(fast_hits(&edge).await, before + 1, "answered as a fast hit");
+    assert_eq!(b1, b2);
+    assert_eq!(all(&fast), all(&ordinary));
+    for name in [
+        "x-resolved-width",
+        "x-request-id",
+        "content-length",
+        "x-cache",
+    ] {
+        assert_eq!(fast.headers().get_all(name).iter().count(), 1, "{name}");
+    }
+    assert_eq!(h(&fast, "x-resolved-width"), "120");
+}

@@ -92,17 +92,23 @@ impl FrontDoor {
             return Served::No;
         };
         let is_head = head.req.method == http::Method::HEAD;
+        // The request's own headers replace stored ones of the same name, as on the ordinary
+        // path: `wire` leaves out the names set when it was prepared (the same for every
+        // request of this key); any other clash is left to Pingora's path.
+        let prepared = &hit.prepared;
+        let own = request_headers(&ctx, None);
+        let clash =
+            |k: &str| !prepared.replaced.contains(&k) && prepared.header.headers.contains_key(k);
+        if own.iter().any(|(k, v)| !value_ok(v.as_bytes()) || clash(k)) {
+            return Served::No;
+        }
         out.clear();
         let (status, result, body) = match edge.rate_gate(class, &mut ctx) {
             Ok(()) => {
-                let prepared = &hit.prepared;
                 out.extend_from_slice(&prepared.wire);
                 // Writing to a Vec cannot fail.
                 let _ = write!(out, "age: {}\r\n", hit.age.as_secs());
-                for (k, v) in request_headers(&ctx, None) {
-                    if !value_ok(v.as_bytes()) {
-                        return Served::No;
-                    }
+                for (k, v) in &own {
                     put_header(out, k.as_bytes(), v.as_bytes());
                 }
                 edge.count_fast_hit(&mut ctx);
@@ -133,7 +139,7 @@ impl FrontDoor {
         } else {
             0
         };
-        let error = written.is_err().then_some("WriteError");
+        let error = written.is_err().then_some("WriteError").or(ctx.error_code);
         log_request(&head.req.method, status, result, sent, error, &ctx);
         match written {
             Ok(()) => Served::Yes,
@@ -160,7 +166,12 @@ impl ServerApp for FrontDoor {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        // HTTP/2, and server options this loop does not implement (h2c, custom protocols,
+        // a keep-alive request limit; none are set by the edge): Pingora's own loop.
+        let options = self.proxy.server_options();
+        let unsupported =
+            options.is_some_and(|o| o.h2c || o.force_custom || o.keepalive_request_limit.is_some());
+        if unsupported || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
         let mut stream = stream;
@@ -182,6 +193,9 @@ impl ServerApp for FrontDoor {
         tokio::pin!(stopping);
         let idle_timer = tokio::time::sleep(KEEPALIVE);
         tokio::pin!(idle_timer);
+        // A connection is closed for shutdown only between requests: a new connection's first
+        // request is answered (with `Connection: close`), as Pingora does.
+        let mut answered_one = false;
         loop {
             // A complete head, or a reason to hand the connection to Pingora.
             let head = loop {
@@ -192,7 +206,7 @@ impl ServerApp for FrontDoor {
                         Parse::Partial | Parse::NotOurs => break None,
                     }
                 }
-                let idle = buf.is_empty();
+                let idle = buf.is_empty() && answered_one;
                 if idle && *shutdown.borrow() {
                     return None;
                 }
@@ -227,15 +241,25 @@ impl ServerApp for FrontDoor {
                         }
                         Served::Yes => {
                             buf.advance(h.len);
+                            answered_one = true;
                             continue;
                         }
                         Served::Failed => return None,
-                        Served::No => {}
+                        Served::No => {
+                            // A head without a body: Pingora gets exactly its bytes, what
+                            // follows stays here for the next request.
+                            let mut rest = buf.split_off(h.len);
+                            stream = self.delegate(stream, &mut buf, shutdown).await?;
+                            buf = rest;
+                            answered_one = true;
+                            continue;
+                        }
                     }
                 }
                 None => crate::metrics::count_front_door(false),
             }
             stream = self.delegate(stream, &mut buf, shutdown).await?;
+            answered_one = true;
         }
     }
 
@@ -311,6 +335,10 @@ fn parse_head(buf: &[u8]) -> Parse {
         if req.append_header(name, value).is_err() {
             return Parse::NotOurs;
         }
+    }
+    // Pingora's own checks on `Host` (one value, no userinfo): refused heads are Pingora's.
+    if pingora_core::protocols::http::authority::validate_request_authority(&req).is_err() {
+        return Parse::NotOurs;
     }
     Parse::Complete(Head { req, len, close })
 }
@@ -418,6 +446,8 @@ mod tests {
             b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
             b"GET /a b HTTP/1.1\r\n\r\n",
             b"\x16\x03\x01\x00",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
         ];
         for raw in cases {
             assert!(

@@ -1068,8 +1068,22 @@ impl Edge {
             let mut header = h.clone();
             header.set_version(http::Version::HTTP_11);
             self.decorate_object(&mut header, Some(key), "HIT").ok()?;
-            let wire = front::head_bytes(&header);
-            Some(storage::Prepared { header, wire, tags })
+            // What every hit of this key sets itself (names fixed by the key's spec).
+            let replaced: Vec<&'static str> = request_headers(ctx, None)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            let mut bare = header.clone();
+            for k in &replaced {
+                bare.remove_header(*k);
+            }
+            let wire = front::head_bytes(&bare);
+            Some(storage::Prepared {
+                header,
+                wire,
+                replaced,
+                tags,
+            })
         };
         let hit = st.storage.fresh_mem_hit(&CacheKey::new(key, ""), prepare)?;
         let purged = st

@@ -64,8 +64,11 @@ struct MemObject {
 /// [`TieredStorage::fresh_mem_hit`] (opaque here), with the entry's `Cache-Tag` value.
 pub struct Prepared {
     pub header: pingora_http::ResponseHeader,
-    /// `header` as HTTP/1.1 bytes: status line and header lines, without the blank line.
+    /// `header` as HTTP/1.1 bytes: status line and header lines, without the blank line and
+    /// without the headers named in `replaced`.
     pub wire: Bytes,
+    /// Headers each hit sets itself (replacing stored ones of the same name).
+    pub replaced: Vec<&'static str>,
     pub tags: Option<std::sync::Arc<str>>,
 }
 
@@ -1017,6 +1020,7 @@ mod tests {
             Some(Prepared {
                 header,
                 wire: Bytes::from_static(b"HTTP/1.1 200 OK"),
+                replaced: Vec::new(),
                 tags: Some("t".into()),
             })
         };
