@@ -248,7 +248,7 @@ impl ServerApp for FrontDoor {
                         Served::No => {
                             // A head without a body: Pingora gets exactly its bytes, what
                             // follows stays here for the next request.
-                            let mut rest = buf.split_off(h.len);
+                            let rest = buf.split_off(h.len);
                             stream = self.delegate(stream, &mut buf, shutdown).await?;
                             buf = rest;
                             answered_one = true;
