@@ -60,13 +60,9 @@ impl FrontDoor {
         buf: &mut BytesMut,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // No keep-alive request limit to pass on: with one, the connection is Pingora's whole.
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
-        session.set_keepalive_reuses_remaining(
-            self.proxy
-                .server_options()
-                .and_then(|o| o.keepalive_request_limit),
-        );
         if !buf.is_empty() {
             session.set_pipelined_prefix(buf.split());
         }
@@ -118,7 +114,7 @@ impl FrontDoor {
                 let Some((resp, body)) = error_response(&ctx.request_id, &e) else {
                     return Served::No;
                 };
-                out.extend_from_slice(&head_bytes(&resp));
+                out.extend_from_slice(&head_bytes(&resp, &[]));
                 let label =
                     pingora_cache::CachePhase::Disabled(pingora_cache::NoCacheReason::NeverEnabled);
                 (resp.status.as_u16(), label.as_str(), body)
@@ -229,7 +225,9 @@ impl ServerApp for FrontDoor {
                     _ => return None,
                 }
             };
-            match head {
+            // What stays here after a hand-over: for a head without a body, the bytes after it
+            // (Pingora gets exactly the head); otherwise Pingora gets everything read.
+            let kept = match head {
                 Some(h) => {
                     let close = h.close || *shutdown.borrow();
                     let served = self.try_fast(&mut stream, &h, peer, close, &mut out).await;
@@ -245,20 +243,16 @@ impl ServerApp for FrontDoor {
                             continue;
                         }
                         Served::Failed => return None,
-                        Served::No => {
-                            // A head without a body: Pingora gets exactly its bytes, what
-                            // follows stays here for the next request.
-                            let rest = buf.split_off(h.len);
-                            stream = self.delegate(stream, &mut buf, shutdown).await?;
-                            buf = rest;
-                            answered_one = true;
-                            continue;
-                        }
+                        Served::No => buf.split_off(h.len),
                     }
                 }
-                None => crate::metrics::count_front_door(false),
-            }
+                None => {
+                    crate::metrics::count_front_door(false);
+                    BytesMut::new()
+                }
+            };
             stream = self.delegate(stream, &mut buf, shutdown).await?;
+            buf.unsplit(kept);
             answered_one = true;
         }
     }
@@ -344,15 +338,11 @@ fn parse_head(buf: &[u8]) -> Parse {
 }
 
 /// `resp` as HTTP/1.1 bytes: the status line and its header lines, without the blank line and
-/// without the headers written per response (`Date`, `Connection`, `Age`).
-pub fn head_bytes(resp: &ResponseHeader) -> Bytes {
+/// without the headers written per response (`Date`, `Connection`, `Age`, and `also`).
+pub fn head_bytes(resp: &ResponseHeader, also: &[&'static str]) -> Bytes {
     let mut h = resp.clone();
-    for name in [
-        http::header::DATE,
-        http::header::CONNECTION,
-        http::header::AGE,
-    ] {
-        h.remove_header(&name);
+    for name in ["date", "connection", "age"].iter().chain(also) {
+        h.remove_header(*name);
     }
     let mut out = BytesMut::with_capacity(512);
     out.put_slice(b"HTTP/1.1 ");
@@ -473,7 +463,7 @@ mod tests {
         resp.insert_header("connection", "close").unwrap();
         resp.insert_header("age", "7").unwrap();
         resp.insert_header("x-cache", "HIT").unwrap();
-        let wire = head_bytes(&resp);
+        let wire = head_bytes(&resp, &[]);
         let text = std::str::from_utf8(&wire).unwrap().to_ascii_lowercase();
         assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
         assert!(text.contains("content-length: 5\r\n"), "{text}");

@@ -1073,11 +1073,7 @@ impl Edge {
                 .into_iter()
                 .map(|(k, _)| k)
                 .collect();
-            let mut bare = header.clone();
-            for k in &replaced {
-                bare.remove_header(*k);
-            }
-            let wire = front::head_bytes(&bare);
+            let wire = front::head_bytes(&header, &replaced);
             Some(storage::Prepared {
                 header,
                 wire,
