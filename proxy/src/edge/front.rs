@@ -129,6 +129,8 @@ impl FrontDoor {
         put_header(out, b"connection", connection);
         out.extend_from_slice(b"\r\n");
         let body: &[u8] = if is_head { &[] } else { &body };
+        // Counted before the bytes leave: a client that has read the answer sees it counted.
+        crate::metrics::count_front_door(true);
         let written = write_response(stream, out, body).await;
         let sent = if written.is_ok() {
             body.len() as u64
@@ -230,9 +232,7 @@ impl ServerApp for FrontDoor {
             let kept = match head {
                 Some(h) => {
                     let close = h.close || *shutdown.borrow();
-                    let served = self.try_fast(&mut stream, &h, peer, close, &mut out).await;
-                    crate::metrics::count_front_door(!matches!(served, Served::No));
-                    match served {
+                    match self.try_fast(&mut stream, &h, peer, close, &mut out).await {
                         Served::Yes if close => {
                             let _ = stream.shutdown().await;
                             return None;
@@ -243,7 +243,10 @@ impl ServerApp for FrontDoor {
                             continue;
                         }
                         Served::Failed => return None,
-                        Served::No => buf.split_off(h.len),
+                        Served::No => {
+                            crate::metrics::count_front_door(false);
+                            buf.split_off(h.len)
+                        }
                     }
                 }
                 None => {
