@@ -46,7 +46,7 @@ async fn private_and_loopback_targets_are_refused_without_a_connection() {
     );
     let p = target.addr.port();
     let edge = Edge::start(&config(
-        "[external]\nenabled = true\ntimeout = \"3s\"\nconnect_timeout = \"1s\"\n",
+        "[external]\nenabled = true\ntimeout = \"3s\"\nconnect_timeout = \"5s\"\n",
     ))
     .await;
     let urls = [

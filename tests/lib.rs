@@ -72,25 +72,33 @@ impl Edge {
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Edge {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let text = config
-            .replace("{PORT}", &port.to_string())
-            .replace("{DIR}", &dir.path().to_string_lossy());
-        let cfg = dir.path().join("media-edge.toml");
-        std::fs::write(&cfg, text).expect("write config");
-        let mut e = Edge {
-            port,
-            dir,
-            config: cfg,
-            child: None,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
-        e.spawn().await;
-        e
+        // The free port is released before the edge binds it: an outgoing connection may take
+        // it in between, so a bind failure is retried on another port.
+        for attempt in 1.. {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let text = config
+                .replace("{PORT}", &port.to_string())
+                .replace("{DIR}", &dir.path().to_string_lossy());
+            let cfg = dir.path().join("media-edge.toml");
+            std::fs::write(&cfg, text).expect("write config");
+            let mut e = Edge {
+                port,
+                dir,
+                config: cfg,
+                child: None,
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+            match e.try_spawn().await {
+                Ok(()) => return e,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("media-edge did not come up:\n{log}"),
+            }
+        }
+        unreachable!()
     }
 
     /// The running process id.
@@ -102,35 +110,56 @@ impl Edge {
     /// `--upgrade` takes the listening sockets over when the old one gets SIGQUIT; the old
     /// one drains and exits. Returns how long the old process took to exit.
     pub async fn upgrade(&mut self) -> Duration {
-        let old = self.child.take().expect("running");
+        let u = self.begin_upgrade().await;
+        self.finish_upgrade(u).await
+    }
+
+    /// The first half of [`Self::upgrade`]: the new process is started and waits for the
+    /// sockets; the old one still serves everything.
+    pub async fn begin_upgrade(&mut self) -> Upgrading {
         let new = self
             .command()
             .arg("--upgrade")
             .spawn()
             .expect("spawn upgrade");
+        let u = Upgrading {
+            old: self.child.take(),
+            new: Some(new),
+        };
         // The new process waits on the upgrade socket; give it time to listen there.
         let sock = self.dir.path().join("data/upgrade.sock");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !sock.exists() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if !sock.exists() {
+            panic!(
+                "the new process never listened for the sockets:\n{}",
+                self.log()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
+        u
+    }
+
+    /// The second half of [`Self::upgrade`]: SIGQUIT to the old process, which hands the
+    /// listeners over, drains and exits.
+    pub async fn finish_upgrade(&mut self, mut u: Upgrading) -> Duration {
+        let mut old = u.old.take().expect("running");
         let t0 = Instant::now();
         unsafe {
             libc::kill(old.id() as i32, libc::SIGQUIT);
         }
-        self.child = Some(new);
-        let mut old = old;
+        self.child = u.new.take();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(_)) = old.try_wait() {
                 return t0.elapsed();
             }
-            assert!(
-                Instant::now() < deadline,
-                "old process never exited:\n{}",
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                let _ = old.kill();
+                panic!("old process never exited:\n{}", self.log());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -158,6 +187,13 @@ impl Edge {
     }
 
     async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("media-edge did not come up:\n{log}");
+        }
+    }
+
+    /// Starts the process and waits for `/health`; on failure, the log.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -167,21 +203,24 @@ impl Edge {
         let child = self.command().spawn().expect("spawn media-edge");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::new();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
         loop {
             if let Ok(r) = client.get(self.url("/health")).send().await {
                 if r.status() == 200 {
-                    return;
+                    return Ok(());
                 }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("media-edge exited early ({status}):\n{}", self.log());
+                self.child = None;
+                return Err(format!("exited early ({status}):\n{}", self.log()));
             }
-            assert!(
-                Instant::now() < deadline,
-                "media-edge did not come up:\n{}",
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                self.stop();
+                return Err(format!("no /health in 30 s:\n{}", self.log()));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -216,6 +255,22 @@ impl Edge {
     pub async fn restart(&mut self) {
         self.stop();
         self.spawn().await;
+    }
+}
+
+/// Both processes of a graceful upgrade in progress; killed if the test stops half-way.
+pub struct Upgrading {
+    old: Option<Child>,
+    new: Option<Child>,
+}
+
+impl Drop for Upgrading {
+    fn drop(&mut self) {
+        for c in [self.old.take(), self.new.take()].into_iter().flatten() {
+            let mut c = c;
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -464,6 +519,10 @@ pub const S3_ENV: &[(&str, &str)] = &[("TEST_S3_AK", S3_ACCESS_KEY), ("TEST_S3_S
 impl S3Server {
     /// Starts `s3s-fs` (from `$S3S_FS_BIN` or PATH or ~/.cargo/bin) with bucket `bucket`.
     pub async fn start(bucket: &str) -> S3Server {
+        Self::start_attempt(bucket, 1).await
+    }
+
+    async fn start_attempt(bucket: &str, attempt: u32) -> S3Server {
         let root = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(root.path().join(bucket)).expect("bucket dir");
         let port = free_port();
@@ -484,11 +543,17 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("s3s-fs must be installed (cargo install s3s-fs --version 0.14.1 --features binary --locked)");
+        let mut child = child;
         let deadline = Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_err()
         {
+            if let Ok(Some(status)) = child.try_wait() {
+                // The port was taken between `free_port` and the bind: another one.
+                assert!(attempt < 3, "s3s-fs exited ({status})");
+                return Box::pin(Self::start_attempt(bucket, attempt + 1)).await;
+            }
             assert!(Instant::now() < deadline, "s3s-fs did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -123,3 +123,48 @@ async fn graceful_upgrade_drops_no_request() {
     let (s, _, body) = get(&edge, "/health", &[]).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
 }
+
+/// Until the old process hands its listeners over, it stays whole: its misses are served by
+/// its own origin service (the new process binds the origin socket only once it has the
+/// listeners), and a purge it accepts is honoured by the new process, which compacted the
+/// purge log when it started. What the old process cached meanwhile is a hit in the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_keeps_the_old_processs_misses_and_purges() {
+    let mut edge = Edge::start(&samples_config("grace_period = \"1s\"\n")).await;
+    for want in ["MISS", "HIT"] {
+        let (s, h, _) = get(&edge, "/samples/alpha.png", &[]).await;
+        assert_eq!((s, hv(&h, "x-cache")), (200, want));
+    }
+    let u = edge.begin_upgrade().await;
+    // The new process is waiting for the listeners; the old one answers a miss at once.
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        get(&edge, "/samples/photo.jpg", &[]),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("a miss hung during the upgrade:\n{}", edge.log()));
+    assert_eq!((r.0, hv(&r.1, "x-cache")), (200, "MISS"));
+    let purged = client()
+        .post(edge.url("/admin/cache/purge"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"prefixes":["/samples/alpha"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 200);
+    edge.finish_upgrade(u).await;
+
+    // The new process: the old one's fill is a hit, its purge holds (read within a second).
+    let (s, h, _) = get(&edge, "/samples/photo.jpg", &[]).await;
+    assert_eq!((s, hv(&h, "x-cache")), (200, "HIT"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let last = loop {
+        let (s, h, _) = get(&edge, "/samples/alpha.png", &[]).await;
+        let x = hv(&h, "x-cache").to_string();
+        if x != "HIT" || std::time::Instant::now() > deadline {
+            break (s, x);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(last, (200, "MISS".to_string()), "{}", edge.log());
+}

@@ -147,7 +147,10 @@ async fn s3_video_is_read_by_ranges() {
     let (s, _, _) = get(&edge, "/s3/v/fast.mp4?mode=frame&time=3s&width=200", &[]).await;
     assert_eq!(s, 200);
     // Scratch files are gone once the responses are done.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !tmp_files(&edge).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(tmp_files(&edge).is_empty(), "{:?}", tmp_files(&edge));
 }
 

@@ -81,9 +81,6 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         PurgeLog::open(&data_dir.join("purge.log")).map_err(|e| format!("purge log: {e}"))?;
 
     let origin_socket = cfg.origin_socket();
-    let _ = std::fs::remove_file(&origin_socket);
-    let uds = std::os::unix::net::UnixListener::bind(&origin_socket)
-        .map_err(|e| format!("origin socket {}: {e}", origin_socket.display()))?;
 
     let cfg = Arc::new(cfg);
     // Sources are built on a short-lived runtime (the S3 SDK loads its config asynchronously);
@@ -166,7 +163,14 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // On a graceful upgrade this waits for the old process to hand its listeners over.
     server.bootstrap();
+    // Bound only now: until the old process has handed over, its misses keep going to its
+    // own origin service (a failed upgrade leaves it whole); afterwards, those of its
+    // draining connections are served by this process's.
+    let _ = std::fs::remove_file(&origin_socket);
+    let uds = std::os::unix::net::UnixListener::bind(&origin_socket)
+        .map_err(|e| format!("origin socket {}: {e}", origin_socket.display()))?;
 
     // Pingora's HttpProxy for the edge behind the front door, which answers fast hits on
     // HTTP/1 connections itself (edge/front.rs).

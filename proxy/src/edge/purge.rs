@@ -4,13 +4,22 @@
 //! whose entry was created at or before a purge of its key, one of its tags or a prefix of its
 //! path is treated as a miss. The log is appended to a file (JSON lines) and replayed at
 //! start, so purges survive restarts; it is compacted on load. It never touches storage.
+//!
+//! During a graceful upgrade two processes share the data dir: the new one compacts the log
+//! while the old one may still record purges. Appends and the compaction hold an `flock` on
+//! the file, an append that finds the file replaced goes to the new one, and each process
+//! reads what the others appended at most once a second (from the hit path), so no purge
+//! accepted by either process is lost.
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,9 +56,25 @@ impl Maps {
 
 pub struct PurgeLog {
     maps: RwLock<Maps>,
-    file: parking_lot::Mutex<Option<std::fs::File>>,
+    file: parking_lot::Mutex<LogFile>,
     path: PathBuf,
+    /// Milliseconds since `opened` after which the file is next read for others' purges.
+    next_refresh: AtomicU64,
+    opened: Instant,
 }
+
+/// The open log: appended to by every process sharing the data dir (an old and a new one
+/// during a graceful upgrade), read from `offset` on for the lines the others append.
+struct LogFile {
+    file: std::fs::File,
+    /// Bytes of the file already merged into the maps.
+    offset: u64,
+    /// A last line still being written.
+    partial: Vec<u8>,
+}
+
+/// How often the log is read for purges recorded by another process.
+const REFRESH_MS: u64 = 1000;
 
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -57,46 +82,118 @@ fn unix_ms(t: SystemTime) -> u64 {
         .as_millis() as u64
 }
 
+/// An exclusive `flock` on `f`, released when the guard drops. Appends and compactions take
+/// it, so a compaction never drops a line another process is appending.
+struct Flock<'a>(&'a std::fs::File);
+
+impl<'a> Flock<'a> {
+    fn lock(f: &'a std::fs::File) -> std::io::Result<Flock<'a>> {
+        loop {
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(Flock(f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for Flock<'_> {
+    fn drop(&mut self) {
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+}
+
+/// Whether `f` is still the file at `path` (a compaction replaces it).
+fn is_current(f: &std::fs::File, path: &Path) -> bool {
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+/// Merges the complete lines of `bytes` (after `partial`, what an earlier read left over);
+/// keeps an unfinished last line in `partial`.
+fn merge(maps: &mut Maps, partial: &mut Vec<u8>, bytes: &[u8]) {
+    partial.extend_from_slice(bytes);
+    let Some(end) = partial.iter().rposition(|&b| b == b'\n') else {
+        return;
+    };
+    for line in partial[..end].split(|&b| b == b'\n') {
+        // A torn line from a crash is skipped.
+        if let Ok(l) = serde_json::from_slice::<Line>(line) {
+            let e = maps.map(l.k).entry(l.v).or_insert(0);
+            *e = (*e).max(l.at);
+        }
+    }
+    partial.drain(..=end);
+}
+
 impl PurgeLog {
     /// Loads (and compacts) the log at `path`, creating it if missing.
     pub fn open(path: &Path) -> std::io::Result<PurgeLog> {
         let mut maps = Maps::default();
-        if let Ok(text) = std::fs::read_to_string(path) {
-            for line in text.lines() {
-                // A torn last line from a crash is skipped.
-                if let Ok(l) = serde_json::from_str::<Line>(line) {
-                    let e = maps.map(l.k).entry(l.v).or_insert(0);
-                    *e = (*e).max(l.at);
-                }
+        // The file is locked while it is read and replaced: a process appending to it waits,
+        // then finds it replaced and appends to the new one.
+        let current = loop {
+            let f = open_append(path)?;
+            let _lock = Flock::lock(&f)?;
+            if !is_current(&f, path) {
+                continue; // replaced by another process's compaction meanwhile
             }
-        }
-        // Compact: one line per item.
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut text = Vec::new();
+            (&f).read_to_end(&mut text)?;
+            let mut rest = Vec::new();
+            merge(&mut maps, &mut rest, &text);
+            merge(&mut maps, &mut rest, b"\n");
+            // Compact: one line per item.
+            let tmp = path.with_extension("tmp");
+            let mut out = String::new();
             for (k, m) in [
                 (PurgeKind::Tag, &maps.tags),
                 (PurgeKind::Key, &maps.keys),
                 (PurgeKind::Prefix, &maps.prefixes),
             ] {
                 for (v, at) in m {
-                    let line = serde_json::to_string(&Line {
-                        k,
-                        v: v.clone(),
-                        at: *at,
-                    })
-                    .unwrap_or_default();
-                    writeln!(f, "{line}")?;
+                    out.push_str(
+                        &serde_json::to_string(&Line {
+                            k,
+                            v: v.clone(),
+                            at: *at,
+                        })
+                        .unwrap_or_default(),
+                    );
+                    out.push('\n');
                 }
             }
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+            {
+                let mut t = std::fs::File::create(&tmp)?;
+                t.write_all(out.as_bytes())?;
+                t.sync_all()?;
+            }
+            std::fs::rename(&tmp, path)?;
+            break LogFile {
+                file: open_append(path)?,
+                offset: out.len() as u64,
+                partial: Vec::new(),
+            };
+        };
         Ok(PurgeLog {
             maps: RwLock::new(maps),
-            file: parking_lot::Mutex::new(Some(file)),
+            file: parking_lot::Mutex::new(current),
             path: path.to_path_buf(),
+            next_refresh: AtomicU64::new(REFRESH_MS),
+            opened: Instant::now(),
         })
     }
 
@@ -104,28 +201,77 @@ impl PurgeLog {
         &self.path
     }
 
+    /// Reads what other processes appended since the last read (all of a file that replaced
+    /// ours). Called with the file's lock held.
+    fn catch_up(&self, log: &mut LogFile) -> std::io::Result<()> {
+        if !is_current(&log.file, &self.path) {
+            *log = LogFile {
+                file: open_append(&self.path)?,
+                offset: 0,
+                partial: Vec::new(),
+            };
+        }
+        let len = log.file.metadata()?.len();
+        if len <= log.offset {
+            return Ok(());
+        }
+        let mut bytes = vec![0u8; (len - log.offset) as usize];
+        log.file.read_exact_at(&mut bytes, log.offset)?;
+        log.offset = len;
+        let mut maps = self.maps.write();
+        merge(&mut maps, &mut log.partial, &bytes);
+        Ok(())
+    }
+
+    /// At most once every [`REFRESH_MS`]: merges purges other processes recorded.
+    fn refresh(&self) {
+        let now = self.opened.elapsed().as_millis() as u64;
+        if now < self.next_refresh.load(Ordering::Relaxed) {
+            return;
+        }
+        // One caller reads; the others go on with what is known.
+        let Some(mut log) = self.file.try_lock() else {
+            return;
+        };
+        self.next_refresh.store(now + REFRESH_MS, Ordering::Relaxed);
+        if let Err(e) = self.catch_up(&mut log) {
+            tracing::warn!(error = %e, "reading the purge log");
+        }
+    }
+
     /// Records purges of `items` of one kind, now. Returns how many were recorded.
     pub fn record(&self, kind: PurgeKind, items: &[String]) -> std::io::Result<usize> {
         let at = unix_ms(SystemTime::now());
         let mut out = String::new();
-        {
-            let mut maps = self.maps.write();
-            for v in items {
-                maps.map(kind).insert(v.clone(), at);
-                out.push_str(
-                    &serde_json::to_string(&Line {
-                        k: kind,
-                        v: v.clone(),
-                        at,
-                    })
-                    .unwrap_or_default(),
-                );
-                out.push('\n');
-            }
+        for v in items {
+            out.push_str(
+                &serde_json::to_string(&Line {
+                    k: kind,
+                    v: v.clone(),
+                    at,
+                })
+                .unwrap_or_default(),
+            );
+            out.push('\n');
         }
-        if let Some(f) = self.file.lock().as_mut() {
-            f.write_all(out.as_bytes())?;
-            f.sync_data()?;
+        let mut log = self.file.lock();
+        loop {
+            let lock = Flock::lock(&log.file)?;
+            if is_current(&log.file, &self.path) {
+                // Lines appended by others up to here are merged first; ours are read back
+                // with the next ones (merging is idempotent).
+                (&log.file).write_all(out.as_bytes())?;
+                log.file.sync_data()?;
+                drop(lock);
+                break;
+            }
+            drop(lock);
+            self.catch_up(&mut log)?;
+        }
+        let mut maps = self.maps.write();
+        for v in items {
+            let e = maps.map(kind).entry(v.clone()).or_insert(0);
+            *e = (*e).max(at);
         }
         Ok(items.len())
     }
@@ -139,6 +285,7 @@ impl PurgeLog {
         tags: Option<&str>,
         created: SystemTime,
     ) -> bool {
+        self.refresh();
         let maps = self.maps.read();
         if maps.tags.is_empty() && maps.keys.is_empty() && maps.prefixes.is_empty() {
             return false;
@@ -201,6 +348,43 @@ mod tests {
         assert!(log.is_purged("orig:/k", "/k", None, old));
         assert!(!log.is_purged("orig:/j", "/j", Some("t1"), old));
         assert_eq!(log.counts(), (1, 1, 1));
+    }
+
+    /// Two processes on one data dir (a graceful upgrade): the new one compacts the log the
+    /// old one appends to; each sees the other's purges within a refresh.
+    #[test]
+    fn processes_sharing_the_log_see_each_others_purges() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("purge.log");
+        let old = SystemTime::now() - Duration::from_secs(10);
+        let a = PurgeLog::open(&p).unwrap();
+        a.record(PurgeKind::Tag, &["before".into()]).unwrap();
+        let b = PurgeLog::open(&p).unwrap(); // compacts: `a`'s file is replaced
+        assert!(b.is_purged("k", "/x", Some("before"), old));
+        a.record(PurgeKind::Tag, &["from-a".into()]).unwrap();
+        a.record(PurgeKind::Key, &["ka".into()]).unwrap();
+        b.record(PurgeKind::Prefix, &["/from-b/".into()]).unwrap();
+        // Not before the refresh interval: the hit path reads the file at most once a second.
+        assert!(!b.is_purged("k", "/x", Some("from-a"), old));
+        for log in [&a, &b] {
+            log.next_refresh.store(0, Ordering::Relaxed);
+        }
+        assert!(b.is_purged("k", "/x", Some("from-a"), old));
+        assert!(b.is_purged("ka", "/x", None, old));
+        assert!(a.is_purged("k", "/from-b/y", None, old));
+        assert!(a.is_purged("k", "/x", Some("before"), old));
+        // Nothing was lost on disk either.
+        let c = PurgeLog::open(&p).unwrap();
+        assert_eq!(c.counts(), (2, 1, 1));
+        // A line still being written is merged once it is complete.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(br#"{"k":"tag","v":"late","at":"#).unwrap();
+        c.next_refresh.store(0, Ordering::Relaxed);
+        assert!(!c.is_purged("k", "/x", Some("late"), old));
+        f.write_all(format!("{}}}\n", unix_ms(SystemTime::now())).as_bytes())
+            .unwrap();
+        c.next_refresh.store(0, Ordering::Relaxed);
+        assert!(c.is_purged("k", "/x", Some("late"), old));
     }
 
     #[test]

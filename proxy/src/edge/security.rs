@@ -300,8 +300,12 @@ mod tests {
     use crate::config::{RouteAuth, SigningKey};
 
     fn sec(auth: RouteAuth, limits: RateLimitConfig) -> Security {
-        std::env::set_var("SEC_TEST_KEY_A", "secret-a");
-        std::env::set_var("SEC_TEST_KEY_B", "secret-b");
+        // Set once: other tests of this binary read the environment from other threads.
+        static ENV: std::sync::Once = std::sync::Once::new();
+        ENV.call_once(|| {
+            std::env::set_var("SEC_TEST_KEY_A", "secret-a");
+            std::env::set_var("SEC_TEST_KEY_B", "secret-b");
+        });
         let cfg = SecurityConfig {
             signing_keys: vec![
                 SigningKey {

@@ -615,13 +615,19 @@ struct DiskIndex {
 }
 
 impl DiskIndex {
-    fn touch(&mut self, hash: u128) {
+    /// Marks `hash` as used; an entry another process wrote (during a graceful upgrade) is
+    /// indexed here, with its `size`, so the budget counts it. Returns whether it was new.
+    fn touch(&mut self, hash: u128, size: u64) -> bool {
         self.tick += 1;
         let t = self.tick;
         if let Some(e) = self.entries.get_mut(&hash) {
             self.order.remove(&e.1);
             e.1 = t;
             self.order.insert(t, hash);
+            false
+        } else {
+            self.insert(hash, size);
+            true
         }
     }
     fn insert(&mut self, hash: u128, size: u64) {
@@ -651,19 +657,51 @@ impl DiskIndex {
 
 struct DiskTier {
     dir: PathBuf,
+    /// This process's folder for fills in progress, under `tmp/`.
     tmp_dir: PathBuf,
     budget: u64,
     index: Mutex<DiskIndex>,
+    /// Holds the `flock` on `tmp_dir/.lock` while the process lives (a forked daemon
+    /// inherits it): the folder is not another process's leftover.
+    _tmp_lock: std::fs::File,
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: whether the lock was taken.
+fn try_flock(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Removes what crashed or exited processes left in `tmp/` (fills they never finished), but
+/// not the folders of a process still running: during a graceful upgrade the old process
+/// keeps filling while the new one starts. Returns this process's own folder and its lock.
+fn claim_tmp(tmp_root: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    std::fs::create_dir_all(tmp_root)?;
+    for e in std::fs::read_dir(tmp_root)?.flatten() {
+        let path = e.path();
+        if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let owner_gone = std::fs::File::open(path.join(".lock"))
+            .map(|f| try_flock(&f))
+            .unwrap_or(true);
+        if owner_gone {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    let own = tmp_root.join(format!("{:016x}", rand::random::<u64>()));
+    std::fs::create_dir(&own)?;
+    let lock = std::fs::File::create(own.join(".lock"))?;
+    if !try_flock(&lock) {
+        return Err(std::io::Error::other("cannot lock the cache temp folder"));
+    }
+    Ok((own, lock))
 }
 
 impl DiskTier {
     fn open(dir: &Path, budget: u64, stats: &TierStats) -> std::io::Result<DiskTier> {
-        let tmp_dir = dir.join("tmp");
-        std::fs::create_dir_all(&tmp_dir)?;
-        // Leftover temp files are fills a crash interrupted.
-        for e in std::fs::read_dir(&tmp_dir)?.flatten() {
-            let _ = std::fs::remove_file(e.path());
-        }
+        let (tmp_dir, tmp_lock) = claim_tmp(&dir.join("tmp"))?;
         let mut found: Vec<(std::time::SystemTime, u128, u64)> = Vec::new();
         for shard in std::fs::read_dir(dir)?.flatten() {
             if !shard.file_type().map(|t| t.is_dir()).unwrap_or(false) || shard.file_name() == "tmp"
@@ -706,6 +744,7 @@ impl DiskTier {
             tmp_dir,
             budget,
             index: Mutex::new(index),
+            _tmp_lock: tmp_lock,
         };
         tier.evict(stats);
         Ok(tier)
@@ -875,7 +914,10 @@ impl DiskTier {
         if &header[..8] != BODY_MAGIC || header[8..] != write_id.to_be_bytes() {
             return torn();
         }
-        self.index.lock().touch(hash);
+        let new = self.index.lock().touch(hash, len + raw.len() as u64);
+        if new {
+            self.evict(stats);
+        }
         Some(DiskEntry {
             meta,
             body_len,
@@ -1094,10 +1136,34 @@ mod tests {
         let mut idx = DiskIndex::default();
         idx.insert(1, 10);
         idx.insert(2, 10);
-        idx.touch(1);
+        assert!(!idx.touch(1, 10));
         assert_eq!(idx.pop_oldest(), Some(2));
         assert_eq!(idx.total, 10);
+        // An entry written by another process is counted once it is used.
+        assert!(idx.touch(3, 7));
+        assert_eq!(idx.total, 17);
+        assert_eq!(idx.pop_oldest(), Some(1));
         drop(stats);
+    }
+
+    /// The fills of a process still running (the old one, during a graceful upgrade) are left
+    /// alone; those of a process that is gone, and loose files, are removed.
+    #[test]
+    fn temp_folders_of_live_processes_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tmp");
+        let (running, lock) = claim_tmp(&root).unwrap();
+        std::fs::write(running.join("fill.b"), b"in flight").unwrap();
+        let (gone, gone_lock) = claim_tmp(&root).unwrap();
+        std::fs::write(gone.join("fill.b"), b"torn").unwrap();
+        drop(gone_lock); // its process exited
+        std::fs::write(root.join("old-layout.b"), b"torn").unwrap();
+        let (own, _own_lock) = claim_tmp(&root).unwrap();
+        assert!(running.join("fill.b").exists(), "a live process's fill");
+        assert!(!gone.exists(), "a dead process's folder");
+        assert!(!root.join("old-layout.b").exists());
+        assert!(own.is_dir() && own != running);
+        drop(lock);
     }
 }
 
@@ -1123,7 +1189,8 @@ mod decoded_meta {
         assert_eq!(rebuilt.fresh_until(), decoded.fresh_until());
         assert_eq!(rebuilt.created(), decoded.created());
         assert_eq!(rebuilt.epoch(), decoded.epoch());
-        assert_eq!(rebuilt.age().as_secs(), decoded.age().as_secs());
+        // Two clock reads: they may straddle a second.
+        assert!(rebuilt.age().as_secs().abs_diff(decoded.age().as_secs()) <= 1);
         assert_eq!(rebuilt.stale_while_revalidate_sec(), 15);
         assert_eq!(rebuilt.stale_if_error_sec(), 600);
         assert_eq!(rebuilt.variance(), Some([7u8; 16]));
@@ -1134,7 +1201,8 @@ mod decoded_meta {
         later.set_epoch_override(created + Duration::from_secs(20));
         let rebuilt = DecodedMeta::from_meta(&later).unwrap().to_meta();
         assert_eq!(rebuilt.epoch(), created + Duration::from_secs(20));
-        assert_eq!(rebuilt.age().as_secs(), later.age().as_secs());
+        // Two clock reads: they may straddle a second.
+        assert!(rebuilt.age().as_secs().abs_diff(later.age().as_secs()) <= 1);
         // A revalidated entry (`updated` moved on) is not rebuilt: decoded every hit.
         let mut revalidated = CacheMeta::deserialize(&internal, &header).unwrap();
         revalidated.update_freshness(SystemTime::now() + Duration::from_secs(60), 0, 0);
