@@ -9,6 +9,8 @@ fn config(origins: &str) -> String {
 [server]
 listen = ["127.0.0.1:{{PORT}}"]
 threads = 2
+# Restarts in these tests wait for the drain.
+grace_period = "1s"
 [cache]
 memory_bytes = "64MiB"
 memory_max_object = "64KiB"
