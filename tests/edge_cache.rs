@@ -1032,6 +1032,117 @@ async fn front_door_answers_fast_hits_and_hands_over_the_rest() {
     assert_eq!(origin.hits("/f"), 1);
 }
 
+/// Large objects in the memory tier live in sealed memory files and go out by `sendfile` on
+/// fast hits: the bytes are the object's, on pipelined and keep-alive requests, with a slow
+/// reader (the socket fills, the rest is written as it drains), for ranges (pingora-cache
+/// reads the same file through its mapping) and after the object is replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_fast_hits_are_sent_from_sealed_files() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = CountingOrigin::start().await;
+    let body = pattern(300_000);
+    origin.route(
+        "/big",
+        Canned::ok(body.clone()).header("cache-control", "max-age=600"),
+    );
+    let cfg = config(&remote_origin(
+        "r",
+        "^/r(/.+)$",
+        &origin.base(),
+        "{ ok = \"1h\" }",
+    ))
+    .replace(
+        "memory_max_object = \"64KiB\"",
+        "memory_max_object = \"1MiB\"",
+    );
+    let edge = Edge::start(&cfg).await;
+    let url = edge.url("/r/big");
+    for want in ["MISS", "HIT"] {
+        let (r, got) = get(&url, &[]).await;
+        assert_eq!(h(&r, "x-cache"), want);
+        assert_eq!(got, body);
+    }
+    let fast = fast_hits(&edge).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.write_all(
+        b"GET /r/big HTTP/1.1\r\nHost: x\r\n\r\nGET /r/big HTTP/1.1\r\nHost: x\r\n\r\n\
+          HEAD /r/big HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for head in [false, false, true] {
+        let r = read_response(&mut s, &mut buf, head).await;
+        assert_eq!((r.status, r.header("content-length")), (200, "300000"));
+        assert_eq!(r.header("x-cache"), "HIT");
+        if !head {
+            assert!(r.body == body, "body differs");
+        }
+    }
+    assert_eq!(fast_hits(&edge).await, fast + 3);
+    let sendfile = |m: String| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("media_edge_response_body_sendfile_bytes_total "))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    };
+    // Counted once `sendfile` returns: the first response's count is certain by now.
+    let by_sendfile = sendfile(metrics_text(&edge).await);
+    assert!(by_sendfile >= 300_000, "sent from the file: {by_sendfile}");
+    assert!(by_sendfile <= 600_000);
+
+    // A reader that does not read for a while: the socket fills up mid-body.
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
+        .await
+        .unwrap();
+    let _ = slow.set_nodelay(true);
+    let mut reqs = Vec::new();
+    for _ in 0..20 {
+        reqs.extend_from_slice(b"GET /r/big HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    slow.write_all(&reqs).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut sbuf = Vec::new();
+    for _ in 0..20 {
+        let r = read_response(&mut slow, &mut sbuf, false).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body == body, "body differs after a full socket");
+    }
+    let mut one = [0u8; 1];
+    let none = tokio::time::timeout(Duration::from_millis(200), slow.read(&mut one)).await;
+    assert!(none.is_err(), "nothing after the last response");
+
+    // Ranges take pingora-cache's path, which reads the mapping.
+    let (r, got) = get(&url, &[("range", "bytes=299990-")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(got, &body[299_990..]);
+
+    // Purged and refetched with new bytes: the new file is served.
+    let new_body = pattern(250_000).into_iter().rev().collect::<Vec<u8>>();
+    origin.route(
+        "/big",
+        Canned::ok(new_body.clone()).header("cache-control", "max-age=600"),
+    );
+    let purged = client()
+        .post(edge.url("/admin/cache/purge"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"keys":["/r/big"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 200);
+    get(&url, &[]).await;
+    s.write_all(b"GET /r/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s, &mut buf, false).await;
+    assert_eq!(r.header("x-cache"), "HIT");
+    assert!(r.body == new_body, "the refetched body");
+    assert_eq!(origin.hits("/big"), 2);
+}
+
 /// A fast hit of a transformed image carries exactly the headers of a pingora-cache hit: the
 /// stored `X-Resolved-*` headers are replaced by the request's, never sent twice.
 #[tokio::test(flavor = "multi_thread")]
