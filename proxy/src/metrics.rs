@@ -15,8 +15,6 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub cache_results: IntCounterVec,
     pub bytes_out: IntCounter,
-    /// Of `bytes_out`, those sent by `sendfile` from sealed memory files.
-    pub bytes_sendfile: IntCounter,
     pub origin_latency: HistogramVec,
     pub request_latency: HistogramVec,
     pub purges: IntCounterVec,
@@ -38,11 +36,6 @@ fn build() -> Metrics {
     .expect("static metric");
     let bytes_out = IntCounter::new("response_body_bytes_total", "Body bytes sent to clients")
         .expect("static metric");
-    let bytes_sendfile = IntCounter::new(
-        "response_body_sendfile_bytes_total",
-        "Body bytes sent by sendfile from sealed memory files (no copy in user space)",
-    )
-    .expect("static metric");
     let origin_latency = HistogramVec::new(
         HistogramOpts::new(
             "origin_response_seconds",
@@ -75,7 +68,6 @@ fn build() -> Metrics {
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(cache_results.clone()),
         Box::new(bytes_out.clone()),
-        Box::new(bytes_sendfile.clone()),
         Box::new(origin_latency.clone()),
         Box::new(request_latency.clone()),
         Box::new(purges.clone()),
@@ -88,7 +80,6 @@ fn build() -> Metrics {
         requests,
         cache_results,
         bytes_out,
-        bytes_sendfile,
         origin_latency,
         request_latency,
         purges,

@@ -67,9 +67,6 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         .map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
     cfg.server.data_dir = data_dir.clone();
 
-    // Large memory-tier bodies in sealed memory files, sent with `sendfile` (edge/sealed.rs).
-    let sealed_budget = crate::edge::sealed::init_budget();
-    tracing::debug!(sealed_budget, "sealed body budget");
     let limits = StorageLimits {
         memory_bytes: cfg.cache.memory_bytes.0,
         memory_max_object: cfg.cache.memory_max_object.0,

@@ -17,7 +17,6 @@
 //! requests without a body (no `Content-Length`, no `Transfer-Encoding`), so it never has to
 //! find where a body ends and cannot disagree with Pingora about request boundaries.
 
-use super::sealed::SealedBody;
 use super::{error_response, log_request, request_headers, Admit, Edge};
 use async_trait::async_trait;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -79,7 +78,6 @@ impl FrontDoor {
         peer: Option<std::net::IpAddr>,
         close: bool,
         out: &mut Vec<u8>,
-        sendfile: bool,
     ) -> Served {
         let edge = &self.edge;
         let mut ctx = pingora_proxy::ProxyHttp::new_ctx(edge);
@@ -101,7 +99,7 @@ impl FrontDoor {
             return Served::No;
         }
         out.clear();
-        let (status, result, body, file) = match edge.rate_gate(class, &mut ctx) {
+        let (status, result, body) = match edge.rate_gate(class, &mut ctx) {
             Ok(()) => {
                 out.extend_from_slice(&prepared.wire);
                 // Writing to a Vec cannot fail.
@@ -110,7 +108,7 @@ impl FrontDoor {
                     put_header(out, k.as_bytes(), v.as_bytes());
                 }
                 edge.count_fast_hit(&mut ctx);
-                (200, "hit", hit.body, hit.file)
+                (200, "hit", hit.body)
             }
             Err(e) => {
                 let Some((resp, body)) = error_response(&ctx.request_id, &e) else {
@@ -119,7 +117,7 @@ impl FrontDoor {
                 out.extend_from_slice(&head_bytes(&resp, &[]));
                 let label =
                     pingora_cache::CachePhase::Disabled(pingora_cache::NoCacheReason::NeverEnabled);
-                (resp.status.as_u16(), label.as_str(), body, None)
+                (resp.status.as_u16(), label.as_str(), body)
             }
         };
         put_header(
@@ -133,10 +131,7 @@ impl FrontDoor {
         let body: &[u8] = if is_head { &[] } else { &body };
         // Counted before the bytes leave: a client that has read the answer sees it counted.
         crate::metrics::count_front_door(true);
-        let written = match file.filter(|_| sendfile && !is_head) {
-            Some(f) => write_sendfile(stream, out, &f, body).await,
-            None => write_response(stream, out, body).await,
-        };
+        let written = write_response(stream, out, body).await;
         let sent = if written.is_ok() {
             body.len() as u64
         } else {
@@ -178,8 +173,6 @@ impl ServerApp for FrontDoor {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
         let mut stream = stream;
-        // A plain socket (not TLS): large bodies can go from their sealed files by `sendfile`.
-        let sendfile = stream.get_ssl().is_none() && stream.get_ssl_digest().is_none();
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -239,10 +232,7 @@ impl ServerApp for FrontDoor {
             let kept = match head {
                 Some(h) => {
                     let close = h.close || *shutdown.borrow();
-                    match self
-                        .try_fast(&mut stream, &h, peer, close, &mut out, sendfile)
-                        .await
-                    {
+                    match self.try_fast(&mut stream, &h, peer, close, &mut out).await {
                         Served::Yes if close => {
                             let _ = stream.shutdown().await;
                             return None;
@@ -398,79 +388,6 @@ async fn write_response(stream: &mut Stream, head: &[u8], body: &[u8]) -> std::i
         }
     }
     stream.write_all(body).await?;
-    stream.flush().await
-}
-
-/// Whether `sendfile` works here; turned off for good when the kernel or a sandbox refuses
-/// it (not for a failing connection).
-static SENDFILE_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// `write_response` for a body in a sealed memory file: the head goes out with `MSG_MORE`
-/// and the body by `sendfile`, with no copy in user space, straight on the socket (the
-/// stream's write buffer is flushed first). Whatever the socket does not take at once is
-/// written through the stream as before (the same bytes: `body` maps `file`).
-async fn write_sendfile(
-    stream: &mut Stream,
-    head: &[u8],
-    file: &SealedBody,
-    body: &[u8],
-) -> std::io::Result<()> {
-    use std::sync::atomic::Ordering;
-    if !SENDFILE_OK.load(Ordering::Relaxed) || body.len() != file.len() {
-        return write_response(stream, head, body).await;
-    }
-    stream.flush().await?;
-    let fd = stream.id();
-    let mut sent = 0;
-    while sent < head.len() {
-        // SAFETY: a send on the connection's socket from a live buffer; non-blocking.
-        let n = unsafe {
-            libc::send(
-                fd,
-                head[sent..].as_ptr().cast(),
-                head.len() - sent,
-                libc::MSG_MORE | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.kind() {
-                std::io::ErrorKind::Interrupted => continue,
-                std::io::ErrorKind::WouldBlock => break,
-                _ => return Err(e),
-            }
-        }
-        sent += n as usize;
-    }
-    if sent < head.len() {
-        return write_response(stream, &head[sent..], body).await;
-    }
-    let mut off: libc::off_t = 0;
-    while (off as usize) < body.len() {
-        // SAFETY: `sendfile` from the sealed file (alive for the call) to the socket.
-        let n = unsafe { libc::sendfile(fd, file.fd(), &mut off, body.len() - off as usize) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => break,
-                Some(libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP) => {
-                    tracing::warn!(error = %e, "sendfile refused: bodies are copied from now on");
-                    SENDFILE_OK.store(false, Ordering::Relaxed);
-                    break;
-                }
-                _ => return Err(e),
-            }
-        }
-        if n == 0 {
-            break;
-        }
-    }
-    crate::metrics::METRICS.bytes_sendfile.inc_by(off as u64);
-    let rest = &body[off as usize..];
-    if !rest.is_empty() {
-        stream.write_all(rest).await?;
-    }
     stream.flush().await
 }
 

@@ -9,7 +9,6 @@
 pub mod admin;
 pub mod front;
 pub mod purge;
-pub mod sealed;
 pub mod security;
 pub mod storage;
 

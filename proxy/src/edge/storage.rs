@@ -9,7 +9,6 @@
 //! An LRU index bounded by bytes is rebuilt from the folder at start, so the disk tier
 //! survives restarts. This module knows nothing of HTTP semantics (freshness, purge by tag).
 
-use super::sealed::SealedBody;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
@@ -54,8 +53,6 @@ pub struct TierStats {
 struct MemObject {
     meta: (Vec<u8>, Vec<u8>),
     body: Bytes,
-    /// The file `body` maps, for a large body (the front door `sendfile`s it).
-    sealed: Option<Arc<SealedBody>>,
     /// The metadata decoded on the first hit (the header blob is zstd-compressed, and
     /// decoding it on every hit cost ~4 % of a small-object hit), rebuilt per hit from here.
     decoded: std::sync::OnceLock<DecodedMeta>,
@@ -134,8 +131,6 @@ pub struct FreshHit {
     /// The prepared header (shared with the memory object).
     pub prepared: Arc<Prepared>,
     pub body: Bytes,
-    /// `body`'s sealed memory file, for a large body.
-    pub file: Option<Arc<SealedBody>>,
     pub created: SystemTime,
     pub age: std::time::Duration,
 }
@@ -183,15 +178,7 @@ impl TieredStorage {
         })
     }
 
-    /// Puts an object in the memory tier; a large body goes into a sealed memory file unless
-    /// `sealed` is already its file.
-    fn mem_put(
-        &self,
-        hash: u128,
-        meta: (Vec<u8>, Vec<u8>),
-        body: Bytes,
-        sealed: Option<Arc<SealedBody>>,
-    ) {
+    fn mem_put(&self, hash: u128, meta: (Vec<u8>, Vec<u8>), body: Bytes) {
         if body.len() as u64 > self.mem_max_object {
             return;
         }
@@ -199,19 +186,11 @@ impl TieredStorage {
         let weight = (body.len() + meta.0.len() + meta.1.len() + DECODED_META_ESTIMATE)
             .div_ceil(1024)
             .clamp(1, u16::MAX as usize) as u16;
-        let (body, sealed) = match sealed {
-            Some(f) => (body, Some(f)),
-            None => {
-                let f = SealedBody::new(&body);
-                (f.as_ref().map(|f| f.bytes()).unwrap_or(body), f)
-            }
-        };
         self.mem.put(
             hash,
             Arc::new(MemObject {
                 meta,
                 body,
-                sealed,
                 decoded: Default::default(),
                 prepared: Default::default(),
             }),
@@ -243,7 +222,6 @@ impl TieredStorage {
         Some(FreshHit {
             prepared: p.clone(),
             body: obj.body.clone(),
-            file: obj.sealed.clone(),
             created: d.created,
             age: now
                 .duration_since(d.epoch.unwrap_or(d.created))
@@ -306,7 +284,7 @@ impl Storage for TieredStorage {
                     let mut body = vec![0u8; entry.body_len as usize];
                     if file.read_exact(&mut body).await.is_ok() {
                         let body = Bytes::from(body);
-                        self.mem_put(hash, entry.meta.clone(), body.clone(), None);
+                        self.mem_put(hash, entry.meta.clone(), body.clone());
                         let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
                         let len = body.len();
                         return Ok(Some((
@@ -395,7 +373,7 @@ impl Storage for TieredStorage {
         let meta = meta.serialize()?;
         let mut updated = false;
         if let Some(obj) = self.mem.get(&hash) {
-            self.mem_put(hash, meta.clone(), obj.body.clone(), obj.sealed.clone());
+            self.mem_put(hash, meta.clone(), obj.body.clone());
             updated = true;
         }
         if let Some(d) = &self.disk {
@@ -597,12 +575,8 @@ impl HandleMiss for TieredMiss {
         }
         match self.mem_buf.take() {
             Some(buf) => {
-                self.storage.mem_put(
-                    self.hash,
-                    std::mem::take(&mut self.meta),
-                    buf.freeze(),
-                    None,
-                );
+                self.storage
+                    .mem_put(self.hash, std::mem::take(&mut self.meta), buf.freeze());
             }
             // Too big for memory now: an older copy there must not hide the new one on disk.
             None => {
