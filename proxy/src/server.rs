@@ -50,6 +50,34 @@ fn cores() -> usize {
         .unwrap_or(2)
 }
 
+/// Removes `{socket}.{pid}` files left by processes that died before publishing their
+/// origin socket (a failed upgrade).
+fn remove_stale_sockets(socket: &std::path::Path) {
+    let (Some(dir), Some(name)) = (socket.parent(), socket.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let Some(pid) = n
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Runs the server until it is told to stop. Returns an error message on a startup failure.
 pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     if !opts.listen.is_empty() {
@@ -77,10 +105,22 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
             .map_err(|e| format!("disk cache: {e}"))?,
     ));
     let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(cfg.cache.lock_timeout.0));
-    let purge =
-        PurgeLog::open(&data_dir.join("purge.log")).map_err(|e| format!("purge log: {e}"))?;
+    let purge = PurgeLog::open(&data_dir.join("purge.log"), !opts.upgrade)
+        .map_err(|e| format!("purge log: {e}"))?;
 
+    // The origin socket is bound now under a name of this process's own, so a failure
+    // stops the start before any takeover, and moved over the real path once this process
+    // has the listeners (below).
     let origin_socket = cfg.origin_socket();
+    let pending_socket = PathBuf::from(format!(
+        "{}.{}",
+        origin_socket.display(),
+        std::process::id()
+    ));
+    remove_stale_sockets(&origin_socket);
+    let _ = std::fs::remove_file(&pending_socket);
+    let uds = std::os::unix::net::UnixListener::bind(&pending_socket)
+        .map_err(|e| format!("origin socket {}: {e}", pending_socket.display()))?;
 
     let cfg = Arc::new(cfg);
     // Sources are built on a short-lived runtime (the S3 SDK loads its config asynchronously);
@@ -165,12 +205,14 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // On a graceful upgrade this waits for the old process to hand its listeners over.
     server.bootstrap();
-    // Bound only now: until the old process has handed over, its misses keep going to its
-    // own origin service (a failed upgrade leaves it whole); afterwards, those of its
-    // draining connections are served by this process's.
-    let _ = std::fs::remove_file(&origin_socket);
-    let uds = std::os::unix::net::UnixListener::bind(&origin_socket)
-        .map_err(|e| format!("origin socket {}: {e}", origin_socket.display()))?;
+    // Published only now: until the old process has handed over, its misses keep going to
+    // its own origin service (a failed upgrade leaves it whole); afterwards, those of its
+    // draining connections are served by this process's. The rename is atomic: the path
+    // never goes missing.
+    if let Err(e) = std::fs::rename(&pending_socket, &origin_socket) {
+        let _ = std::fs::remove_file(&pending_socket);
+        return Err(format!("origin socket {}: {e}", origin_socket.display()));
+    }
 
     // Pingora's HttpProxy for the edge behind the front door, which answers fast hits on
     // HTTP/1 connections itself (edge/front.rs).

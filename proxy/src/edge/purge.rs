@@ -83,18 +83,22 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 /// An exclusive `flock` on `f`, released when the guard drops. Appends and compactions take
-/// it, so a compaction never drops a line another process is appending.
-struct Flock<'a>(&'a std::fs::File);
+/// it, so a compaction never drops a line another process is appending. On a filesystem
+/// without `flock` the log works unlocked, as a single process needs.
+struct Flock<'a>(Option<&'a std::fs::File>);
 
 impl<'a> Flock<'a> {
     fn lock(f: &'a std::fs::File) -> std::io::Result<Flock<'a>> {
         loop {
+            // SAFETY: flock on an open descriptor.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Flock(f));
+                return Ok(Flock(Some(f)));
             }
             let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS) => return Ok(Flock(None)),
+                _ => return Err(e),
             }
         }
     }
@@ -102,7 +106,25 @@ impl<'a> Flock<'a> {
 
 impl Drop for Flock<'_> {
     fn drop(&mut self) {
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        if let Some(f) = self.0 {
+            // SAFETY: unlocks what `lock` locked.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+}
+
+/// Merges `src` into `dst`, keeping the later time of each item.
+fn merge_maps(dst: &mut Maps, src: Maps) {
+    for (k, m) in [
+        (PurgeKind::Tag, src.tags),
+        (PurgeKind::Key, src.keys),
+        (PurgeKind::Prefix, src.prefixes),
+    ] {
+        let d = dst.map(k);
+        for (v, at) in m {
+            let e = d.entry(v).or_insert(0);
+            *e = (*e).max(at);
+        }
     }
 }
 
@@ -140,24 +162,33 @@ fn merge(maps: &mut Maps, partial: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 impl PurgeLog {
-    /// Loads (and compacts) the log at `path`, creating it if missing.
-    pub fn open(path: &Path) -> std::io::Result<PurgeLog> {
+    /// Loads the log at `path`, creating it if missing, and compacts it unless `compact` is
+    /// false. A process started for a graceful upgrade does not compact: the process it
+    /// replaces may be an older build that appends without the lock, to the file it opened.
+    pub fn open(path: &Path, compact: bool) -> std::io::Result<PurgeLog> {
         let mut maps = Maps::default();
         // The file is locked while it is read and replaced: a process appending to it waits,
         // then finds it replaced and appends to the new one.
         let current = loop {
             let f = open_append(path)?;
-            let _lock = Flock::lock(&f)?;
+            let lock = Flock::lock(&f)?;
             if !is_current(&f, path) {
                 continue; // replaced by another process's compaction meanwhile
             }
             let mut text = Vec::new();
             (&f).read_to_end(&mut text)?;
-            let mut rest = Vec::new();
-            merge(&mut maps, &mut rest, &text);
-            merge(&mut maps, &mut rest, b"\n");
+            let mut partial = Vec::new();
+            merge(&mut maps, &mut partial, &text);
+            if !compact {
+                drop(lock);
+                break LogFile {
+                    offset: text.len() as u64,
+                    file: f,
+                    partial,
+                };
+            }
+            merge(&mut maps, &mut partial, b"\n");
             // Compact: one line per item.
-            let tmp = path.with_extension("tmp");
             let mut out = String::new();
             for (k, m) in [
                 (PurgeKind::Tag, &maps.tags),
@@ -176,14 +207,17 @@ impl PurgeLog {
                     out.push('\n');
                 }
             }
-            {
-                let mut t = std::fs::File::create(&tmp)?;
-                t.write_all(out.as_bytes())?;
-                t.sync_all()?;
-            }
+            let tmp = path.with_extension("tmp");
+            // Kept open as the log: its contents are exactly `out`, whatever replaces the
+            // path later.
+            let t = open_append(&tmp)?;
+            t.set_len(0)?;
+            (&t).write_all(out.as_bytes())?;
+            t.sync_all()?;
             std::fs::rename(&tmp, path)?;
+            drop(lock);
             break LogFile {
-                file: open_append(path)?,
+                file: t,
                 offset: out.len() as u64,
                 partial: Vec::new(),
             };
@@ -218,8 +252,10 @@ impl PurgeLog {
         let mut bytes = vec![0u8; (len - log.offset) as usize];
         log.file.read_exact_at(&mut bytes, log.offset)?;
         log.offset = len;
-        let mut maps = self.maps.write();
-        merge(&mut maps, &mut log.partial, &bytes);
+        // Parsed aside (a replaced file is read whole): hits only wait for the merge.
+        let mut read = Maps::default();
+        merge(&mut read, &mut log.partial, &bytes);
+        merge_maps(&mut self.maps.write(), read);
         Ok(())
     }
 
@@ -241,6 +277,9 @@ impl PurgeLog {
 
     /// Records purges of `items` of one kind, now. Returns how many were recorded.
     pub fn record(&self, kind: PurgeKind, items: &[String]) -> std::io::Result<usize> {
+        if items.is_empty() {
+            return Ok(0);
+        }
         let at = unix_ms(SystemTime::now());
         let mut out = String::new();
         for v in items {
@@ -258,8 +297,17 @@ impl PurgeLog {
         loop {
             let lock = Flock::lock(&log.file)?;
             if is_current(&log.file, &self.path) {
-                // Lines appended by others up to here are merged first; ours are read back
-                // with the next ones (merging is idempotent).
+                // Ours are read back with the next lines others append (merging is
+                // idempotent). After a torn last line (a crash mid-append), a new line first,
+                // so this purge is not glued to it.
+                let len = log.file.metadata()?.len();
+                let mut last = [b'\n'];
+                if len > 0 {
+                    log.file.read_exact_at(&mut last, len - 1)?;
+                }
+                if last[0] != b'\n' {
+                    out.insert(0, '\n');
+                }
                 (&log.file).write_all(out.as_bytes())?;
                 log.file.sync_data()?;
                 drop(lock);
@@ -334,13 +382,13 @@ mod tests {
         let old = SystemTime::now() - Duration::from_secs(10);
         let new = SystemTime::now() + Duration::from_secs(10);
         {
-            let log = PurgeLog::open(&p).unwrap();
+            let log = PurgeLog::open(&p, true).unwrap();
             assert!(!log.is_purged("orig:/a", "/a", Some("t1,t2"), old));
             log.record(PurgeKind::Tag, &["t2".into()]).unwrap();
             log.record(PurgeKind::Prefix, &["/img/".into()]).unwrap();
             log.record(PurgeKind::Key, &["orig:/k".into()]).unwrap();
         }
-        let log = PurgeLog::open(&p).unwrap();
+        let log = PurgeLog::open(&p, true).unwrap();
         assert!(log.is_purged("orig:/a", "/a", Some("t1, t2"), old));
         assert!(!log.is_purged("orig:/a", "/a", Some("t1,t2"), new));
         assert!(log.is_purged("orig:/img/x.jpg", "/img/x.jpg", None, old));
@@ -357,14 +405,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("purge.log");
         let old = SystemTime::now() - Duration::from_secs(10);
-        let a = PurgeLog::open(&p).unwrap();
+        let a = PurgeLog::open(&p, true).unwrap();
         a.record(PurgeKind::Tag, &["before".into()]).unwrap();
-        let b = PurgeLog::open(&p).unwrap(); // compacts: `a`'s file is replaced
+        let b = PurgeLog::open(&p, true).unwrap(); // compacts: `a`'s file is replaced
         assert!(b.is_purged("k", "/x", Some("before"), old));
         a.record(PurgeKind::Tag, &["from-a".into()]).unwrap();
         a.record(PurgeKind::Key, &["ka".into()]).unwrap();
         b.record(PurgeKind::Prefix, &["/from-b/".into()]).unwrap();
         // Not before the refresh interval: the hit path reads the file at most once a second.
+        b.next_refresh.store(u64::MAX, Ordering::Relaxed);
         assert!(!b.is_purged("k", "/x", Some("from-a"), old));
         for log in [&a, &b] {
             log.next_refresh.store(0, Ordering::Relaxed);
@@ -374,7 +423,7 @@ mod tests {
         assert!(a.is_purged("k", "/from-b/y", None, old));
         assert!(a.is_purged("k", "/x", Some("before"), old));
         // Nothing was lost on disk either.
-        let c = PurgeLog::open(&p).unwrap();
+        let c = PurgeLog::open(&p, true).unwrap();
         assert_eq!(c.counts(), (2, 1, 1));
         // A line still being written is merged once it is complete.
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
@@ -387,10 +436,45 @@ mod tests {
         assert!(c.is_purged("k", "/x", Some("late"), old));
     }
 
+    /// A process started for an upgrade leaves the file in place: the process it replaces
+    /// (possibly an older build, appending without the lock to the file it opened) is read.
+    /// A purge recorded after a torn line is not lost to it.
+    #[test]
+    fn upgrade_start_keeps_the_file_and_torn_lines_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("purge.log");
+        let old = SystemTime::now() - Duration::from_secs(10);
+        let mut older_build = open_append(&p).unwrap();
+        let line = |v: &str| {
+            format!(
+                "{{\"k\":\"tag\",\"v\":\"{v}\",\"at\":{}}}\n",
+                unix_ms(SystemTime::now())
+            )
+        };
+        older_build.write_all(line("t1").as_bytes()).unwrap();
+        let new = PurgeLog::open(&p, false).unwrap();
+        assert!(new.is_purged("k", "/x", Some("t1"), old));
+        older_build.write_all(line("t2").as_bytes()).unwrap();
+        new.next_refresh.store(0, Ordering::Relaxed);
+        assert!(
+            new.is_purged("k", "/x", Some("t2"), old),
+            "read from the same file"
+        );
+        // A crash mid-append leaves a torn line; the next purge starts a line of its own.
+        older_build
+            .write_all(b"{\"k\":\"tag\",\"v\":\"torn")
+            .unwrap();
+        new.record(PurgeKind::Tag, &["t3".into()]).unwrap();
+        let again = PurgeLog::open(&p, true).unwrap();
+        assert!(again.is_purged("k", "/x", Some("t3"), old));
+        assert!(!again.is_purged("k", "/x", Some("torn"), old));
+        assert_eq!(again.counts(), (3, 0, 0));
+    }
+
     #[test]
     fn many_prefixes_use_the_indexed_path() {
         let dir = tempfile::tempdir().unwrap();
-        let log = PurgeLog::open(&dir.path().join("p.log")).unwrap();
+        let log = PurgeLog::open(&dir.path().join("p.log"), true).unwrap();
         let items: Vec<String> = (0..100).map(|i| format!("/p{i}/")).collect();
         log.record(PurgeKind::Prefix, &items).unwrap();
         let old = SystemTime::now() - Duration::from_secs(5);

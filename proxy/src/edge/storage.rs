@@ -615,19 +615,13 @@ struct DiskIndex {
 }
 
 impl DiskIndex {
-    /// Marks `hash` as used; an entry another process wrote (during a graceful upgrade) is
-    /// indexed here, with its `size`, so the budget counts it. Returns whether it was new.
-    fn touch(&mut self, hash: u128, size: u64) -> bool {
+    fn touch(&mut self, hash: u128) {
         self.tick += 1;
         let t = self.tick;
         if let Some(e) = self.entries.get_mut(&hash) {
             self.order.remove(&e.1);
             e.1 = t;
             self.order.insert(t, hash);
-            false
-        } else {
-            self.insert(hash, size);
-            true
         }
     }
     fn insert(&mut self, hash: u128, size: u64) {
@@ -680,7 +674,16 @@ fn claim_tmp(tmp_root: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     for e in std::fs::read_dir(tmp_root)?.flatten() {
         let path = e.path();
         if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            let _ = std::fs::remove_file(&path);
+            // Loose files are fills of a build that filled in `tmp/` itself: an old process
+            // in an upgrade may still be writing a recent one.
+            let age = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            if age.is_none_or(|a| a > std::time::Duration::from_secs(600)) {
+                let _ = std::fs::remove_file(&path);
+            }
             continue;
         }
         let owner_gone = std::fs::File::open(path.join(".lock"))
@@ -694,7 +697,9 @@ fn claim_tmp(tmp_root: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     std::fs::create_dir(&own)?;
     let lock = std::fs::File::create(own.join(".lock"))?;
     if !try_flock(&lock) {
-        return Err(std::io::Error::other("cannot lock the cache temp folder"));
+        // A filesystem without `flock`: fills work; a later process may take the folder for
+        // a leftover.
+        tracing::warn!(dir = %own.display(), "no flock on the cache temp folder");
     }
     Ok((own, lock))
 }
@@ -914,10 +919,7 @@ impl DiskTier {
         if &header[..8] != BODY_MAGIC || header[8..] != write_id.to_be_bytes() {
             return torn();
         }
-        let new = self.index.lock().touch(hash, len + raw.len() as u64);
-        if new {
-            self.evict(stats);
-        }
+        self.index.lock().touch(hash);
         Some(DiskEntry {
             meta,
             body_len,
@@ -1136,18 +1138,14 @@ mod tests {
         let mut idx = DiskIndex::default();
         idx.insert(1, 10);
         idx.insert(2, 10);
-        assert!(!idx.touch(1, 10));
+        idx.touch(1);
         assert_eq!(idx.pop_oldest(), Some(2));
         assert_eq!(idx.total, 10);
-        // An entry written by another process is counted once it is used.
-        assert!(idx.touch(3, 7));
-        assert_eq!(idx.total, 17);
-        assert_eq!(idx.pop_oldest(), Some(1));
         drop(stats);
     }
 
     /// The fills of a process still running (the old one, during a graceful upgrade) are left
-    /// alone; those of a process that is gone, and loose files, are removed.
+    /// alone; those of a process that is gone, and stale loose files, are removed.
     #[test]
     fn temp_folders_of_live_processes_are_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -1157,11 +1155,19 @@ mod tests {
         let (gone, gone_lock) = claim_tmp(&root).unwrap();
         std::fs::write(gone.join("fill.b"), b"torn").unwrap();
         drop(gone_lock); // its process exited
-        std::fs::write(root.join("old-layout.b"), b"torn").unwrap();
+        std::fs::write(root.join("recent-old-layout.b"), b"in flight").unwrap();
+        let stale = std::fs::File::create(root.join("stale-old-layout.b")).unwrap();
+        stale
+            .set_modified(SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
         let (own, _own_lock) = claim_tmp(&root).unwrap();
         assert!(running.join("fill.b").exists(), "a live process's fill");
         assert!(!gone.exists(), "a dead process's folder");
-        assert!(!root.join("old-layout.b").exists());
+        assert!(
+            root.join("recent-old-layout.b").exists(),
+            "maybe an old build's fill"
+        );
+        assert!(!root.join("stale-old-layout.b").exists());
         assert!(own.is_dir() && own != running);
         drop(lock);
     }
