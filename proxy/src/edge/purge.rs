@@ -3,13 +3,13 @@
 //! Purging is O(1) in the number of cached objects: a purge only records a time; a cache hit
 //! whose entry was created at or before a purge of its key, one of its tags or a prefix of its
 //! path is treated as a miss. The log is appended to a file (JSON lines) and replayed at
-//! start, so purges survive restarts; it is compacted on load. It never touches storage.
+//! start, so purges survive restarts; a plain start compacts it. It never touches storage.
 //!
-//! During a graceful upgrade two processes share the data dir: the new one compacts the log
-//! while the old one may still record purges. Appends and the compaction hold an `flock` on
-//! the file, an append that finds the file replaced goes to the new one, and each process
-//! reads what the others appended at most once a second (from the hit path), so no purge
-//! accepted by either process is lost.
+//! During a graceful upgrade two processes share the data dir and both record purges.
+//! Appends and a compaction hold an `flock` on the file, an append that finds the file
+//! replaced goes to the new one, and each process reads what the others appended at most
+//! once a second (from the hit path), so no purge accepted by either process is lost. A
+//! process started with `--upgrade` does not compact (see [`PurgeLog::open`]).
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,23 @@ impl Maps {
             PurgeKind::Prefix => &mut self.prefixes,
         }
     }
+
+    /// Records a purge of `v` at `at`, keeping the later time if it was purged before.
+    fn note(&mut self, k: PurgeKind, v: String, at: u64) {
+        let e = self.map(k).entry(v).or_insert(0);
+        *e = (*e).max(at);
+    }
+}
+
+/// Appends one log line to `out`.
+fn push_line(out: &mut String, k: PurgeKind, v: &str, at: u64) {
+    let line = Line {
+        k,
+        v: v.to_string(),
+        at,
+    };
+    out.push_str(&serde_json::to_string(&line).unwrap_or_default());
+    out.push('\n');
 }
 
 pub struct PurgeLog {
@@ -120,10 +137,8 @@ fn merge_maps(dst: &mut Maps, src: Maps) {
         (PurgeKind::Key, src.keys),
         (PurgeKind::Prefix, src.prefixes),
     ] {
-        let d = dst.map(k);
         for (v, at) in m {
-            let e = d.entry(v).or_insert(0);
-            *e = (*e).max(at);
+            dst.note(k, v, at);
         }
     }
 }
@@ -154,8 +169,7 @@ fn merge(maps: &mut Maps, partial: &mut Vec<u8>, bytes: &[u8]) {
     for line in partial[..end].split(|&b| b == b'\n') {
         // A torn line from a crash is skipped.
         if let Ok(l) = serde_json::from_slice::<Line>(line) {
-            let e = maps.map(l.k).entry(l.v).or_insert(0);
-            *e = (*e).max(l.at);
+            maps.note(l.k, l.v, l.at);
         }
     }
     partial.drain(..=end);
@@ -196,15 +210,7 @@ impl PurgeLog {
                 (PurgeKind::Prefix, &maps.prefixes),
             ] {
                 for (v, at) in m {
-                    out.push_str(
-                        &serde_json::to_string(&Line {
-                            k,
-                            v: v.clone(),
-                            at: *at,
-                        })
-                        .unwrap_or_default(),
-                    );
-                    out.push('\n');
+                    push_line(&mut out, k, v, *at);
                 }
             }
             let tmp = path.with_extension("tmp");
@@ -283,15 +289,7 @@ impl PurgeLog {
         let at = unix_ms(SystemTime::now());
         let mut out = String::new();
         for v in items {
-            out.push_str(
-                &serde_json::to_string(&Line {
-                    k: kind,
-                    v: v.clone(),
-                    at,
-                })
-                .unwrap_or_default(),
-            );
-            out.push('\n');
+            push_line(&mut out, kind, v, at);
         }
         let mut log = self.file.lock();
         loop {
@@ -318,8 +316,7 @@ impl PurgeLog {
         }
         let mut maps = self.maps.write();
         for v in items {
-            let e = maps.map(kind).entry(v.clone()).or_insert(0);
-            *e = (*e).max(at);
+            maps.note(kind, v.clone(), at);
         }
         Ok(items.len())
     }
