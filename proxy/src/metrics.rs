@@ -3,12 +3,12 @@
 //! Owns metric names and labels; the text exposition for `GET /metrics` adds the cache
 //! tiers' counters read at scrape time.
 
-use once_cell::sync::Lazy;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
+use std::sync::LazyLock;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -87,7 +87,7 @@ fn build() -> Metrics {
     }
 }
 
-pub static METRICS: Lazy<Metrics> = Lazy::new(build);
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(build);
 
 /// Label values resolved once: a per-request `with_label_values` hashes its labels and takes
 /// a lock, which showed up on the cache-hit path.
@@ -158,18 +158,19 @@ fn status_label(s: u16) -> &'static str {
     }
 }
 
-static REQUEST_COUNTERS: Lazy<Resolved<prometheus::IntCounter>> =
-    Lazy::new(|| Resolved::new(STATUS_LABELS, |l| METRICS.requests.with_label_values(&[l])));
-static CACHE_RESULT_COUNTERS: Lazy<Resolved<prometheus::IntCounter>> = Lazy::new(|| {
+static REQUEST_COUNTERS: LazyLock<Resolved<prometheus::IntCounter>> =
+    LazyLock::new(|| Resolved::new(STATUS_LABELS, |l| METRICS.requests.with_label_values(&[l])));
+static CACHE_RESULT_COUNTERS: LazyLock<Resolved<prometheus::IntCounter>> = LazyLock::new(|| {
     Resolved::new(CACHE_RESULTS, |l| {
         METRICS.cache_results.with_label_values(&[l])
     })
 });
-static LATENCY_BY_PHASE: Lazy<Resolved<prometheus::Histogram>> =
-    Lazy::new(|| Resolved::new(PHASES, |l| METRICS.request_latency.with_label_values(&[l])));
+static LATENCY_BY_PHASE: LazyLock<Resolved<prometheus::Histogram>> =
+    LazyLock::new(|| Resolved::new(PHASES, |l| METRICS.request_latency.with_label_values(&[l])));
 
-static FRONT_DOOR: Lazy<[prometheus::IntCounter; 2]> =
-    Lazy::new(|| ["answered", "handed_over"].map(|l| METRICS.front_door.with_label_values(&[l])));
+static FRONT_DOOR: LazyLock<[prometheus::IntCounter; 2]> = LazyLock::new(|| {
+    ["answered", "handed_over"].map(|l| METRICS.front_door.with_label_values(&[l]))
+});
 
 /// Counts one request on the front door: answered there, or handed to Pingora.
 pub fn count_front_door(answered: bool) {

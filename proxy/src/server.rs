@@ -170,7 +170,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
             &cfg.base,
         )?,
         started: Instant::now(),
-        fill_token: uuid::Uuid::new_v4().simple().to_string(),
+        fill_token: format!("{:032x}", rand::random::<u128>()),
         fill_base,
         fills: Default::default(),
         http: reqwest::Client::builder()

@@ -2,7 +2,7 @@
 //!
 //! Owns reading request heads on HTTP/1 connections and answering the one kind of request that
 //! needs none of Pingora's proxy machinery: a plain `GET`/`HEAD` that [`Edge::admit`] lets
-//! through and whose object the memory tier holds whole and fresh ([`Edge::fresh_hit`]). Those
+//! through and whose object the memory tier holds whole and fresh ([`Edge::fast_hit_for`]). Those
 //! are written straight to the connection from the header bytes prepared once per memory
 //! object. Every other request — anything unusual in its head, any miss, range, conditional,
 //! built-in route, error, HTTP/2 — goes to Pingora's `HttpProxy` with its bytes untouched (fed
@@ -17,7 +17,9 @@
 //! requests without a body (no `Content-Length`, no `Transfer-Encoding`), so it never has to
 //! find where a body ends and cannot disagree with Pingora about request boundaries.
 
-use super::{error_response, log_request, request_headers, Admit, Edge};
+use super::admit::Admit;
+use super::respond::{error_response, log_request};
+use super::Edge;
 use async_trait::async_trait;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pingora_core::apps::{HttpServerApp, ServerApp};
@@ -26,7 +28,7 @@ use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::HttpProxy;
-use std::io::{IoSlice, Write};
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -84,31 +86,21 @@ impl FrontDoor {
         let Admit::Proceed(class) = edge.admit(&head.req, peer, &mut ctx) else {
             return Served::No;
         };
-        let Some(hit) = edge.fresh_hit(&head.req, &ctx) else {
+        let Some(fast) = edge.fast_hit_for(&head.req, &ctx) else {
             return Served::No;
         };
         let is_head = head.req.method == http::Method::HEAD;
         // The request's own headers replace stored ones of the same name, as on the ordinary
-        // path: `wire` leaves out the names set when it was prepared (the same for every
-        // request of this key); any other clash is left to Pingora's path.
-        let prepared = &hit.prepared;
-        let own = request_headers(&ctx, None);
-        let clash =
-            |k: &str| !prepared.replaced.contains(&k) && prepared.header.headers.contains_key(k);
-        if own.iter().any(|(k, v)| !value_ok(v.as_bytes()) || clash(k)) {
+        // path: any clash the prepared bytes cannot express is left to Pingora's path.
+        if !fast.h1_ready() {
             return Served::No;
         }
         out.clear();
         let (status, result, body) = match edge.rate_gate(class, &mut ctx) {
             Ok(()) => {
-                out.extend_from_slice(&prepared.wire);
-                // Writing to a Vec cannot fail.
-                let _ = write!(out, "age: {}\r\n", hit.age.as_secs());
-                for (k, v) in &own {
-                    put_header(out, k.as_bytes(), v.as_bytes());
-                }
+                fast.write_h1_head(out);
                 edge.count_fast_hit(&mut ctx);
-                (200, "hit", hit.body)
+                (200, "hit", fast.hit.body)
             }
             Err(e) => {
                 let Some((resp, body)) = error_response(&ctx.request_id, &e) else {
@@ -357,7 +349,7 @@ pub fn head_bytes(resp: &ResponseHeader, also: &[&'static str]) -> Bytes {
     out.freeze()
 }
 
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -365,7 +357,7 @@ fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// A header value that may be written as is (what `http::HeaderValue` accepts).
-fn value_ok(v: &[u8]) -> bool {
+pub(crate) fn value_ok(v: &[u8]) -> bool {
     v.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 

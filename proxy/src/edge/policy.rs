@@ -1,0 +1,171 @@
+//! Cache policy: what the edge stores and for how long, what a cache phase is called, which
+//! request headers pick a variant, when stale content may be served.
+//!
+//! Pure functions of a response head, a few request facts and the configured limits, so each
+//! rule is a row in a table test. Must not touch the storage, the session or the clock (the
+//! caller passes `now`).
+
+use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
+use pingora_cache::filters::{calculate_fresh_until, calculate_serve_stale_durations};
+use pingora_cache::key::HashBinary;
+use pingora_cache::{CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
+use pingora_error::{Error, ErrorSource};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::time::{Duration, SystemTime};
+
+/// The configured limits a cacheability decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Larger objects are not stored.
+    pub max_object: u64,
+    /// `stale-while-revalidate` when the response gives none.
+    pub stale_while_revalidate: Duration,
+    /// `stale-if-error` when the response gives none.
+    pub stale_if_error: Duration,
+}
+
+/// What the request contributes to the decision.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request {
+    /// The request carried `Authorization` (stored only when the response allows it).
+    pub authorized: bool,
+    /// The TTL of the response's status class for its origin, when the response sets none.
+    pub class_ttl: Option<Duration>,
+}
+
+/// Freshness defaults when a response says nothing: none here (status-class TTLs apply).
+fn no_ttl(_: http::StatusCode) -> Option<Duration> {
+    None
+}
+
+/// Whether and how long `resp` is stored. Partial and not-modified answers, `Vary: *`,
+/// `Set-Cookie`, objects over the size limit, `no-store`/`private`, and authorized requests
+/// without an explicit permission are not; freshness comes from `Cache-Control`/`Expires`,
+/// else the status-class TTL, else the response is not stored.
+pub fn cacheability(
+    resp: &ResponseHeader,
+    req: Request,
+    limits: &Limits,
+    now: SystemTime,
+) -> RespCacheable {
+    use RespCacheable::Uncacheable;
+    let status = resp.status.as_u16();
+    if status == 206 || status == 304 {
+        return Uncacheable(NoCacheReason::Custom("partial or not-modified"));
+    }
+    let vary_star = resp.headers.get_all("vary").iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|x| x.trim() == "*"))
+            .unwrap_or(true)
+    });
+    if vary_star || resp.headers.contains_key("set-cookie") {
+        return Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let too_big = header_u64(resp, "content-length").is_some_and(|l| l > limits.max_object);
+    if too_big {
+        return Uncacheable(NoCacheReason::ResponseTooLarge);
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    if cc
+        .as_ref()
+        .is_some_and(|c| c.is_cacheable() == Cacheable::No)
+    {
+        return Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    if req.authorized
+        && !cc
+            .as_ref()
+            .is_some_and(|c| c.allow_caching_authorized_req())
+    {
+        return Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let defaults = CacheMetaDefaults::new(
+        no_ttl,
+        limits.stale_while_revalidate.as_secs() as u32,
+        limits.stale_if_error.as_secs() as u32,
+    );
+    let class_ttl = req.class_ttl.and_then(|d| now.checked_add(d));
+    let Some(fresh_until) =
+        calculate_fresh_until(now, cc.as_ref(), resp, req.authorized, &defaults).or(class_ttl)
+    else {
+        return Uncacheable(NoCacheReason::OriginNotCache);
+    };
+    let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &defaults);
+    let mut header = resp.clone();
+    if let Some(c) = &cc {
+        c.strip_private_headers(&mut header);
+    }
+    RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
+}
+
+/// The `X-Cache` value of a response given its cache phase, the origin's status (if the
+/// origin was asked) and whether a ranged miss went straight to the source.
+pub fn x_cache(phase: CachePhase, upstream_status: Option<u16>, passthrough: bool) -> &'static str {
+    match phase {
+        CachePhase::Hit => "HIT",
+        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+        // An expired entry answered from cache because the origin failed: stale-if-error.
+        CachePhase::Expired if upstream_status.is_none_or(|s| s >= 500) => "STALE",
+        CachePhase::Expired => "EXPIRED",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+        _ if passthrough => "MISS",
+        CachePhase::Disabled(_) | CachePhase::Bypass => "BYPASS",
+        _ => "MISS",
+    }
+}
+
+/// Whether a response in `phase` is answered from a stored entry (and so carries `Age`).
+pub fn from_storage(phase: CachePhase) -> bool {
+    matches!(
+        phase,
+        CachePhase::Hit
+            | CachePhase::Stale
+            | CachePhase::StaleUpdating
+            | CachePhase::Revalidated
+            | CachePhase::RevalidatedNoCache(_)
+    )
+}
+
+/// The variant of a stored entry a request selects: the request's values of the names in the
+/// entry's `Vary` (lower-cased, sorted, deduplicated); `None` when the entry does not vary.
+pub fn variance(stored: &http::HeaderMap, req: &RequestHeader) -> Option<HashBinary> {
+    let mut names: Vec<String> = stored
+        .get_all("vary")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    names.dedup();
+    let mut vb = pingora_cache::VarianceBuilder::new();
+    for n in names {
+        let v = req
+            .headers
+            .get(n.as_str())
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        vb.add_owned_name_value(n, v);
+    }
+    vb.finalize()
+}
+
+/// Whether a stale entry may be served: always while revalidating (`None`), and on an error
+/// only when the origin failed (stale-if-error), never for a client's own failure.
+pub fn serves_stale(error: Option<&Error>) -> bool {
+    error.is_none_or(|e| e.esource() == &ErrorSource::Upstream)
+}
+
+fn header_u64(resp: &ResponseHeader, name: &str) -> Option<u64> {
+    resp.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests;

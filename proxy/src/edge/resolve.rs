@@ -1,0 +1,182 @@
+//! Resolution: a request's path, query and headers → a spec (filters crate), its origin, its
+//! cache key and the origin service's request target.
+//!
+//! Owns the route rewrites done before the filters crate sees a request (content-hash routes,
+//! `/proxy/external`), the choice of origin by matcher and its resolve options, `format=auto`
+//! negotiation (the negotiated format, not the raw `Accept`, enters the key) and whether
+//! external fetches are allowed. Pure over the config: no I/O, no counting, no answers.
+
+use super::Edge;
+use crate::error::ApiError;
+use crate::origin::EXTERNAL_PATH;
+
+/// A request resolved to a spec, an origin and the origin service's request target.
+pub struct Resolution {
+    pub resolved: filters::Resolved,
+    pub origin: Option<usize>,
+    pub upstream_path: String,
+    /// The client-supplied URL of an external fetch.
+    pub external: Option<String>,
+    /// The response depends on `Accept` (`format=auto`).
+    pub vary_accept: bool,
+}
+
+impl Edge {
+    /// Cache key of an original (no transform): `orig:{path}`.
+    pub fn original_key(path: &str) -> String {
+        filters::cache_key(
+            &filters::TransformSpec::new(filters::Mode::Original),
+            &filters::Source::Path(path.to_string()),
+        )
+    }
+
+    /// Resolves a request into a spec (filters crate), its origin, its cache key and the
+    /// origin service's request target. `format=auto` is negotiated here from `Accept`, so
+    /// the negotiated format (not the raw header) enters the key.
+    pub fn resolve(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> std::result::Result<Resolution, ApiError> {
+        let cfg = &self.state.cfg;
+        let to_api = |e: filters::FilterError| ApiError::new(e.status(), e.code(), e.to_string());
+        // `/proxy/external?url=..&<params>`: the same as the cdn-cgi form with an absolute URL.
+        let rewritten;
+        let content =
+            filters::content::rewrite(path, query, &cfg.content.prefix).map_err(to_api)?;
+        let (path, query) = if let Some(c) = &content {
+            // `/proxy/{image,thumbnail,metadata}/{sha256}`: a path under the content prefix.
+            (
+                c.path.as_str(),
+                Some(c.query.as_str()).filter(|q| !q.is_empty()),
+            )
+        } else if path == "/proxy/external" {
+            let mut url = None;
+            let mut opts = Vec::new();
+            for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+                if k == "url" {
+                    url = Some(v.into_owned());
+                } else if !matches!(k.as_ref(), "signature" | "expires" | "kid") {
+                    opts.push(format!("{k}={v}"));
+                }
+            }
+            let url = url
+                .ok_or_else(|| ApiError::bad_request("/proxy/external needs url=<http(s) URL>"))?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ApiError::bad_request(
+                    "url must be an http:// or https:// URL",
+                ));
+            }
+            if opts.is_empty() {
+                let spec = filters::TransformSpec::new(filters::Mode::Original);
+                return self.finish_external(spec, url, None);
+            }
+            rewritten = format!("/cdn-cgi/image/{}/{url}", opts.join(","));
+            (rewritten.as_str(), None)
+        } else {
+            (path, query)
+        };
+        let parts = filters::RequestParts {
+            path,
+            query,
+            headers,
+        };
+        let mut resolved =
+            filters::resolve(&parts, &cfg.filters, &filters::ResolveOptions::default())
+                .map_err(to_api)?;
+        let (origin, source_path) = match &resolved.source {
+            filters::Source::Path(p) => {
+                let Some(origin) = cfg.origin_index(p) else {
+                    if content.is_some() {
+                        return Err(ApiError::not_found(format!(
+                            "no origin serves content-hash objects (paths under {}): see [content] in the README",
+                            cfg.content.prefix
+                        )));
+                    }
+                    return Err(ApiError::no_matching_origin(p));
+                };
+                let opts = &cfg.origins[origin].options;
+                let p = p.clone();
+                if *opts != filters::ResolveOptions::default() {
+                    resolved = filters::resolve(&parts, &cfg.filters, opts).map_err(to_api)?;
+                }
+                (Some(origin), p)
+            }
+            filters::Source::External(_) => (None, EXTERNAL_PATH.to_string()),
+        };
+        let vary_accept = resolved.spec.format == Some(filters::Format::Auto);
+        if vary_accept {
+            let accept = headers.get("accept").and_then(|v| v.to_str().ok());
+            let negotiated =
+                filters::negotiate_format(accept, false, self.state.cfg.transform.avif);
+            if matches!(negotiated, filters::Format::Avif | filters::Format::Webp) {
+                resolved.spec.format = Some(negotiated);
+            }
+            resolved.cache_key = filters::cache_key(&resolved.spec, &resolved.source);
+        }
+        if let filters::Source::External(url) = &resolved.source {
+            let url = url.clone();
+            return self.finish_external(resolved.spec.clone(), url, Some((resolved, vary_accept)));
+        }
+        let upstream_path = if resolved.spec.is_passthrough() {
+            source_path
+        } else {
+            format!("{source_path}?{}", resolved.spec.to_canonical_query())
+        };
+        Ok(Resolution {
+            resolved,
+            origin,
+            upstream_path,
+            vary_accept,
+            external: None,
+        })
+    }
+
+    /// An external URL request: allowed only when `external.enabled`.
+    fn finish_external(
+        &self,
+        spec: filters::TransformSpec,
+        url: String,
+        resolved: Option<(filters::Resolved, bool)>,
+    ) -> std::result::Result<Resolution, ApiError> {
+        if !self.state.cfg.external.enabled {
+            return Err(ApiError::forbidden(
+                "external fetches are not enabled on this node",
+            ));
+        }
+        let source = filters::Source::External(url.clone());
+        let (resolved, vary_accept) = match resolved {
+            Some(r) => r,
+            None => {
+                let cache_key = filters::cache_key(&spec, &source);
+                let r = filters::Resolved {
+                    spec: spec.clone(),
+                    source,
+                    cache_key,
+                    vary: vec![],
+                    accept_ch: false,
+                    derivative: None,
+                    debug: false,
+                    needs_async: false,
+                    form: filters::RequestForm::Query,
+                    akamai: false,
+                    diagnostics: None,
+                };
+                (r, false)
+            }
+        };
+        let upstream_path = if spec.is_passthrough() {
+            EXTERNAL_PATH.to_string()
+        } else {
+            format!("{EXTERNAL_PATH}?{}", spec.to_canonical_query())
+        };
+        Ok(Resolution {
+            resolved,
+            origin: None,
+            upstream_path,
+            vary_accept,
+            external: Some(url),
+        })
+    }
+}
