@@ -168,7 +168,8 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
             &cfg.security,
             &cfg.filters.ratelimit,
             &cfg.base,
-        )?,
+        )
+        .map_err(|e| e.to_string())?,
         started: Instant::now(),
         fill_token: format!("{:032x}", rand::random::<u128>()),
         fill_base,

@@ -42,6 +42,32 @@ pub struct Security {
 
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// Why the security state could not be built from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("security.tokens[{index}]: env var {var} is not set")]
+    TokenEnvUnset { index: usize, var: String },
+    #[error("trusted_proxies_file {}: {source}", path.display())]
+    TrustedProxiesFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{key}: {errors:?}")]
+    Networks {
+        key: &'static str,
+        errors: Vec<filters::CidrError>,
+    },
+}
+
+/// Why a URL could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("no signing key {0:?} in security.signing_keys")]
+    NoKey(String),
+    #[error("the signing key's secret env var is not set (MEDIA_EDGE_SECRET by default)")]
+    SecretUnset,
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -56,7 +82,7 @@ impl Security {
         cfg: &SecurityConfig,
         limits: &RateLimitConfig,
         base: &std::path::Path,
-    ) -> Result<Security, String> {
+    ) -> Result<Security, SecurityError> {
         let mut keys = Vec::new();
         for k in &cfg.signing_keys {
             if let Ok(secret) = std::env::var(&k.secret_env) {
@@ -67,8 +93,10 @@ impl Security {
         }
         let mut tokens = Vec::new();
         for (i, t) in cfg.tokens.iter().enumerate() {
-            let secret = std::env::var(&t.token_env)
-                .map_err(|_| format!("security.tokens[{i}]: env var {} is not set", t.token_env))?;
+            let secret = std::env::var(&t.token_env).map_err(|_| SecurityError::TokenEnvUnset {
+                index: i,
+                var: t.token_env.clone(),
+            })?;
             tokens.push(Token {
                 secret,
                 tenant: t.tenant.clone(),
@@ -83,16 +111,18 @@ impl Security {
                 f.clone()
             };
             let text = std::fs::read_to_string(&f)
-                .map_err(|e| format!("trusted_proxies_file {}: {e}", f.display()))?;
+                .map_err(|source| SecurityError::TrustedProxiesFile { path: f.clone(), source })?;
             trusted.extend(
                 text.lines()
                     .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
                     .filter(|l| !l.is_empty()),
             );
         }
-        let trusted = CidrSet::parse(&trusted).map_err(|e| format!("trusted proxies: {e:?}"))?;
-        let admin_networks =
-            CidrSet::parse(&cfg.admin_networks).map_err(|e| format!("admin_networks: {e:?}"))?;
+        let networks = |key, items: &[String]| {
+            CidrSet::parse(items).map_err(|errors| SecurityError::Networks { key, errors })
+        };
+        let trusted = networks("trusted proxies", &trusted)?;
+        let admin_networks = networks("admin_networks", &cfg.admin_networks)?;
         Ok(Security {
             keys,
             tokens,
@@ -265,17 +295,14 @@ pub fn sign_url(
     path_and_query: &str,
     expires_in: u64,
     key: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, SignError> {
     let candidates: Vec<_> = cfg
         .signing_keys
         .iter()
         .filter(|k| key.is_none_or(|id| k.id == id))
         .collect();
     if candidates.is_empty() {
-        return Err(format!(
-            "no signing key {:?} in security.signing_keys",
-            key.unwrap_or("")
-        ));
+        return Err(SignError::NoKey(key.unwrap_or("").to_string()));
     }
     for k in candidates {
         if let Ok(secret) = std::env::var(&k.secret_env) {
@@ -291,7 +318,7 @@ pub fn sign_url(
             ));
         }
     }
-    Err("the signing key's secret env var is not set (MEDIA_EDGE_SECRET by default)".into())
+    Err(SignError::SecretUnset)
 }
 
 #[cfg(test)]
