@@ -193,7 +193,7 @@ async fn ttls_by_status_class_and_cache_control() {
         "/long",
         Canned::ok("x").header("cache-control", "max-age=600"),
     );
-    let ttl = r#"{ ok = "5s", redirects = "1m", client_error = "1m", server_error = 0 }"#;
+    let ttl = r#"{ ok = "3s", redirects = "1m", client_error = "1m", server_error = 0 }"#;
     let edge = Edge::start(&config(&remote_origin(
         "r",
         "^/r(/.+)$",
@@ -213,10 +213,19 @@ async fn ttls_by_status_class_and_cache_control() {
     assert_eq!(origin.hits("/long"), 1);
     let (r, _) = get(&edge.url("/r/err"), &[]).await;
     assert_eq!(r.status(), 502, "a 5xx source answer is an origin error");
-    tokio::time::sleep(Duration::from_millis(5300)).await;
-    let (r, _) = get(&edge.url("/r/ok"), &[]).await;
+    // Fresh for ttl.ok, then refetched: ask until the origin sees the second fetch.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while origin.hits("/ok") < 2 && Instant::now() < deadline {
+        let (r, _) = get(&edge.url("/r/ok"), &[]).await;
+        last = h(&r, "x-cache").to_string();
+        if origin.hits("/ok") < 2 {
+            assert_eq!(last, "HIT", "fresh until ttl.ok has passed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     assert_eq!(origin.hits("/ok"), 2, "refetched after ttl.ok");
-    assert_ne!(h(&r, "x-cache"), "HIT");
+    assert_ne!(last, "HIT");
     let (r, _) = get(&edge.url("/r/long"), &[]).await;
     assert_eq!(h(&r, "x-cache"), "HIT", "max-age beats the class ttl");
 }
@@ -380,8 +389,15 @@ async fn stale_if_error_serves_when_the_origin_is_down() {
     let (r, _) = get(&edge.url("/r/s"), &[]).await;
     assert_eq!(h(&r, "x-cache"), "MISS");
     origin.stop();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (r, body) = get(&edge.url("/r/s"), &[]).await;
+    // Fresh for a second (HIT), then expired with the origin down: served stale.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (r, body) = loop {
+        let (r, body) = get(&edge.url("/r/s"), &[]).await;
+        if h(&r, "x-cache") != "HIT" || Instant::now() > deadline {
+            break (r, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(r.status(), 200);
     assert_eq!(h(&r, "x-cache"), "STALE");
     assert_eq!(body, b"still here");
@@ -401,8 +417,16 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes() {
         "/w",
         Canned::ok("refreshed").header("cache-control", "max-age=600"),
     );
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let (r, body) = get(&edge.url("/r/w"), &[]).await;
+    // Fresh for a second (HIT, no revalidation), then stale: answered at once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (r, body) = loop {
+        let (r, body) = get(&edge.url("/r/w"), &[]).await;
+        if h(&r, "x-cache") != "HIT" || Instant::now() > deadline {
+            break (r, body);
+        }
+        assert_eq!(origin.hits("/w"), 1, "no refresh while fresh");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(h(&r, "x-cache"), "STALE");
     assert_eq!(body, b"fresh", "the stale copy is answered at once");
     let deadline = Instant::now() + Duration::from_secs(20);

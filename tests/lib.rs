@@ -126,19 +126,19 @@ impl Edge {
             old: self.child.take(),
             new: Some(new),
         };
-        // The new process waits on the upgrade socket; give it time to listen there.
+        // The new process waits on the upgrade socket: wait until the kernel lists it as
+        // listening (a probe connection would take the hand-over's place).
         let sock = self.dir.path().join("data/upgrade.sock");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() && Instant::now() < deadline {
+        while !unix_socket_listening(&sock) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if !sock.exists() {
+        if !unix_socket_listening(&sock) {
             panic!(
                 "the new process never listened for the sockets:\n{}",
                 self.log()
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
         u
     }
 
@@ -655,4 +655,23 @@ pub async fn get(
     let r = rb.send().await.expect("request");
     let (s, h) = (r.status().as_u16(), r.headers().clone());
     (s, h, r.bytes().await.expect("body").to_vec())
+}
+
+/// Whether a unix socket bound at `path` is listening (`/proc/net/unix`: flag
+/// `__SO_ACCEPTCON`, state unconnected).
+pub fn unix_socket_listening(path: &std::path::Path) -> bool {
+    let Ok(path) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let Some(path) = path.to_str() else {
+        return false;
+    };
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    // Num RefCount Protocol Flags Type St Inode Path
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8 && f[7] == path && f[3] == "00010000" && f[5] == "01"
+    })
 }

@@ -4,7 +4,7 @@ use e2e::*;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn hv<'a>(h: &'a reqwest::header::HeaderMap, k: &str) -> &'a str {
     h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
@@ -100,9 +100,28 @@ async fn graceful_upgrade_drops_no_request() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Traffic flows before, through and after the upgrade: wait for answered requests, not
+    // for the clock.
+    let answered = |n: usize| {
+        let ok = ok.clone();
+        let failed = failed.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while ok.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(
+                ok.load(Ordering::Relaxed) >= n,
+                "only {} requests answered ({} failed)",
+                ok.load(Ordering::Relaxed),
+                failed.load(Ordering::Relaxed)
+            );
+        }
+    };
+    answered(40).await;
     let took = edge.upgrade().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = ok.load(Ordering::Relaxed);
+    answered(after + 40).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
