@@ -1091,3 +1091,113 @@ async fn fast_hits_of_transforms_replace_stored_headers() {
     }
     assert_eq!(h(&fast, "x-resolved-width"), "120");
 }
+
+/// Sends `head` (and nothing else) on a fresh connection and reads one response.
+async fn raw_exchange(edge: &Edge, head: &[u8]) -> RawResponse {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
+        .await
+        .unwrap();
+    s.write_all(head).await.unwrap();
+    let mut buf = Vec::new();
+    read_response(&mut s, &mut buf, false).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clients_odd_request_never_becomes_everyones_answer() {
+    let origin = CountingOrigin::start().await;
+    for p in ["/q1", "/q2", "/q3", "/q4"] {
+        origin.route(
+            p,
+            Canned::ok(format!("object {p}")).header("cache-control", "max-age=600"),
+        );
+    }
+    // A source that answers 400 with a long max-age: still never stored.
+    origin.route(
+        "/bad",
+        Canned::status(400, "no").header("cache-control", "max-age=600"),
+    );
+    let ttl = r#"{ ok = "1h", client_error = "1h" }"#;
+    let edge = Edge::start(&config(&remote_origin(
+        "r",
+        "^/r(/.+)$",
+        &origin.base(),
+        ttl,
+    )))
+    .await;
+    let many: String = (0..99).map(|i| format!("X-Pad-{i}: {i}\r\n")).collect();
+    let heads: [(&str, String); 4] = [
+        ("/r/q1", "Content-Length: 0, 0\r\n".to_string()),
+        ("/r/q2", "Content-Length: 5\r\n".to_string()),
+        ("/r/q3", many),
+        ("/r/q4", "Transfer-Encoding: chunked\r\n".to_string()),
+    ];
+    for (path, extra) in &heads {
+        let body = match path {
+            p if p.ends_with("q2") => "hello",
+            p if p.ends_with("q4") => "5\r\nhello\r\n0\r\n\r\n",
+            _ => "",
+        };
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n{body}"
+        );
+        let r = raw_exchange(&edge, head.as_bytes()).await;
+        // Either refused at the edge (never stored) or the object itself.
+        if r.status == 200 {
+            let want = format!("object {}", &path[2..]);
+            assert_eq!(r.body, want.as_bytes(), "{path}");
+        } else {
+            assert!((400..500).contains(&r.status), "{path}: {}", r.status);
+        }
+    }
+    // Every ordinary client gets the object.
+    for (path, _) in &heads {
+        let (r, body) = get(&edge.url(path), &[]).await;
+        assert_eq!(r.status(), 200, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(body, format!("object {}", &path[2..]).as_bytes());
+    }
+    let (r, _) = get(&edge.url("/r/bad"), &[]).await;
+    assert_eq!(r.status(), 400);
+    let (r, _) = get(&edge.url("/r/bad"), &[]).await;
+    assert_eq!(r.status(), 400);
+    assert_ne!(h(&r, "x-cache"), "HIT");
+    assert_eq!(origin.hits("/bad"), 2, "a 400 is never stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn internal_headers_and_odd_request_ids_stay_at_the_edge() {
+    let origin = CountingOrigin::start().await;
+    origin.route(
+        "/i",
+        Canned::ok(b"internal".to_vec()).header("cache-control", "max-age=600"),
+    );
+    let edge = edge_for(&origin).await;
+    // A client cannot pose as the edge's own fill or external fetch (what reaches the
+    // origin service is an allow-list: `edge::policy` unit tests).
+    let (r, body) = get(
+        &edge.url("/r/i"),
+        &[
+            ("x-media-edge-fill", "guess"),
+            ("x-media-edge-external", "http://169.254.169.254/"),
+            ("x-media-edge-avif-fallback", "png"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body, b"internal");
+    assert_eq!(h(&r, "x-cache"), "MISS");
+    assert_eq!(origin.hits("/i"), 1);
+    // Request ids: reflected only when short and printable.
+    let long = "a".repeat(200);
+    for (sent, reflected) in [("abc-123", true), (long.as_str(), false)] {
+        let (r, _) = get(&edge.url("/r/i"), &[("x-request-id", sent)]).await;
+        assert_eq!(h(&r, "x-request-id") == sent, reflected, "{sent:.20}");
+        assert!(h(&r, "x-request-id").len() <= 128);
+    }
+    let r = raw_exchange(
+        &edge,
+        b"GET /r/i HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-ID: a\x01b\r\n\r\n",
+    )
+    .await;
+    assert_ne!(r.header("x-request-id"), "a\u{1}b");
+}

@@ -311,10 +311,15 @@ impl ProxyHttp for Edge {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        upstream.insert_header("x-request-id", &ctx.request_id)?;
-        upstream.remove_header(FILL_HEADER);
+        // Built from an allow-list: nothing else of the client's head reaches the origin
+        // service (its answer is cached for everyone).
+        for name in policy::not_for_origin(upstream) {
+            upstream.remove_header(&name);
+        }
         upstream.remove_header(HDR_EXTERNAL);
         upstream.remove_header(crate::origin::HDR_AVIF_FALLBACK);
+        upstream.insert_header(http::header::HOST, "media-edge-origin")?;
+        upstream.insert_header("x-request-id", &ctx.request_id)?;
         // A negotiated AVIF may be answered at once in the client's next-best format while
         // the AVIF is encoded in the background (`transform.avif_background`).
         let negotiated_avif = ctx.vary_accept
@@ -337,6 +342,22 @@ impl ProxyHttp for Edge {
             upstream.set_uri(uri);
         }
         ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Only GET and HEAD reach the origin service, and it is sent no body length: a body
+        // a client attached to one is read and dropped here.
+        let m = &session.req_header().method;
+        if *m == http::Method::GET || *m == http::Method::HEAD {
+            *body = None;
+        }
         Ok(())
     }
 

@@ -33,12 +33,44 @@ pub struct Request {
     pub class_ttl: Option<Duration>,
 }
 
+/// Request headers the origin service is sent: what it reads (ranges and validators of
+/// passthrough fetches) and what the edge sets itself (request id, AVIF fallback, external
+/// URL). Everything else a client sent — `Content-Length`/`Transfer-Encoding` on a `GET`,
+/// hop-by-hop headers, any number of others — stays at the edge, so the origin service's
+/// answer depends only on the object and the edge's resolution.
+pub const ORIGIN_REQUEST_HEADERS: [&str; 6] = [
+    "range",
+    "if-none-match",
+    "if-modified-since",
+    "x-request-id",
+    crate::origin::HDR_AVIF_FALLBACK,
+    crate::origin::HDR_EXTERNAL,
+];
+
+/// The names in `req` that are not sent to the origin service ([`ORIGIN_REQUEST_HEADERS`]).
+pub fn not_for_origin(req: &RequestHeader) -> Vec<http::header::HeaderName> {
+    let mut out: Vec<http::header::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| !ORIGIN_REQUEST_HEADERS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    out.dedup();
+    out
+}
+
 /// Freshness defaults when a response says nothing: none here (status-class TTLs apply).
 fn no_ttl(_: http::StatusCode) -> Option<Duration> {
     None
 }
 
-/// Whether and how long `resp` is stored. Partial and not-modified answers, `Vary: *`,
+/// Statuses that describe the client's request rather than the object (a malformed or
+/// oversized request, a timeout, a failed precondition or range, a rate limit): never stored,
+/// whatever their headers say, so one client's request cannot answer for everyone.
+pub const CLIENT_DEPENDENT: [u16; 11] = [400, 408, 411, 412, 413, 414, 416, 417, 421, 429, 431];
+
+/// Whether and how long `resp` is stored. Client-dependent statuses ([`CLIENT_DEPENDENT`]),
+/// partial and not-modified answers, `Vary: *`,
 /// `Set-Cookie`, objects over the size limit, `no-store`/`private`, and authorized requests
 /// without an explicit permission are not; freshness comes from `Cache-Control`/`Expires`,
 /// else the status-class TTL, else the response is not stored.
@@ -50,6 +82,9 @@ pub fn cacheability(
 ) -> RespCacheable {
     use RespCacheable::Uncacheable;
     let status = resp.status.as_u16();
+    if CLIENT_DEPENDENT.contains(&status) {
+        return Uncacheable(NoCacheReason::Custom("depends on the request"));
+    }
     if status == 206 || status == 304 {
         return Uncacheable(NoCacheReason::Custom("partial or not-modified"));
     }

@@ -145,3 +145,55 @@ fn stale_on_error_only_for_origin_failures() {
     assert!(serves_stale(Some(&up)));
     assert!(!serves_stale(Some(&down)));
 }
+
+#[test]
+fn the_origin_service_is_sent_an_allow_list() {
+    let mut req = RequestHeader::build("GET", b"/a.jpg", None).unwrap();
+    for (k, v) in [
+        ("host", "example.com"),
+        ("content-length", "0, 0"),
+        ("transfer-encoding", "chunked"),
+        ("connection", "keep-alive, x-foo"),
+        ("te", "trailers"),
+        ("upgrade", "h2c"),
+        ("cookie", "a=b"),
+        ("authorization", "Bearer t"),
+        ("x-media-edge-fill", "guess"),
+        ("range", "bytes=0-9"),
+        ("if-none-match", "\"e\""),
+        ("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ("x-request-id", "abc"),
+        ("x-pad", "1"),
+        ("x-pad", "2"),
+    ] {
+        req.append_header(k, v).unwrap();
+    }
+    let mut dropped: Vec<String> = not_for_origin(&req)
+        .iter()
+        .map(|n| n.as_str().to_string())
+        .collect();
+    dropped.sort();
+    assert_eq!(
+        dropped,
+        [
+            "authorization",
+            "connection",
+            "content-length",
+            "cookie",
+            "host",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "x-media-edge-fill",
+            "x-pad"
+        ]
+    );
+    for status in CLIENT_DEPENDENT {
+        let r = resp(status, &[("cache-control", "public, max-age=600")]);
+        let req = Request {
+            authorized: false,
+            class_ttl: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(decide(&r, req), None, "{status} is about the request");
+    }
+}
