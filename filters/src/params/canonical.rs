@@ -1,7 +1,7 @@
 //! The canonical query form of a [`TransformSpec`]: fixed parameter order (the order of the
-//! [`Param`] table), canonical spellings, defaults omitted, and its strict parser. It owns
-//! that string grammar only; it must not accept client spellings (aliases, Akamai or
-//! Cloudflare names, `dpr`, `debug`): those are `resolve`'s.
+//! [`Param`] table), canonical spellings, defaults omitted, and its strict parser (mode
+//! required, no duplicates, no `dpr` or `debug`). It owns that string grammar only; it must
+//! not know Akamai or Cloudflare names or merge layers of a request: that is `resolve`'s.
 
 use std::fmt::{self, Write as _};
 
