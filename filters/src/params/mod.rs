@@ -1,0 +1,296 @@
+//! The canonical transform parameters: the [`TransformSpec`] contract between request parsing,
+//! cache keys and the transforms, every value type it holds, and the one place where a
+//! canonical parameter name is parsed and range-checked. It owns validation, default
+//! normalisation and the canonical query string form; it must not know about Akamai or
+//! Cloudflare spellings, configuration, headers or where the source lives.
+//!
+//! This file holds the spec itself and the mode-dependent rules (limits, defaults,
+//! [`TransformSpec::normalize`], [`TransformSpec::validate`]); the parts live beside it:
+//! `table` defines every [`Param`] once, `checked` range-checks one value for `set`,
+//! `values` and `scalars` hold the value types and spellings, `canonical` the query form.
+//!
+//! Adding a parameter: add a field on [`TransformSpec`] and one entry in `table.rs` (name,
+//! aliases, whether it asks for a transform, its field and how it is parsed); that entry
+//! gives it `is_set`, `set` and its place in the canonical query, and the compiler asks for
+//! it in [`TransformSpec::new`]. By hand: its default and the modes it means nothing for in
+//! [`TransformSpec::normalize`], and whether it enters the cache key (`cache_key.rs`).
+
+mod canonical;
+mod checked;
+mod scalars;
+mod table;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::FilterError;
+
+pub use scalars::{
+    format_bitrate, format_time, parse_bitrate, parse_bool, parse_color, parse_time,
+};
+pub(crate) use scalars::{is_token, parse_decimal, parse_uint};
+pub use table::Param;
+pub use values::{
+    Codec, Compression, Crop, Fit, Format, Gravity, Metadata, Mode, OnError, Playback, Preload,
+    Quality,
+};
+
+/// Smallest width/height accepted for any mode.
+pub const MIN_DIM: u32 = 10;
+/// Largest width/height for images.
+pub const MAX_IMAGE_DIM: u32 = 4096;
+/// Largest width/height for video, frame and spritesheet.
+pub const MAX_VIDEO_DIM: u32 = 2000;
+/// Longest `time` (start offset), in milliseconds: 10 minutes.
+pub const MAX_TIME_MS: u64 = 600_000;
+/// Shortest `duration`, in milliseconds.
+pub const MIN_DURATION_MS: u64 = 1_000;
+/// Longest `duration` accepted at all (async job), in milliseconds: 10 minutes.
+pub const MAX_DURATION_MS: u64 = 600_000;
+/// Longest `duration` served synchronously, in milliseconds.
+pub const SYNC_MAX_DURATION_MS: u64 = 60_000;
+/// Longest `filename`.
+pub const MAX_FILENAME: usize = 120;
+
+/// The resolved, validated, normalised description of one output. Fields left `None` mean
+/// "the mode's default"; values equal to a default are normalised to `None` so that two
+/// spellings of one request compare (and key) equal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSpec {
+    pub mode: Mode,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub height: Option<u32>,
+    /// Default `contain`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fit: Option<Fit>,
+    /// Default `center`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub gravity: Option<Gravity>,
+    /// `None` keeps the source's format; `Some(Auto)` is negotiated from `Accept`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub format: Option<Format>,
+    /// Default `auto`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub quality: Option<Quality>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub compression: Option<Compression>,
+    /// Start offset in ms; default 0.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub time_ms: Option<u64>,
+    /// Clip length in ms (1 s..=10 min; over 60 s needs an async job).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub duration_ms: Option<u64>,
+    /// Keep the audio track; default true.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub audio: Option<bool>,
+    /// The named preset that produced this spec.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub derivative: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub image_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fps: Option<u32>,
+    /// Playback speed factor 0.25..=4; default 1.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub speed: Option<f32>,
+    /// Degrees clockwise, 1..=359 (images: 90, 180, 270); default 0.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rotate: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub crop: Option<Crop>,
+    /// Bits per second.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bitrate: Option<u64>,
+    /// Blur radius 1..=250.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub blur: Option<u32>,
+    /// Sharpen strength 0..=10; default 0.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sharpen: Option<f32>,
+    /// Normalised `#rrggbb` or `#rrggbbaa`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub background: Option<String>,
+    /// Keep animation (gif/webp); default true.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub animated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub codec: Option<Codec>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub metadata: Option<Metadata>,
+    /// Never in the cache key: failures are not cached.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub onerror: Option<OnError>,
+    /// `Content-Disposition` name, `[A-Za-z0-9_-]{1,120}`; response header only, never in
+    /// the cache key.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub filename: Option<String>,
+    /// Response headers only, never in the cache key.
+    #[serde(skip_serializing_if = "Playback::is_empty", default)]
+    pub playback: Playback,
+    /// `mode=hls`: which part of the package: a segment number or `poster` (absent: the
+    /// playlist).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub segment: Option<String>,
+}
+
+impl TransformSpec {
+    /// A spec with every field at its default.
+    pub fn new(mode: Mode) -> Self {
+        TransformSpec {
+            mode,
+            width: None,
+            height: None,
+            fit: None,
+            gravity: None,
+            format: None,
+            quality: None,
+            compression: None,
+            time_ms: None,
+            duration_ms: None,
+            audio: None,
+            derivative: None,
+            image_count: None,
+            fps: None,
+            speed: None,
+            rotate: None,
+            crop: None,
+            bitrate: None,
+            blur: None,
+            sharpen: None,
+            background: None,
+            animated: None,
+            codec: None,
+            metadata: None,
+            onerror: None,
+            filename: None,
+            playback: Playback::default(),
+            segment: None,
+        }
+    }
+
+    /// Is this the untransformed original?
+    pub fn is_passthrough(&self) -> bool {
+        self.mode == Mode::Original
+    }
+
+    /// Must this be produced by an async job (long clip or a slow codec)?
+    pub fn needs_async(&self) -> bool {
+        self.needs_async_over(SYNC_MAX_DURATION_MS)
+    }
+
+    /// [`Self::needs_async`] with a configured synchronous duration limit.
+    pub fn needs_async_over(&self, sync_max_duration_ms: u64) -> bool {
+        matches!(self.mode, Mode::Video | Mode::Audio | Mode::Spritesheet)
+            && (self.duration_ms.is_some_and(|d| d > sync_max_duration_ms)
+                || self.codec.is_some_and(Codec::is_heavy))
+    }
+
+    /// Is this spec field set? (`Mode`, `Dpr` and `Debug` are not spec fields: false.)
+    /// Drops fields that mean nothing for the mode and values equal to their default, so
+    /// that every spelling of one output gives one spec.
+    pub fn normalize(&mut self) {
+        // Defaults.
+        if self.fit == Some(Fit::Contain) {
+            self.fit = None;
+        }
+        if self.gravity == Some(Gravity::Center) {
+            self.gravity = None;
+        }
+        if self.quality == Some(Quality::Auto) {
+            self.quality = None;
+        }
+        if self.time_ms == Some(0) {
+            self.time_ms = None;
+        }
+        if self.audio == Some(true) {
+            self.audio = None;
+        }
+        if self.animated == Some(true) {
+            self.animated = None;
+        }
+        if self.rotate == Some(0) {
+            self.rotate = None;
+        }
+        if self.speed == Some(1.0) {
+            self.speed = None;
+        }
+        if self.sharpen.is_some_and(|s| s == 0.0) {
+            self.sharpen = None;
+        }
+        // Fields that do not apply to the mode.
+        let s = self;
+        if s.mode != Mode::Hls {
+            s.segment = None;
+        }
+        match s.mode {
+            Mode::Original => {
+                let keep = (s.filename.take(), std::mem::take(&mut s.playback));
+                *s = TransformSpec::new(Mode::Original);
+                (s.filename, s.playback) = keep;
+            }
+            Mode::Image => {
+                (s.time_ms, s.duration_ms, s.audio, s.fps, s.speed) =
+                    (None, None, None, None, None);
+                (s.bitrate, s.codec, s.image_count) = (None, None, None);
+            }
+            Mode::Frame => {
+                (s.duration_ms, s.audio, s.fps, s.speed, s.bitrate) =
+                    (None, None, None, None, None);
+                (s.codec, s.image_count, s.animated) = (None, None, None);
+            }
+            Mode::Spritesheet => {
+                (s.audio, s.fps, s.speed, s.bitrate, s.codec) = (None, None, None, None, None);
+                s.animated = None;
+            }
+            Mode::Video => {
+                (s.image_count, s.animated) = (None, None);
+            }
+            Mode::Hls => {
+                // One fixed package per source: only the part is variable.
+                let keep = s.segment.take();
+                *s = TransformSpec::new(Mode::Hls);
+                s.segment = keep;
+            }
+            Mode::Audio => {
+                (s.width, s.height, s.fit, s.gravity, s.crop) = (None, None, None, None, None);
+                (s.rotate, s.blur, s.sharpen, s.background) = (None, None, None, None);
+                (s.image_count, s.fps, s.animated, s.codec, s.audio) =
+                    (None, None, None, None, None);
+            }
+        }
+    }
+
+    /// Mode-dependent checks: dimensions within the mode's range, image rotation a
+    /// multiple of 90.
+    pub fn validate(&self) -> Result<(), FilterError> {
+        let max = self.mode.max_dim();
+        for (name, v) in [("width", self.width), ("height", self.height)] {
+            if let Some(v) = v {
+                if !(MIN_DIM..=max).contains(&v) {
+                    return Err(FilterError::range(
+                        name,
+                        v,
+                        &format!("{MIN_DIM}..={max} for mode {}", self.mode),
+                    ));
+                }
+            }
+        }
+        if let Some(r) = self.rotate {
+            if self.mode == Mode::Image && r % 90 != 0 {
+                return Err(FilterError::NotAllowedForMode {
+                    param: "rotate",
+                    value: r.to_string(),
+                    mode: "image",
+                    reason: "images rotate by 90, 180 or 270",
+                });
+            }
+        }
+        Ok(())
+    }
+}
