@@ -1201,3 +1201,46 @@ async fn internal_headers_and_odd_request_ids_stay_at_the_edge() {
     .await;
     assert_ne!(r.header("x-request-id"), "a\u{1}b");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revalidated_entries_keep_the_fast_path() {
+    let origin = CountingOrigin::start().await;
+    origin.route(
+        "/rv",
+        Canned::ok(b"revalidate me".to_vec())
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"rv1\""),
+    );
+    let edge = edge_for(&origin).await;
+    let url = edge.url("/r/rv");
+    let (r, _) = get(&url, &[]).await;
+    assert_eq!(h(&r, "x-cache"), "MISS");
+    // The same object, now fresh for longer: the revalidation's 304 carries the new max-age.
+    origin.route(
+        "/rv",
+        Canned::ok(b"revalidate me".to_vec())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"rv1\""),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let (r, _) = get(&url, &[]).await;
+        if h(&r, "x-cache") != "HIT" || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(h(&r, "x-cache"), "REVALIDATED");
+    assert_eq!(origin.seen.lock().unwrap().conditionals, 1);
+    // First hit after the revalidation decodes the entry; the next are fast hits.
+    let (r, body) = get(&url, &[]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT");
+    assert_eq!(body, b"revalidate me");
+    let before = fast_hits(&edge).await;
+    let (r, body) = get(&url, &[]).await;
+    assert_eq!(h(&r, "x-cache"), "HIT");
+    assert_eq!(body, b"revalidate me");
+    assert_eq!(fast_hits(&edge).await, before + 1, "a revalidated entry is a fast hit");
+    let age: u64 = h(&r, "age").parse().unwrap();
+    assert!(age <= 2, "age counts from the revalidation: {age}");
+}

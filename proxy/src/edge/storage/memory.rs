@@ -33,36 +33,47 @@ const DECODED_META_ESTIMATE: usize = 4096;
 pub(super) struct DecodedMeta {
     fresh_until: SystemTime,
     created: SystemTime,
+    /// When the entry was last admitted or revalidated (the default age reference).
+    updated: SystemTime,
     /// An explicit age reference (epoch override), if the entry had one.
     epoch: Option<SystemTime>,
     swr: u32,
     sie: u32,
     variance: Option<pingora_cache::key::HashBinary>,
     header: pingora_http::ResponseHeader,
+    /// [`Self::to_meta`] can rebuild the entry's `CacheMeta`: false for a revalidated or
+    /// refreshed entry (`updated` or `provenance` differ from `created`, which
+    /// `CacheMeta::new` cannot express), whose pingora-cache hits decode it every time. Its
+    /// fast hits need only the fields above, so they are unaffected.
+    rebuildable: bool,
 }
 
 impl DecodedMeta {
-    /// `None` for an entry whose `updated` or `provenance` differ from `created` (a
-    /// revalidated or refreshed entry): `CacheMeta::new` cannot express those, so such
-    /// entries are decoded on every hit instead.
-    pub(super) fn from_meta(m: &CacheMeta) -> Option<DecodedMeta> {
-        if m.updated() != m.created() || m.provenance() != m.created() {
-            return None;
-        }
-        Some(DecodedMeta {
+    pub(super) fn from_meta(m: &CacheMeta) -> DecodedMeta {
+        DecodedMeta {
             fresh_until: m.fresh_until(),
             created: m.created(),
+            updated: m.updated(),
             epoch: m.epoch_override(),
             swr: m.stale_while_revalidate_sec(),
             sie: m.stale_if_error_sec(),
             variance: m.variance(),
             header: m.response_header_copy(),
-        })
+            rebuildable: m.updated() == m.created() && m.provenance() == m.created(),
+        }
+    }
+
+    /// The reference an age is counted from (pingora-cache's `CacheMeta::epoch`).
+    pub(super) fn epoch(&self) -> SystemTime {
+        self.epoch.unwrap_or(self.updated)
     }
 
     /// A `CacheMeta` equal for serving to the one decoded (freshness, age, stale windows,
-    /// variance, header).
-    pub(super) fn to_meta(&self) -> CacheMeta {
+    /// variance, header); `None` when it cannot be rebuilt (see `rebuildable`).
+    pub(super) fn to_meta(&self) -> Option<CacheMeta> {
+        if !self.rebuildable {
+            return None;
+        }
         let mut m = CacheMeta::new(
             self.fresh_until,
             self.created,
@@ -76,7 +87,7 @@ impl DecodedMeta {
         if let Some(v) = self.variance {
             m.set_variance(v);
         }
-        m
+        Some(m)
     }
 }
 
@@ -127,19 +138,17 @@ impl TieredStorage {
             prepared: p.clone().downcast::<P>().ok()?,
             body: obj.body.clone(),
             created: d.created,
-            age: now
-                .duration_since(d.epoch.unwrap_or(d.created))
-                .unwrap_or_default(),
+            age: now.duration_since(d.epoch()).unwrap_or_default(),
         })
     }
 
     pub(super) fn mem_hit(obj: Arc<MemObject>) -> Result<(CacheMeta, HitHandler)> {
-        let meta = match obj.decoded.get() {
-            Some(d) => d.to_meta(),
+        let meta = match obj.decoded.get().and_then(DecodedMeta::to_meta) {
+            Some(m) => m,
             None => {
                 let meta = CacheMeta::deserialize(&obj.meta.0, &obj.meta.1)?;
-                if let Some(d) = DecodedMeta::from_meta(&meta) {
-                    let _ = obj.decoded.set(d);
+                if obj.decoded.get().is_none() {
+                    let _ = obj.decoded.set(DecodedMeta::from_meta(&meta));
                 }
                 meta
             }
