@@ -1,0 +1,150 @@
+//! Configuration: one TOML file, parsed into typed structs and validated.
+//!
+//! Owns the whole config: its schema (every key is documented in `conf/media-edge.toml`), the
+//! built-in default config, size/duration spellings (`"256MiB"`, `"1h"`), and `check-config`:
+//! every problem is reported at once with its key path. It must not open sockets or touch the
+//! cache; it only reads the file and the environment variables the file names.
+//!
+//! - `units`: `ByteSize`, `Dur` and their spellings.
+//! - `schema`: the sections and their defaults (`impl Default`, once each).
+//! - `origins`: `[[origins]]`, matching a path to an origin, source path templates.
+//! - `validate`: the checks of each section beyond its types.
+//! - `problems`: the report (`ConfigProblem`, `ConfigErrors`) and its collector.
+//!
+//! This file holds [`Config`] and the order of the steps of [`Config::parse`].
+
+mod origins;
+mod problems;
+mod schema;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use origins::{
+    compile_matcher, substitute, MatcherError, OriginConfig, RemoteAuth, SourceConfig, TtlConfig,
+};
+pub use problems::{ConfigErrors, ConfigProblem};
+pub use schema::{
+    AuthRule, CacheConfig, ContentConfig, ExternalConfig, RouteAuth, SecurityConfig, ServerConfig,
+    SigningKey, TlsListener, TokenConfig, TransformConfig,
+};
+pub use units::{parse_duration, parse_size, ByteSize, Dur, UnitError};
+
+use problems::Problems;
+use regex::Regex;
+use std::path::{Path, PathBuf};
+
+/// The default config, the same text as `conf/media-edge.toml`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../conf/media-edge.toml");
+
+/// The whole config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub cache: CacheConfig,
+    /// Transform parameters: derivatives, breakpoints, client hints, rate limits.
+    pub filters: filters::FiltersConfig,
+    /// Transform engine limits.
+    pub transform: TransformConfig,
+    /// Signed URLs, tokens, client IPs, route rules.
+    pub security: SecurityConfig,
+    /// Client-supplied URLs.
+    pub external: ExternalConfig,
+    /// Content-hash routes.
+    pub content: ContentConfig,
+    /// The folder relative paths in the file resolve against.
+    pub base: PathBuf,
+    pub origins: Vec<OriginConfig>,
+    /// Compiled matchers, one per origin, same order.
+    pub matchers: Vec<Regex>,
+}
+
+impl Config {
+    /// The built-in default config.
+    pub fn default_config() -> Result<Config, ConfigErrors> {
+        Config::parse(DEFAULT_CONFIG, Path::new("."))
+    }
+
+    /// Reads and validates a config file; relative paths inside resolve against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::single(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base)
+    }
+
+    /// Parses and validates config text. Every problem is collected before returning.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigErrors::single("(syntax)", e.to_string().trim().replace('\n', " "))
+        })?;
+        let mut p = Problems::default();
+        validate::known_sections(&doc, &mut p);
+        let table = |k: &str| {
+            doc.get(k)
+                .cloned()
+                .unwrap_or(toml::Value::Table(Default::default()))
+        };
+        // Each section is read, then checked; server and cache are checked after the origins
+        // (the order `check-config` has always printed problems in).
+        let server: Option<ServerConfig> = p.section(table("server"), "server");
+        let cache: Option<CacheConfig> = p.section(table("cache"), "cache");
+        let security: Option<SecurityConfig> = p.section(table("security"), "security");
+        let security = security.inspect(|s| validate::security(s, base, &mut p));
+        let external: Option<ExternalConfig> = p.section(table("external"), "external");
+        let external = external.inspect(|x| validate::external(x, &mut p));
+        let content: Option<ContentConfig> = p.section(table("content"), "content");
+        let content = content.inspect(|c| validate::content(c, &mut p));
+        let transform: Option<TransformConfig> = p.section(table("transform"), "transform");
+        let transform = transform.inspect(|t| validate::transform(t, &mut p));
+        let filters: Option<filters::FiltersConfig> = p.section(table("filters"), "filters");
+        let filters = filters.inspect(|f| validate::filters(f, &mut p));
+        let items = validate::origin_items(&doc, &mut p);
+        let (origins, matchers) = validate::origins(items, base, &mut p);
+        let server = server.inspect(|s| validate::server(s, base, &mut p));
+        let cache = cache.inspect(|c| validate::cache(c, &mut p));
+        p.finish()?;
+        let (
+            Some(mut server),
+            Some(cache),
+            Some(filters),
+            Some(transform),
+            Some(security),
+            Some(external),
+            Some(content),
+        ) = (
+            server, cache, filters, transform, security, external, content,
+        )
+        else {
+            // Not reached: a section that did not deserialize left a problem.
+            return Err(ConfigErrors(Vec::new()));
+        };
+        for t in &mut server.tls {
+            t.cert = validate::resolve(base, &t.cert);
+            t.key = validate::resolve(base, &t.key);
+        }
+        Ok(Config {
+            server,
+            cache,
+            filters,
+            transform,
+            security,
+            external,
+            content,
+            base: base.to_path_buf(),
+            origins,
+            matchers,
+        })
+    }
+
+    /// Where the origin service listens.
+    pub fn origin_socket(&self) -> PathBuf {
+        self.server
+            .origin_socket
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("origin.sock"))
+    }
+}

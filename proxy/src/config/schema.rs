@@ -1,0 +1,336 @@
+//! The sections of the config file as serde structs: `[server]`, `[cache]`, `[content]`,
+//! `[external]`, `[security]`, `[transform]` (`[filters]` is `filters::FiltersConfig`, the
+//! origins are in `origins`).
+//!
+//! Owns every key's type, its documentation and its default. A default is written once, in
+//! the section's `impl Default`; `#[serde(default)]` on the struct fills a missing key from
+//! it, so a key left out and `Section::default()` agree. It must not check values against
+//! each other or the file system (that is `validate`) and must not read the environment:
+//! secrets are named here (`*_env`), read by whoever uses them.
+
+use super::units::{ByteSize, Dur};
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Default timeout of a whole fetch from a source (S3, remote, external URL).
+pub(super) const FETCH_TIMEOUT: Dur = Dur::secs(30);
+/// Default connect timeout of a fetch over HTTP (remote sources, external URLs).
+pub(super) const CONNECT_TIMEOUT: Dur = Dur::secs(5);
+
+/// Loopback, the default of the networks that may purge and read /health and /metrics.
+fn loopback() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1/128".into()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Plain HTTP listeners, `"ip:port"`.
+    pub listen: Vec<String>,
+    /// HTTPS listeners.
+    pub tls: Vec<TlsListener>,
+    /// Worker threads of the edge; 0 = number of cores.
+    pub threads: usize,
+    /// Where the disk cache, purge log, sockets and pid file live. `--data-dir` overrides it.
+    pub data_dir: PathBuf,
+    /// The env var holding the admin bearer token; the admin API is off while it is unset.
+    pub admin_token_env: String,
+    /// Peers allowed to use the HTTP `PURGE` method (CIDRs).
+    pub purge_allowed: Vec<String>,
+    /// Keep `Cache-Tag` on client responses (default: stripped).
+    pub keep_cache_tag: bool,
+    /// The token this node adds to `Via`; a request already carrying it is a loop (508).
+    pub via_token: String,
+    /// The origin service's unix socket; default `{data_dir}/origin.sock`.
+    pub origin_socket: Option<PathBuf>,
+    /// How long the edge waits for the origin service's response headers.
+    pub origin_timeout: Dur,
+    /// Seconds an old process gets to drain on graceful upgrade or shutdown.
+    pub grace_period: Dur,
+    /// Per-connection write buffer of the listeners: a response header and a body up to
+    /// this size leave in one `send` (Pingora's default, one TCP segment, sends the header
+    /// and the body of a 10 KB hit separately).
+    pub write_buffer: ByteSize,
+    /// Let the edge's worker threads steal each other's tasks (Pingora's default, on). Off,
+    /// each thread runs its own connections: fewer cross-thread wake-ups, no balancing. On
+    /// the 2-core bench machine the two measured the same within noise.
+    pub work_stealing: bool,
+    /// Log as JSON lines.
+    pub json_logs: bool,
+    /// Allow `debug=view` without the admin token.
+    pub debug_view: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec!["0.0.0.0:8080".into()],
+            tls: vec![],
+            threads: 0,
+            data_dir: PathBuf::from("./data"),
+            admin_token_env: "MEDIA_EDGE_ADMIN_TOKEN".into(),
+            purge_allowed: loopback(),
+            keep_cache_tag: false,
+            via_token: "media-edge".into(),
+            origin_socket: None,
+            origin_timeout: Dur::secs(60),
+            grace_period: Dur::secs(10),
+            write_buffer: ByteSize::kib(16),
+            work_stealing: true,
+            json_logs: false,
+            debug_view: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListener {
+    pub listen: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Cache on or off (off: every request goes to the origin service).
+    pub enabled: bool,
+    /// Memory tier budget.
+    pub memory_bytes: ByteSize,
+    /// Largest object kept in the memory tier; larger ones live on disk only.
+    pub memory_max_object: ByteSize,
+    /// Disk tier budget.
+    pub disk_bytes: ByteSize,
+    /// Largest object cached at all.
+    pub max_object: ByteSize,
+    /// How long requests for a key being filled wait for the filling request.
+    pub lock_timeout: Dur,
+    /// Default stale-while-revalidate when the response does not say.
+    pub stale_while_revalidate: Dur,
+    /// Default stale-if-error when the response does not say.
+    pub stale_if_error: Dur,
+    /// A ranged request that misses is answered from the source's range (not cached) and the
+    /// whole object is filled in the background.
+    pub range_miss_passthrough: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            memory_bytes: ByteSize::mib(256),
+            memory_max_object: ByteSize::mib(8),
+            disk_bytes: ByteSize::gib(10),
+            max_object: ByteSize::gib(4),
+            lock_timeout: Dur::secs(30),
+            stale_while_revalidate: Dur::secs(60),
+            stale_if_error: Dur::secs(86400),
+            range_miss_passthrough: true,
+        }
+    }
+}
+
+/// Content-hash routes (`/proxy/{image,thumbnail,metadata}/{sha256}`): rewritten to the path
+/// `{prefix}{sha256}`, which an origin serves like any other path (its matcher and sources
+/// decide where objects named by their hash live).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContentConfig {
+    pub prefix: String,
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        ContentConfig {
+            prefix: "/content/".into(),
+        }
+    }
+}
+
+/// External fetches: client-supplied URLs (`/cdn-cgi/*/https://..`, `/proxy/external?url=`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExternalConfig {
+    /// Off by default: an open image proxy must be a choice.
+    pub enabled: bool,
+    /// Hosts allowed (exact or `*.example.com`); empty = any host not denied.
+    pub allow_hosts: Vec<String>,
+    pub deny_hosts: Vec<String>,
+    /// Networks exempt from the private/loopback refusal (e.g. an internal image host).
+    pub allowed_networks: Vec<String>,
+    pub max_bytes: ByteSize,
+    pub connect_timeout: Dur,
+    /// Whole fetch, body included.
+    pub timeout: Dur,
+    pub max_redirects: u32,
+    /// Cache TTL of external answers that carry none.
+    pub ttl: Dur,
+}
+
+impl Default for ExternalConfig {
+    fn default() -> Self {
+        ExternalConfig {
+            enabled: false,
+            allow_hosts: vec![],
+            deny_hosts: vec![],
+            allowed_networks: vec![],
+            max_bytes: ByteSize::mib(32),
+            connect_timeout: CONNECT_TIMEOUT,
+            timeout: FETCH_TIMEOUT,
+            max_redirects: 3,
+            ttl: Dur::secs(86400),
+        }
+    }
+}
+
+/// What a route class requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthRule {
+    /// Open (a valid bearer token still identifies the tenant).
+    #[default]
+    None,
+    /// A valid signed URL.
+    Signature,
+    /// A bearer token from `security.tokens`.
+    Token,
+    /// A signed URL or a bearer token.
+    Either,
+}
+
+/// Per route class rules (the classes of `filters::OperationClass`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteAuth {
+    pub original: AuthRule,
+    pub image: AuthRule,
+    pub video: AuthRule,
+    pub thumbnail: AuthRule,
+    pub metadata: AuthRule,
+    pub external: AuthRule,
+    pub upload: AuthRule,
+}
+
+impl Default for RouteAuth {
+    /// Every class open but uploads, which need a token.
+    fn default() -> Self {
+        RouteAuth {
+            original: AuthRule::None,
+            image: AuthRule::None,
+            video: AuthRule::None,
+            thumbnail: AuthRule::None,
+            metadata: AuthRule::None,
+            external: AuthRule::None,
+            upload: AuthRule::Token,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    pub id: String,
+    /// Env var holding the secret.
+    pub secret_env: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Env var holding the token.
+    pub token_env: String,
+    pub tenant: String,
+    /// `read`, `upload`, `admin`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Signed URLs, tokens, trusted proxies, route rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Keys accepted for signed URLs (several at once for rotation; `kid` picks one).
+    pub signing_keys: Vec<SigningKey>,
+    pub tokens: Vec<TokenConfig>,
+    /// Peers whose `CF-Connecting-IP` / `X-Forwarded-For` / `X-Real-IP` are believed (CIDRs).
+    pub trusted_proxies: Vec<String>,
+    /// A file of CIDRs, one per line (`conf/cloudflare-ips.txt` ships Cloudflare's ranges).
+    pub trusted_proxies_file: Option<PathBuf>,
+    /// Refuse (403) peers that are not trusted proxies.
+    pub require_cloudflare_edge: bool,
+    /// Networks that may read /health and /metrics directly under `require_cloudflare_edge`.
+    pub admin_networks: Vec<String>,
+    pub auth: RouteAuth,
+    /// Count cache hits against rate limits too (default: only requests reaching the origin).
+    pub rate_limit_hits: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            signing_keys: vec![SigningKey {
+                id: "default".into(),
+                secret_env: "MEDIA_EDGE_SECRET".into(),
+            }],
+            tokens: vec![],
+            trusted_proxies: vec![],
+            trusted_proxies_file: None,
+            require_cloudflare_edge: false,
+            admin_networks: loopback(),
+            auth: RouteAuth::default(),
+            rate_limit_hits: false,
+        }
+    }
+}
+
+/// Limits and switches of the transform engines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransformConfig {
+    /// Largest original read into memory for an image transform (413 above).
+    pub max_image_bytes: ByteSize,
+    /// Largest original streamed to a temp file for a video transform (413 above).
+    pub max_video_bytes: ByteSize,
+    /// Largest decoded image, in pixels (width × height; 413 above).
+    pub max_input_pixels: u64,
+    /// Offer AVIF for `format=auto`.
+    pub avif: bool,
+    /// Metadata kept in outputs: `none` (default), `copyright`, `keep`.
+    pub metadata: String,
+    /// Concurrent transforms; 0 = one per core.
+    pub workers: usize,
+    /// Wall-clock limit of one video transform.
+    pub video_timeout: Dur,
+    /// How long a made HLS package is kept on disk for its segments to be served.
+    pub hls_retention: Dur,
+    /// The HLS rendition: height in pixels (width for portrait video), never upscaled, h264.
+    pub hls_height: u32,
+    /// HLS segment length in seconds (1..=60).
+    pub hls_segment_secs: u32,
+    /// Encode AVIF in the background for `format=auto`: a cold request gets WebP marked
+    /// short-lived at once, later requests get the AVIF.
+    pub avif_background: bool,
+    /// `max-age` of the stand-in answered while the AVIF is being encoded.
+    pub avif_pending_max_age: Dur,
+}
+
+impl Default for TransformConfig {
+    fn default() -> Self {
+        TransformConfig {
+            max_image_bytes: ByteSize::mib(64),
+            max_video_bytes: ByteSize::gib(4),
+            // 16383 × 16383, the largest WebP.
+            max_input_pixels: 268_402_689,
+            avif: true,
+            metadata: "none".into(),
+            workers: 0,
+            video_timeout: Dur::secs(120),
+            hls_retention: Dur::secs(24 * 3600),
+            hls_height: 720,
+            hls_segment_secs: 6,
+            avif_background: true,
+            avif_pending_max_age: Dur::secs(60),
+        }
+    }
+}
