@@ -368,3 +368,15 @@ fn ttl_classes() {
     assert_eq!(t.for_status(404), Some(Duration::from_secs(60)));
     assert_eq!(t.for_status(503), None);
 }
+
+#[test]
+fn absurd_durations_are_refused_not_overflowed() {
+    for s in ["213503982334601d", "18446744073709551615h", "1s18446744073709551615s"] {
+        let e = super::units::parse_duration(s).expect_err(s);
+        assert!(e.to_string().contains(s), "{s}: {e}");
+    }
+    assert_eq!(
+        super::units::parse_duration("1d2h").unwrap(),
+        std::time::Duration::from_secs(86400 + 7200)
+    );
+}

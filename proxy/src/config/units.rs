@@ -140,14 +140,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        total += match unit {
+        let too_large = || UnitError::DurationTooLarge(s.into());
+        let part = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86400),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_large)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_large)?),
+            "d" => Duration::from_secs(n.checked_mul(86400).ok_or_else(too_large)?),
             other => return Err(UnitError::DurationUnit(s.into(), other.into())),
         };
+        total = total.checked_add(part).ok_or_else(too_large)?;
     }
     Ok(total)
 }
