@@ -675,3 +675,77 @@ pub fn unix_socket_listening(path: &std::path::Path) -> bool {
         f.len() >= 8 && f[7] == path && f[3] == "00010000" && f[5] == "01"
     })
 }
+
+/// A self-signed certificate for `127.0.0.1` made with the `openssl` CLI in `dir`:
+/// `(cert.pem, key.pem)`.
+pub fn self_signed_cert(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl CLI");
+    assert!(st.success());
+    (cert, key)
+}
+
+/// One exchange made by the `curl` CLI (`args` choose the protocol, e.g. `--http2`).
+pub struct Curl {
+    /// `1.1`, `2`, ...
+    pub version: String,
+    pub status: u16,
+    /// Lower-cased names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Curl {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// Runs `curl` with `args` and `url`; panics when curl itself fails.
+pub fn curl(args: &[&str], url: &str) -> Curl {
+    let dir = tempfile::tempdir().unwrap();
+    let (hdr, body) = (dir.path().join("h"), dir.path().join("b"));
+    let out = Command::new("curl")
+        .args(["-sS", "--noproxy", "*", "--max-time", "30"])
+        .args(args)
+        .arg("-D")
+        .arg(&hdr)
+        .arg("-o")
+        .arg(&body)
+        .args(["-w", "%{http_version} %{http_code}"])
+        .arg(url)
+        .output()
+        .expect("curl CLI");
+    let w = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "curl {args:?} {url}: {w} {}", String::from_utf8_lossy(&out.stderr));
+    let (version, status) = w.trim().split_once(' ').expect("curl -w output");
+    let text = std::fs::read_to_string(&hdr).unwrap_or_default();
+    let headers = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Curl {
+        version: version.to_string(),
+        status: status.parse().unwrap_or(0),
+        headers,
+        body: std::fs::read(&body).unwrap_or_default(),
+    }
+}

@@ -1,7 +1,6 @@
 //! End-to-end: the HTTPS listener and Pingora's graceful upgrade under load.
 
 use e2e::*;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,28 +12,7 @@ fn hv<'a>(h: &'a reqwest::header::HeaderMap, k: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread")]
 async fn https_listener_serves_and_caches() {
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
-    let st = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl CLI");
-    assert!(st.success());
+    let (cert, key) = self_signed_cert(certs.path());
     let tls_port = free_port();
     let edge = Edge::start(&samples_config(&format!(
         "[[server.tls]]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n",

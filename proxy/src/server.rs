@@ -78,6 +78,32 @@ fn remove_stale_sockets(socket: &std::path::Path) {
     }
 }
 
+/// The plain and TLS listeners of the edge service. TLS listeners offer HTTP/2 and HTTP/1.1
+/// by ALPN.
+fn add_listeners<A>(
+    svc: &mut pingora_core::services::listening::Service<A>,
+    cfg: &Config,
+    buffers: pingora_core::protocols::l4::stream::L4BufferSettings,
+) -> Result<(), String> {
+    for l in &cfg.server.listen {
+        svc.add_listener(pingora_core::listeners::ListenerConfig::tcp(l).l4_buffer(buffers));
+    }
+    for t in &cfg.server.tls {
+        let mut tls = pingora_core::listeners::tls::TlsSettings::intermediate(
+            &t.cert.to_string_lossy(),
+            &t.key.to_string_lossy(),
+        )
+        .map_err(|e| format!("tls listener {}: {e}", t.listen))?;
+        tls.enable_h2();
+        svc.add_listener(
+            pingora_core::listeners::ListenerConfig::tcp(&t.listen)
+                .tls(tls)
+                .l4_buffer(buffers),
+        );
+    }
+    Ok(())
+}
+
 /// Runs the server until it is told to stop. Returns an error message on a startup failure.
 pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     if !opts.listen.is_empty() {
@@ -215,30 +241,32 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         return Err(format!("origin socket {}: {e}", origin_socket.display()));
     }
 
-    // Pingora's HttpProxy for the edge behind the front door, which answers fast hits on
-    // HTTP/1 connections itself (edge/front.rs).
-    let edge_proxy = pingora_proxy::http_proxy(
+    // Pingora's HttpProxy for the edge, behind the front door (edge/front.rs: answers fast
+    // hits on HTTP/1 connections itself) unless `server.front_door = false`.
+    let mut edge_proxy = pingora_proxy::http_proxy(
         &server.configuration,
         Edge {
             state: state.clone(),
         },
     );
-    let front = crate::edge::front::FrontDoor::new(edge_proxy, Edge { state });
-    let mut proxy = pingora_core::services::listening::Service::new("edge".to_string(), front);
+    if cfg.server.h2c {
+        let mut options = pingora_core::apps::HttpServerOptions::default();
+        options.h2c = true;
+        edge_proxy.server_options = Some(options);
+    }
     let buffers = pingora_core::protocols::l4::stream::L4BufferSettings::default()
         .write(cfg.server.write_buffer.0.clamp(1460, 1 << 20) as usize);
-    for l in &cfg.server.listen {
-        proxy.add_listener(pingora_core::listeners::ListenerConfig::tcp(l).l4_buffer(buffers));
-    }
-    for t in &cfg.server.tls {
-        proxy
-            .add_tls(
-                &t.listen,
-                &t.cert.to_string_lossy(),
-                &t.key.to_string_lossy(),
-            )
-            .map_err(|e| format!("tls listener {}: {e}", t.listen))?;
-    }
+    let proxy: Box<dyn pingora_core::services::ServiceWithDependents> = if cfg.server.front_door {
+        let front = crate::edge::front::FrontDoor::new(edge_proxy, Edge { state });
+        let mut svc = pingora_core::services::listening::Service::new("edge".to_string(), front);
+        add_listeners(&mut svc, &cfg, buffers)?;
+        Box::new(svc)
+    } else {
+        let mut svc =
+            pingora_core::services::listening::Service::new("edge".to_string(), edge_proxy);
+        add_listeners(&mut svc, &cfg, buffers)?;
+        Box::new(svc)
+    };
     let mut bg = pingora_core::services::background::background_service(
         "origin",
         OriginBackground {
@@ -247,7 +275,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         },
     );
     bg.threads = Some(threads);
-    server.add_service(proxy);
+    server.add_boxed_service(proxy);
     server.add_service(bg);
     tracing::info!(listen = ?cfg.server.listen, data_dir = %data_dir.display(), threads, "media-edge starting");
     server.run_forever();

@@ -59,6 +59,12 @@ pub struct ServerConfig {
     pub json_logs: bool,
     /// Allow `debug=view` without the admin token.
     pub debug_view: bool,
+    /// The edge's own HTTP/1 loop in front of Pingora (fast hits written straight from
+    /// prepared bytes). Off: every connection is Pingora's (`edge/front.rs`).
+    pub front_door: bool,
+    /// HTTP/2 with prior knowledge (h2c) on the plain listeners, next to HTTP/1.1. TLS
+    /// listeners always offer `h2` and `http/1.1` by ALPN.
+    pub h2c: bool,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +85,8 @@ impl Default for ServerConfig {
             work_stealing: true,
             json_logs: false,
             debug_view: false,
+            front_door: true,
+            h2c: false,
         }
     }
 }

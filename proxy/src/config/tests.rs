@@ -83,6 +83,8 @@ fn defaults_are_todays_values() {
     assert!(s.work_stealing);
     assert!(!s.json_logs);
     assert!(!s.debug_view);
+    assert!(s.front_door);
+    assert!(!s.h2c);
     assert_eq!(c.origin_socket(), Path::new("./data/origin.sock"));
 
     let k = &c.cache;

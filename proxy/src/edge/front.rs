@@ -156,15 +156,19 @@ impl ServerApp for FrontDoor {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // HTTP/2, and server options this loop does not implement (h2c, custom protocols,
-        // a keep-alive request limit; none are set by the edge): Pingora's own loop.
+        // HTTP/2 (ALPN h2, or the h2c preface on a plain connection when `server.h2c`), and
+        // server options this loop does not implement (custom protocols, a keep-alive
+        // request limit; none are set by the edge): Pingora's own loop.
         let options = self.proxy.server_options();
         let unsupported =
-            options.is_some_and(|o| o.h2c || o.force_custom || o.keepalive_request_limit.is_some());
-        if unsupported || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            options.is_some_and(|o| o.force_custom || o.keepalive_request_limit.is_some());
+        let mut stream = stream;
+        let h2c = options.is_some_and(|o| o.h2c) && stream.get_ssl_digest().is_none();
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
+            || (h2c && starts_with_h2_preface(&mut stream).await?);
+        if unsupported || h2 {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        let mut stream = stream;
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -255,6 +259,19 @@ impl ServerApp for FrontDoor {
     async fn cleanup(&self) {
         self.proxy.http_cleanup().await;
     }
+}
+
+/// The client's first bytes are HTTP/2's connection preface (prior knowledge, h2c). Peeked
+/// (given back to the stream), as Pingora's own h2c detection does: the first 24 bytes are
+/// waited for, at most [`KEEPALIVE`]; `None` when the connection fails or sends less (a
+/// request that short — HTTP/1.0 without a `Host` — is not answered on an h2c listener).
+async fn starts_with_h2_preface(stream: &mut Stream) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    let peek = tokio::time::timeout(KEEPALIVE, stream.try_peek(&mut buf));
+    // A stream that cannot peek is taken for HTTP/1.
+    let peeked = peek.await.ok()?.ok()?;
+    Some(peeked && buf == PREFACE)
 }
 
 /// A parsed request head the front door may answer.
