@@ -275,3 +275,47 @@ async fn cache_hits_are_not_rate_limited_by_default() {
     assert_eq!(status_of(&edge, "/samples/photo.jpg", &[]).await.0, 200);
     assert_eq!(status_of(&edge, "/samples/anim.gif", &[]).await.0, 429);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranged_misses_of_protected_objects_are_filled_inside_the_node() {
+    // The background fill after a ranged miss runs inside the node (a Pingora subrequest with
+    // the client's admitted request), not through its own listener, so token-protected
+    // objects are cached too; hits still need the token.
+    let extra = r#"
+[security]
+tokens = [{ token_env = "TEST_FILL_TOKEN", tenant = "acme", scopes = ["read"] }]
+auth = { original = "token" }
+"#;
+    let edge = Edge::start_with_env(&samples_config(extra), &[("TEST_FILL_TOKEN", "fill-1")]).await;
+    let auth = [("authorization", "Bearer fill-1")];
+    let ranged = |r: &'static str| [auth[0], ("range", r)];
+    let r = client()
+        .get(edge.url("/samples/clip.mp4"))
+        .header("authorization", "Bearer fill-1")
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    assert_eq!(r.bytes().await.unwrap().len(), 100);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut x_cache = String::new();
+    while std::time::Instant::now() < deadline {
+        let mut rb = client().get(edge.url("/samples/clip.mp4"));
+        for (k, v) in ranged("bytes=0-0") {
+            rb = rb.header(k, v);
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), 206);
+        x_cache = r.headers()["x-cache"].to_str().unwrap().to_string();
+        if x_cache == "HIT" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(x_cache, "HIT", "the background fill cached the whole object");
+    assert_eq!(status_of(&edge, "/samples/clip.mp4", &[]).await.0, 401, "hits keep their auth");
+    let (s, _) = status_of(&edge, "/samples/clip.mp4", &auth).await;
+    assert_eq!(s, 200);
+}

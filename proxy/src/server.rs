@@ -158,25 +158,6 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let origin = Arc::new(boot.block_on(OriginService::new(cfg.clone()))?);
     drop(boot);
 
-    let fill_base = cfg
-        .server
-        .listen
-        .first()
-        .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
-        .map(|a| {
-            let ip = if a.ip().is_unspecified() {
-                if a.is_ipv4() {
-                    "127.0.0.1".to_string()
-                } else {
-                    "[::1]".to_string()
-                }
-            } else if a.is_ipv6() {
-                format!("[{}]", a.ip())
-            } else {
-                a.ip().to_string()
-            };
-            format!("http://{ip}:{}", a.port())
-        });
     let admin_token = std::env::var(&cfg.server.admin_token_env)
         .ok()
         .filter(|t| !t.is_empty());
@@ -197,13 +178,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?,
         started: Instant::now(),
-        fill_token: format!("{:032x}", rand::random::<u128>()),
-        fill_base,
         fills: Default::default(),
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .map_err(|e| format!("http client: {e}"))?,
         origin_socket: origin_socket.to_string_lossy().into_owned(),
         cfg: cfg.clone(),
     });

@@ -7,7 +7,6 @@
 //! can ask it and still hand the request to Pingora untouched; [`Edge::rate_gate`] counts.
 //! Must not answer requests itself: the caller writes what `Admit` says.
 
-use super::fill::FILL_HEADER;
 use super::resolve::Resolution;
 use super::{Ctx, Edge};
 use crate::error::ApiError;
@@ -146,7 +145,6 @@ impl Edge {
         {
             return refuse(ctx, e);
         }
-        ctx.is_fill = header(req, FILL_HEADER) == Some(self.state.fill_token.as_str());
         ctx.origin = origin;
         ctx.external_url = external;
         ctx.key = Some(resolved.cache_key.clone());

@@ -28,7 +28,6 @@ pub mod security;
 pub mod storage;
 
 pub use admit::{path_is_suspicious, peer_ip};
-pub use fill::FILL_HEADER;
 pub use resolve::Resolution;
 pub use respond::{error_response, respond, respond_error, respond_json};
 
@@ -65,11 +64,8 @@ pub struct EdgeState {
     pub purge_allowed: filters::CidrSet,
     pub security: security::Security,
     pub started: Instant,
-    pub fill_token: String,
-    /// `http://127.0.0.1:PORT` of a plain listener, for background fills.
-    pub fill_base: Option<String>,
+    /// Keys with a background fill in flight ([`fill`]).
     pub fills: parking_lot::Mutex<HashSet<String>>,
-    pub http: reqwest::Client,
     pub origin_socket: String,
 }
 
@@ -87,7 +83,11 @@ pub struct Ctx {
     pub passthrough: bool,
     /// Answered from the memory tier by [`Edge::fast_hit`].
     fast_hit: bool,
+    /// A subrequest of this process (a background fill or revalidation): not rate-limited,
+    /// not a fast hit, never passed through.
     is_fill: bool,
+    /// A fill stopped at its header: its object is too big to cache.
+    fill_stopped: bool,
     started: Instant,
     upstream_started: Option<Instant>,
     upstream_status: Option<u16>,
@@ -204,6 +204,7 @@ impl ProxyHttp for Edge {
             passthrough: false,
             fast_hit: false,
             is_fill: false,
+            fill_stopped: false,
             started: Instant::now(),
             upstream_started: None,
             upstream_status: None,
@@ -218,7 +219,14 @@ impl ProxyHttp for Edge {
         }
     }
 
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Ctx) -> bool {
+        // Only a ranged miss may start a background fill.
+        self.state.cfg.cache.range_miss_passthrough
+            && session.req_header().headers.contains_key(http::header::RANGE)
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        self.start_fill(session, ctx);
         let admit = self.admit(session.req_header(), peer_ip(session), ctx);
         self.answer(session, ctx, admit).await
     }
@@ -249,14 +257,8 @@ impl ProxyHttp for Edge {
                 .cache
                 .disable(NoCacheReason::Custom("range miss passthrough"));
             ctx.passthrough = true;
-            let pq = session
-                .req_header()
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| ctx.path.clone());
             if let Some(key) = ctx.key.clone() {
-                self.spawn_fill(pq, key);
+                self.spawn_fill(session, key);
             }
             return;
         }
@@ -368,6 +370,15 @@ impl ProxyHttp for Edge {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.upstream_status = Some(resp.status.as_u16());
+        let length = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        if self.fill_too_big(ctx, length) {
+            ctx.fill_stopped = true;
+            return Error::e_explain(ErrorType::Custom("fill too big"), "object over max_object");
+        }
         if let (Some(t), Some(o)) = (ctx.upstream_started, ctx.origin) {
             let name = &self.state.cfg.origins[o].name;
             METRICS
@@ -380,7 +391,7 @@ impl ProxyHttp for Edge {
 
     fn response_cache_filter(
         &self,
-        session: &Session,
+        _session: &Session,
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
@@ -391,7 +402,6 @@ impl ProxyHttp for Edge {
             stale_if_error: cache.stale_if_error.0,
         };
         let req = policy::Request {
-            authorized: session.req_header().headers.contains_key("authorization"),
             class_ttl: self.class_ttl(ctx, resp.status.as_u16()),
         };
         Ok(policy::cacheability(resp, req, &limits, SystemTime::now()))
@@ -431,8 +441,19 @@ impl ProxyHttp for Edge {
         self.decorate(resp, ctx, x_cache)
     }
 
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        // Decided by the edge, and logged by it (`respond::log_request`): a rate limit, a fill
+        // stopped because its object is too big to cache.
+        ctx.fill_stopped || ctx.error_code == Some("RATE_LIMITED")
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let code = match respond::proxy_failure(e, ctx.rate_limited.take()) {
+        let api = if ctx.fill_stopped {
+            None
+        } else {
+            respond::proxy_failure(e, ctx.rate_limited.take())
+        };
+        let code = match api {
             Some(api) => {
                 ctx.error_code = Some(api.code);
                 if session.response_written().is_none() {

@@ -24,11 +24,11 @@ pub struct Limits {
     pub stale_if_error: Duration,
 }
 
-/// What the request contributes to the decision.
+/// What the request contributes to the decision. Its credentials do not: the edge checks
+/// tokens and signatures on every request, hits included, and the origin service is never
+/// sent them ([`ORIGIN_REQUEST_HEADERS`]), so its answer cannot depend on them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Request {
-    /// The request carried `Authorization` (stored only when the response allows it).
-    pub authorized: bool,
     /// The TTL of the response's status class for its origin, when the response sets none.
     pub class_ttl: Option<Duration>,
 }
@@ -71,8 +71,7 @@ pub const CLIENT_DEPENDENT: [u16; 11] = [400, 408, 411, 412, 413, 414, 416, 417,
 
 /// Whether and how long `resp` is stored. Client-dependent statuses ([`CLIENT_DEPENDENT`]),
 /// partial and not-modified answers, `Vary: *`,
-/// `Set-Cookie`, objects over the size limit, `no-store`/`private`, and authorized requests
-/// without an explicit permission are not; freshness comes from `Cache-Control`/`Expires`,
+/// `Set-Cookie`, objects over the size limit and `no-store`/`private` are not; freshness comes from `Cache-Control`/`Expires`,
 /// else the status-class TTL, else the response is not stored.
 pub fn cacheability(
     resp: &ResponseHeader,
@@ -107,13 +106,6 @@ pub fn cacheability(
     {
         return Uncacheable(NoCacheReason::OriginNotCache);
     }
-    if req.authorized
-        && !cc
-            .as_ref()
-            .is_some_and(|c| c.allow_caching_authorized_req())
-    {
-        return Uncacheable(NoCacheReason::OriginNotCache);
-    }
     let defaults = CacheMetaDefaults::new(
         no_ttl,
         limits.stale_while_revalidate.as_secs() as u32,
@@ -121,7 +113,7 @@ pub fn cacheability(
     );
     let class_ttl = req.class_ttl.and_then(|d| now.checked_add(d));
     let Some(fresh_until) =
-        calculate_fresh_until(now, cc.as_ref(), resp, req.authorized, &defaults).or(class_ttl)
+        calculate_fresh_until(now, cc.as_ref(), resp, false, &defaults).or(class_ttl)
     else {
         return Uncacheable(NoCacheReason::OriginNotCache);
     };
