@@ -1244,3 +1244,33 @@ async fn revalidated_entries_keep_the_fast_path() {
     let age: u64 = h(&r, "age").parse().unwrap();
     assert!(age <= 2, "age counts from the revalidation: {age}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn misses_reuse_origin_connections_and_a_normal_run_logs_no_error() {
+    let origin = CountingOrigin::start().await;
+    for i in 0..12 {
+        origin.route(
+            &format!("/m{i}"),
+            Canned::ok(format!("miss {i}")).header("cache-control", "max-age=600"),
+        );
+    }
+    let edge = edge_for(&origin).await;
+    for i in 0..12 {
+        let (r, body) = get(&edge.url(&format!("/r/m{i}")), &[]).await;
+        assert_eq!((r.status().as_u16(), h(&r, "x-cache")), (200, "MISS"));
+        assert_eq!(body, format!("miss {i}").as_bytes());
+    }
+    let m = metrics_text(&edge).await;
+    let count = |reused: &str| -> u64 {
+        let name = format!("media_edge_origin_connections_total{{reused=\"{reused}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    assert_eq!(count("false") + count("true"), 12, "{m}");
+    // One new connection per edge worker thread at most; the rest come from the pool.
+    assert!(count("false") <= 2, "new origin connections: {}", count("false"));
+    let log = edge.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "ERROR lines in a normal run:\n{}", errors.join("\n"));
+}

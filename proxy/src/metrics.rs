@@ -19,6 +19,7 @@ pub struct Metrics {
     pub request_latency: HistogramVec,
     pub purges: IntCounterVec,
     pub front_door: IntCounterVec,
+    pub origin_connections: IntCounterVec,
 }
 
 fn build() -> Metrics {
@@ -64,8 +65,17 @@ fn build() -> Metrics {
         &["outcome"],
     )
     .expect("static metric");
+    let origin_connections = IntCounterVec::new(
+        Opts::new(
+            "origin_connections_total",
+            "Connections to the origin service by whether they came from the pool",
+        ),
+        &["reused"],
+    )
+    .expect("static metric");
     for c in [
-        Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(origin_connections.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(requests.clone()),
         Box::new(cache_results.clone()),
         Box::new(bytes_out.clone()),
         Box::new(origin_latency.clone()),
@@ -84,6 +94,7 @@ fn build() -> Metrics {
         request_latency,
         purges,
         front_door,
+        origin_connections,
     }
 }
 
@@ -175,6 +186,15 @@ static FRONT_DOOR: LazyLock<[prometheus::IntCounter; 2]> = LazyLock::new(|| {
 /// Counts one request on the front door: answered there, or handed to Pingora.
 pub fn count_front_door(answered: bool) {
     FRONT_DOOR[usize::from(!answered)].inc();
+}
+
+static ORIGIN_CONNECTIONS: LazyLock<[prometheus::IntCounter; 2]> = LazyLock::new(|| {
+    ["false", "true"].map(|l| METRICS.origin_connections.with_label_values(&[l]))
+});
+
+/// Counts one request's connection to the origin service: new, or reused from the pool.
+pub fn count_origin_connection(reused: bool) {
+    ORIGIN_CONNECTIONS[usize::from(reused)].inc();
 }
 
 /// Counts one response by its `X-Cache` value.

@@ -50,8 +50,20 @@ fn cores() -> usize {
         .unwrap_or(2)
 }
 
-/// Removes `{socket}.{pid}` files left by processes that died before publishing their
-/// origin socket (a failed upgrade).
+/// Points `link` (`origin.sock`) at `socket` (`origin.sock.<pid>`, same folder) by a relative
+/// symlink made aside and renamed over it.
+fn publish_socket_link(socket: &std::path::Path, link: &std::path::Path) -> std::io::Result<()> {
+    let target = socket.file_name().ok_or(std::io::ErrorKind::InvalidInput)?;
+    let aside = socket.with_extension(format!("{}.link", std::process::id()));
+    let _ = std::fs::remove_file(&aside);
+    std::os::unix::fs::symlink(target, &aside)?;
+    std::fs::rename(&aside, link).inspect_err(|_| {
+        let _ = std::fs::remove_file(&aside);
+    })
+}
+
+/// Removes `{socket}.{pid}` sockets of processes that are gone (each process leaves its own
+/// behind when it exits; the next start clears them).
 fn remove_stale_sockets(socket: &std::path::Path) {
     let (Some(dir), Some(name)) = (socket.parent(), socket.file_name()) else {
         return;
@@ -134,19 +146,22 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let purge = PurgeLog::open(&data_dir.join("purge.log"), !opts.upgrade)
         .map_err(|e| format!("purge log: {e}"))?;
 
-    // The origin socket is bound now under a name of this process's own, so a failure
-    // stops the start before any takeover, and moved over the real path once this process
-    // has the listeners (below).
+    // Each process's edge talks to its own origin service, on a socket named for the process
+    // (`origin.sock.<pid>`): bound now, so a failure stops the start before any takeover, and
+    // dialled by that exact path, which is what the kernel reports as the peer of every
+    // connection (Pingora's pool reuses a connection only when the two agree). During a
+    // graceful upgrade the old process keeps serving its draining connections' misses from
+    // its own socket. `origin.sock` is a symlink to the live one, for operators (below).
     let origin_socket = cfg.origin_socket();
-    let pending_socket = PathBuf::from(format!(
+    let own_socket = PathBuf::from(format!(
         "{}.{}",
         origin_socket.display(),
         std::process::id()
     ));
     remove_stale_sockets(&origin_socket);
-    let _ = std::fs::remove_file(&pending_socket);
-    let uds = std::os::unix::net::UnixListener::bind(&pending_socket)
-        .map_err(|e| format!("origin socket {}: {e}", pending_socket.display()))?;
+    let _ = std::fs::remove_file(&own_socket);
+    let uds = std::os::unix::net::UnixListener::bind(&own_socket)
+        .map_err(|e| format!("origin socket {}: {e}", own_socket.display()))?;
 
     let cfg = Arc::new(cfg);
     // Sources are built on a short-lived runtime (the S3 SDK loads its config asynchronously);
@@ -179,7 +194,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         .map_err(|e| e.to_string())?,
         started: Instant::now(),
         fills: Default::default(),
-        origin_socket: origin_socket.to_string_lossy().into_owned(),
+        origin_socket: own_socket.to_string_lossy().into_owned(),
         cfg: cfg.clone(),
     });
 
@@ -207,14 +222,10 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // On a graceful upgrade this waits for the old process to hand its listeners over.
     server.bootstrap();
-    // Published only now: until the old process has handed over, its misses keep going to
-    // its own origin service (a failed upgrade leaves it whole); afterwards, those of its
-    // draining connections are served by this process's. The rename is atomic: the path
-    // never goes missing.
-    if let Err(e) = std::fs::rename(&pending_socket, &origin_socket) {
-        let _ = std::fs::remove_file(&pending_socket);
-        return Err(format!("origin socket {}: {e}", origin_socket.display()));
-    }
+    // `origin.sock` points at this process's socket only now, once it has the listeners (a
+    // failed upgrade leaves the old link). Replaced by rename: the path never goes missing.
+    publish_socket_link(&own_socket, &origin_socket)
+        .map_err(|e| format!("origin socket {}: {e}", origin_socket.display()))?;
 
     // Pingora's HttpProxy for the edge, behind the front door (edge/front.rs: answers fast
     // hits on HTTP/1 connections itself) unless `server.front_door = false`.

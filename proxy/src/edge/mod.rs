@@ -307,6 +307,19 @@ impl ProxyHttp for Edge {
         Ok(Box::new(peer))
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        crate::metrics::count_origin_connection(reused);
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
