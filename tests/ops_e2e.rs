@@ -165,3 +165,128 @@ async fn upgrade_keeps_the_old_processs_misses_and_purges() {
     };
     assert_eq!(last, (200, "MISS".to_string()), "{}", edge.log());
 }
+
+/// One keep-alive exchange on `s`: `Ok(close)` with whether the answer closes the connection,
+/// `Err` when the connection ended before a whole response (a lost request).
+async fn keep_alive_get(
+    s: &mut tokio::net::TcpStream,
+    path: &str,
+    want: &[u8],
+) -> Result<bool, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.write_all(req.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .map_err(|_| "timeout".to_string())?
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed after {} bytes of the head", buf.len()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        return Err(format!("status: {}", head.lines().next().unwrap_or("")));
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or("no content-length")?;
+    while buf.len() < head_end + len {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .map_err(|_| "timeout".to_string())?
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("closed mid-body".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    if &buf[head_end..head_end + len] != want {
+        return Err("wrong body".into());
+    }
+    Ok(head.contains("connection: close"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_upgrade_loses_no_keep_alive_request() {
+    let mut edge = Edge::start(&samples_config("grace_period = \"2s\"\n")).await;
+    let (s, _, want) = get(&edge, "/samples/alpha.png", &[]).await;
+    assert_eq!(s, 200);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (stop, ok, failed, errors, want, port) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            errors.clone(),
+            want.clone(),
+            edge.port,
+        );
+        // Persistent clients: a connection is reused until the server closes it.
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    errors.lock().unwrap().push("connect".into());
+                    continue;
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    match keep_alive_get(&mut s, "/samples/alpha.png", &want).await {
+                        Ok(close) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if close {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            errors.lock().unwrap().push(e);
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let answered = |n: usize| {
+        let ok = ok.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while ok.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(ok.load(Ordering::Relaxed) >= n, "only {} answered", ok.load(Ordering::Relaxed));
+        }
+    };
+    answered(200).await;
+    // Returns once the old process has drained and exited.
+    edge.upgrade().await;
+    let after = ok.load(Ordering::Relaxed);
+    answered(after + 200).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    assert_eq!(
+        failed,
+        0,
+        "keep-alive requests lost in the upgrade ({} ok): {:?}\n{}",
+        ok.load(Ordering::Relaxed),
+        errors.lock().unwrap(),
+        edge.log()
+    );
+}

@@ -262,6 +262,10 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     );
     bg.threads = Some(threads);
     server.add_boxed_service(proxy);
+    server.add_service(pingora_core::services::background::background_service(
+        "drain",
+        crate::edge::drain::DrainWatch,
+    ));
     server.add_service(bg);
     tracing::info!(listen = ?cfg.server.listen, data_dir = %data_dir.display(), threads, "media-edge starting");
     server.run_forever();

@@ -64,7 +64,8 @@ impl FrontDoor {
     ) -> Option<Stream> {
         // No keep-alive request limit to pass on: with one, the connection is Pingora's whole.
         let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
+        let stopping = *shutdown.borrow() || super::drain::draining();
+        session.set_keepalive((!stopping).then_some(KEEPALIVE.as_secs()));
         if !buf.is_empty() {
             session.set_pipelined_prefix(buf.split());
         }
@@ -227,7 +228,7 @@ impl ServerApp for FrontDoor {
             // (Pingora gets exactly the head); otherwise Pingora gets everything read.
             let kept = match head {
                 Some(h) => {
-                    let close = h.close || *shutdown.borrow();
+                    let close = h.close || *shutdown.borrow() || super::drain::draining();
                     match self.try_fast(&mut stream, &h, peer, close, &mut out).await {
                         Served::Yes if close => {
                             let _ = stream.shutdown().await;
