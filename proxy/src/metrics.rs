@@ -20,6 +20,7 @@ pub struct Metrics {
     pub purges: IntCounterVec,
     pub front_door: IntCounterVec,
     pub origin_connections: IntCounterVec,
+    pub connection_events: IntCounterVec,
 }
 
 fn build() -> Metrics {
@@ -73,8 +74,17 @@ fn build() -> Metrics {
         &["reused"],
     )
     .expect("static metric");
+    let connection_events = IntCounterVec::new(
+        Opts::new(
+            "front_door_connection_events_total",
+            "Client connections refused or closed by the front door, by reason",
+        ),
+        &["event"],
+    )
+    .expect("static metric");
     for c in [
-        Box::new(origin_connections.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(connection_events.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(origin_connections.clone()),
         Box::new(requests.clone()),
         Box::new(cache_results.clone()),
         Box::new(bytes_out.clone()),
@@ -95,6 +105,7 @@ fn build() -> Metrics {
         purges,
         front_door,
         origin_connections,
+        connection_events,
     }
 }
 
@@ -195,6 +206,38 @@ static ORIGIN_CONNECTIONS: LazyLock<[prometheus::IntCounter; 2]> = LazyLock::new
 /// Counts one request's connection to the origin service: new, or reused from the pool.
 pub fn count_origin_connection(reused: bool) {
     ORIGIN_CONNECTIONS[usize::from(reused)].inc();
+}
+
+/// What the front door did to a client connection (`front_door_connection_events_total`).
+#[derive(Debug, Clone, Copy)]
+pub enum ConnectionEvent {
+    RefusedPerIp,
+    RefusedFull,
+    ClosedForRoom,
+    HeadTimeout,
+    HeadTooLarge,
+}
+
+impl ConnectionEvent {
+    fn label(self) -> &'static str {
+        match self {
+            ConnectionEvent::RefusedPerIp => "refused_per_ip",
+            ConnectionEvent::RefusedFull => "refused_full",
+            ConnectionEvent::ClosedForRoom => "closed_for_room",
+            ConnectionEvent::HeadTimeout => "head_timeout",
+            ConnectionEvent::HeadTooLarge => "head_too_large",
+        }
+    }
+}
+
+/// Counts one [`ConnectionEvent`] (rare: not pre-resolved).
+pub fn count_connection_event(e: ConnectionEvent) {
+    METRICS.connection_events.with_label_values(&[e.label()]).inc();
+}
+
+/// Counts an idle connection closed to make room for a new one.
+pub fn count_connection_closed_for_room() {
+    count_connection_event(ConnectionEvent::ClosedForRoom);
 }
 
 /// Counts one response by its `X-Cache` value.

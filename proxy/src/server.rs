@@ -198,6 +198,13 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         cfg: cfg.clone(),
     });
 
+    let open_files = crate::edge::conns::raise_open_files_limit();
+    // Three quarters of the descriptors for client connections, the rest for origin
+    // connections, cache files and sockets.
+    let max_connections = match cfg.server.max_connections {
+        0 => (open_files as usize / 4 * 3).max(64),
+        n => n,
+    };
     let threads = if cfg.server.threads == 0 {
         cores()
     } else {
@@ -243,7 +250,17 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let buffers = pingora_core::protocols::l4::stream::L4BufferSettings::default()
         .write(cfg.server.write_buffer.0.clamp(1460, 1 << 20) as usize);
     let proxy: Box<dyn pingora_core::services::ServiceWithDependents> = if cfg.server.front_door {
-        let front = crate::edge::front::FrontDoor::new(edge_proxy, Edge { state });
+        let conns = crate::edge::conns::Connections::new(
+            max_connections,
+            cfg.server.max_connections_per_ip,
+            state.security.trusted.clone(),
+        );
+        let front = crate::edge::front::FrontDoor::new(
+            edge_proxy,
+            Edge { state },
+            conns,
+            cfg.server.head_timeout.0,
+        );
         let mut svc = pingora_core::services::listening::Service::new("edge".to_string(), front);
         add_listeners(&mut svc, &cfg, buffers)?;
         Box::new(svc)
@@ -267,6 +284,6 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
         crate::edge::drain::DrainWatch,
     ));
     server.add_service(bg);
-    tracing::info!(listen = ?cfg.server.listen, data_dir = %data_dir.display(), threads, "media-edge starting");
+    tracing::info!(listen = ?cfg.server.listen, data_dir = %data_dir.display(), threads, max_connections, open_files, "media-edge starting");
     server.run_forever();
 }

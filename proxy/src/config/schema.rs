@@ -65,6 +65,15 @@ pub struct ServerConfig {
     /// HTTP/2 with prior knowledge (h2c) on the plain listeners, next to HTTP/1.1. TLS
     /// listeners always offer `h2` and `http/1.1` by ALPN.
     pub h2c: bool,
+    /// Longest time a client may take to send a whole request head (front door), however
+    /// slowly its bytes trickle in.
+    pub head_timeout: Dur,
+    /// Open client connections at most (front door); when full, the connection idle the
+    /// longest is closed for a new one, and a new one is refused when none is idle.
+    /// 0: three quarters of the open-files limit (raised to its hard limit at start).
+    pub max_connections: usize,
+    /// Open connections per client IP at most (front door; trusted proxies exempt); 0: no cap.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +96,9 @@ impl Default for ServerConfig {
             debug_view: false,
             front_door: true,
             h2c: false,
+            head_timeout: Dur::secs(10),
+            max_connections: 0,
+            max_connections_per_ip: 256,
         }
     }
 }

@@ -85,6 +85,8 @@ fn defaults_are_todays_values() {
     assert!(!s.debug_view);
     assert!(s.front_door);
     assert!(!s.h2c);
+    assert_eq!(s.head_timeout, Dur(Duration::from_secs(10)));
+    assert_eq!((s.max_connections, s.max_connections_per_ip), (0, 256));
     assert_eq!(c.origin_socket(), Path::new("./data/origin.sock"));
 
     let k = &c.cache;

@@ -19,7 +19,10 @@
 
 use super::admit::Admit;
 use super::respond::{error_response, log_request};
+use super::conns::{Connections, Refused};
 use super::Edge;
+use crate::error::ApiError;
+use crate::metrics::{count_connection_event, ConnectionEvent};
 use async_trait::async_trait;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pingora_core::apps::{HttpServerApp, ServerApp};
@@ -44,14 +47,40 @@ const MAX_HEADERS: usize = 64;
 pub struct FrontDoor {
     proxy: Arc<HttpProxy<Edge>>,
     edge: Edge,
+    /// Open connections and their caps.
+    conns: Arc<Connections>,
+    /// A request head must be whole this long after its first byte (a new connection's
+    /// first head: after the accept).
+    head_timeout: Duration,
 }
 
 impl FrontDoor {
-    pub fn new(proxy: HttpProxy<Edge>, edge: Edge) -> FrontDoor {
+    pub fn new(
+        proxy: HttpProxy<Edge>,
+        edge: Edge,
+        conns: Connections,
+        head_timeout: Duration,
+    ) -> FrontDoor {
         FrontDoor {
             proxy: Arc::new(proxy),
             edge,
+            conns: Arc::new(conns),
+            head_timeout,
         }
+    }
+
+    /// Writes `e` as the connection's last answer (bounded: a client that does not read is
+    /// dropped after a second).
+    async fn refuse(&self, stream: &mut Stream, e: &ApiError) {
+        let Some((resp, body)) = error_response("", e) else {
+            return;
+        };
+        let mut out = head_bytes(&resp, &["x-request-id"]).to_vec();
+        put_header(&mut out, b"connection", b"close");
+        out.extend_from_slice(b"\r\n");
+        let write = write_response(stream, &out, &body);
+        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
     }
 
     /// Hands the connection, with the bytes already read, to Pingora for one request;
@@ -160,19 +189,41 @@ impl ServerApp for FrontDoor {
         // HTTP/2 (ALPN h2, or the h2c preface on a plain connection when `server.h2c`), and
         // server options this loop does not implement (custom protocols, a keep-alive
         // request limit; none are set by the edge): Pingora's own loop.
+        let mut stream = stream;
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        // Held for the connection's life, whatever protocol it speaks.
+        let slot = match self.conns.admit(peer) {
+            Ok(s) => s,
+            Err(why) => {
+                let (event, e) = match why {
+                    Refused::PerIp => (
+                        ConnectionEvent::RefusedPerIp,
+                        "too many connections from this client",
+                    ),
+                    Refused::Full => (ConnectionEvent::RefusedFull, "the node is at its connection limit"),
+                };
+                count_connection_event(event);
+                let mut e = ApiError::new(503, "OVERLOADED", e);
+                e.retry_after = Some(1);
+                if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                    self.refuse(&mut stream, &e).await;
+                }
+                return None;
+            }
+        };
         let options = self.proxy.server_options();
         let unsupported =
             options.is_some_and(|o| o.force_custom || o.keepalive_request_limit.is_some());
-        let mut stream = stream;
         let h2c = options.is_some_and(|o| o.h2c) && stream.get_ssl_digest().is_none();
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
             || (h2c && starts_with_h2_preface(&mut stream).await?);
         if unsupported || h2 {
-            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+            let reused = ServerApp::process_new(&self.proxy, stream, shutdown).await;
+            drop(slot);
+            return reused;
         }
-        let peer = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let mut buf = BytesMut::with_capacity(4096);
         let mut out = Vec::with_capacity(1024);
         // Made once per connection (not per read): the server starting to shut down, and the
@@ -191,14 +242,31 @@ impl ServerApp for FrontDoor {
         // A connection is closed for shutdown only between requests: a new connection's first
         // request is answered (with `Connection: close`), as Pingora does.
         let mut answered_one = false;
+        // When the head being read started: a new connection's first head counts from the
+        // accept, a later one from its first byte. `None`: idle between requests.
+        let mut head_started = Some(tokio::time::Instant::now());
         loop {
             // A complete head, or a reason to hand the connection to Pingora.
             let head = loop {
+                let now = tokio::time::Instant::now();
                 if !buf.is_empty() {
+                    head_started.get_or_insert(now);
                     match parse_head(&buf) {
                         Parse::Complete(h) => break Some(h),
-                        Parse::Partial if buf.len() < MAX_HEAD => {}
-                        Parse::Partial | Parse::NotOurs => break None,
+                        Parse::NotOurs => break None,
+                        // Pingora gets only whole heads, so none waits there unbounded.
+                        Parse::Long if head_complete(&buf) => break None,
+                        Parse::Partial | Parse::Long if buf.len() < MAX_HEAD => {}
+                        Parse::Partial | Parse::Long => {
+                            count_connection_event(ConnectionEvent::HeadTooLarge);
+                            let e = ApiError::new(
+                                431,
+                                "BAD_REQUEST",
+                                format!("request head over {MAX_HEAD} bytes"),
+                            );
+                            self.refuse(&mut stream, &e).await;
+                            return None;
+                        }
                     }
                 }
                 let idle = buf.is_empty() && answered_one;
@@ -208,22 +276,46 @@ impl ServerApp for FrontDoor {
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(4096);
                 }
-                let deadline = tokio::time::Instant::now() + KEEPALIVE;
-                if deadline - idle_timer.deadline() > Duration::from_secs(1) {
+                // Idle: the keep-alive time, moved forward at most once a second. Reading a
+                // head: its fixed deadline, never moved by the bytes that trickle in.
+                let deadline = match head_started {
+                    Some(t) => t + self.head_timeout,
+                    None => now + KEEPALIVE,
+                };
+                let current = idle_timer.deadline();
+                if deadline < current || deadline - current > Duration::from_secs(1) {
                     idle_timer.as_mut().reset(deadline);
+                }
+                if idle {
+                    slot.state.set_idle(&self.conns);
                 }
                 let read = tokio::select! {
                     biased;
                     r = stream.read_buf(&mut buf) => r,
-                    _ = &mut idle_timer => return None,
+                    _ = &mut idle_timer => {
+                        if head_started.is_some() {
+                            count_connection_event(ConnectionEvent::HeadTimeout);
+                            if !buf.is_empty() {
+                                let e = ApiError::new(408, "TIMEOUT", "request head not received in time");
+                                self.refuse(&mut stream, &e).await;
+                            }
+                        }
+                        return None;
+                    }
                     _ = &mut stopping, if idle => return None,
+                    // The node is full and this connection has been idle the longest.
+                    _ = slot.state.close.notified(), if idle => return None,
                 };
+                if idle {
+                    slot.state.set_busy();
+                }
                 match read {
                     Ok(n) if n > 0 => {}
-                    // Closed, failed or idle too long: nothing to answer.
+                    // Closed or failed: nothing to answer.
                     _ => return None,
                 }
             };
+            head_started = None;
             // What stays here after a hand-over: for a head without a body, the bytes after it
             // (Pingora gets exactly the head); otherwise Pingora gets everything read.
             let kept = match head {
@@ -287,6 +379,9 @@ struct Head {
 enum Parse {
     Complete(Head),
     Partial,
+    /// More headers than the front door looks at, the head perhaps not yet whole: Pingora's
+    /// once it is ([`head_complete`]).
+    Long,
     /// Valid or not, a request for Pingora: not `GET`/`HEAD` HTTP/1.1 in origin form, a body
     /// (`Content-Length`, `Transfer-Encoding`), `Expect`, `Upgrade`, a `Connection` other than
     /// `keep-alive`/`close`, too many headers, or anything httparse or `http` refuses.
@@ -299,6 +394,7 @@ fn parse_head(buf: &[u8]) -> Parse {
     let len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parse::Long,
         Err(_) => return Parse::NotOurs,
     };
     let (Some(method), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
@@ -348,6 +444,11 @@ fn parse_head(buf: &[u8]) -> Parse {
         return Parse::NotOurs;
     }
     Parse::Complete(Head { req, len, close })
+}
+
+/// Whether `buf` holds a whole request head (its blank line, as httparse accepts it).
+fn head_complete(buf: &[u8]) -> bool {
+    buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n")
 }
 
 /// `resp` as HTTP/1.1 bytes: the status line and its header lines, without the blank line and
@@ -409,7 +510,9 @@ mod tests {
         match parse_head(raw) {
             Parse::Complete(h) => h,
             Parse::Partial => panic!("partial: {:?}", String::from_utf8_lossy(raw)),
-            Parse::NotOurs => panic!("not ours: {:?}", String::from_utf8_lossy(raw)),
+            Parse::NotOurs | Parse::Long => {
+                panic!("not ours: {:?}", String::from_utf8_lossy(raw))
+            }
         }
     }
 
@@ -463,8 +566,12 @@ mod tests {
         for i in 0..=MAX_HEADERS {
             many.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
         }
+        // Too many headers for the front door: Pingora's, once the head is whole.
+        assert!(matches!(parse_head(&many), Parse::Long));
+        assert!(!head_complete(&many));
         many.extend_from_slice(b"\r\n");
-        assert!(matches!(parse_head(&many), Parse::NotOurs));
+        assert!(matches!(parse_head(&many), Parse::Long));
+        assert!(head_complete(&many));
     }
 
     #[test]

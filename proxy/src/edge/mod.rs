@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod admit;
+pub mod conns;
 pub mod drain;
 pub mod fast_hit;
 pub mod fill;
