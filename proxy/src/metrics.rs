@@ -282,7 +282,10 @@ pub fn render(stats: &crate::edge::storage::TierStats) -> String {
          media_edge_disk_cache_evictions_total {}\n\
          # HELP media_edge_disk_cache_torn_total Disk entries refused as torn or mismatched\n\
          # TYPE media_edge_disk_cache_torn_total counter\n\
-         media_edge_disk_cache_torn_total {}\n",
+         media_edge_disk_cache_torn_total {}\n\
+         # HELP media_edge_disk_cache_write_errors_total Disk tier writes that failed (entry kept in memory only)\n\
+         # TYPE media_edge_disk_cache_write_errors_total counter\n\
+         media_edge_disk_cache_write_errors_total {}\n",
         l(&stats.mem_hits),
         l(&stats.disk_hits),
         l(&stats.misses),
@@ -291,6 +294,7 @@ pub fn render(stats: &crate::edge::storage::TierStats) -> String {
         l(&stats.disk_objects),
         l(&stats.disk_evictions),
         l(&stats.torn_entries),
+        l(&stats.disk_write_errors),
     );
     out
 }

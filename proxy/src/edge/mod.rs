@@ -130,6 +130,10 @@ impl Edge {
                 let v = serde_json::json!({
                     "status": "healthy",
                     "uptime": self.state.started.elapsed().as_secs(),
+                    "disk": {
+                        "indexed": self.state.storage.disk_indexed(),
+                        "degraded": self.state.storage.disk_degraded(),
+                    },
                     "version": env!("CARGO_PKG_VERSION"),
                 });
                 respond_json(session, &ctx.request_id, 200, &v).await;

@@ -19,7 +19,8 @@ use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Bytes read from a body file per `read_body`.
@@ -172,10 +173,13 @@ impl DiskIndex {
 
 pub(super) struct DiskTier {
     dir: PathBuf,
+    stats: Arc<TierStats>,
+    /// The start-up scan has been merged into `index`.
+    indexed: Arc<AtomicBool>,
     /// This process's folder for fills in progress, under `tmp/`.
     tmp_dir: PathBuf,
     budget: u64,
-    index: Mutex<DiskIndex>,
+    index: Arc<Mutex<DiskIndex>>,
     /// Holds the `flock` on `tmp_dir/.lock` while the process lives (a forked daemon
     /// inherits it): the folder is not another process's leftover.
     _tmp_lock: std::fs::File,
@@ -225,75 +229,213 @@ pub(super) fn claim_tmp(tmp_root: &Path) -> std::io::Result<(PathBuf, std::fs::F
     Ok((own, lock))
 }
 
-impl DiskTier {
-    pub(super) fn open(dir: &Path, budget: u64, stats: &TierStats) -> std::io::Result<DiskTier> {
-        let (tmp_dir, tmp_lock) = claim_tmp(&dir.join("tmp"))?;
-        let mut found: Vec<(std::time::SystemTime, u128, u64)> = Vec::new();
-        for shard in std::fs::read_dir(dir)?.flatten() {
-            if !shard.file_type().map(|t| t.is_dir()).unwrap_or(false) || shard.file_name() == "tmp"
-            {
+/// The meta and body files of entry `hash` under `dir`.
+fn entry_paths(dir: &Path, hash: u128) -> (PathBuf, PathBuf) {
+    let hex = format!("{hash:032x}");
+    let shard = dir.join(&hex[..2]);
+    (
+        shard.join(format!("{hex}.m")),
+        shard.join(format!("{hex}.b")),
+    )
+}
+
+/// Removes the files of evicted entries.
+fn remove_entries(dir: &Path, victims: &[u128], stats: &TierStats) {
+    for &h in victims {
+        let (m, b) = entry_paths(dir, h);
+        let _ = std::fs::remove_file(m);
+        let _ = std::fs::remove_file(b);
+        stats.disk_evictions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Entries to evict for `budget`, taken out of the index (oldest first); counters updated.
+fn over_budget(index: &Mutex<DiskIndex>, budget: u64, stats: &TierStats) -> Vec<u128> {
+    let mut victims = Vec::new();
+    let mut idx = index.lock();
+    while idx.total > budget {
+        match idx.pop_oldest() {
+            Some(h) => victims.push(h),
+            None => break,
+        }
+    }
+    stats.disk_bytes.store(idx.total, Ordering::Relaxed);
+    stats
+        .disk_objects
+        .store(idx.entries.len() as u64, Ordering::Relaxed);
+    victims
+}
+
+/// What the start-up scan found of one entry: `(modified, hash, bytes on disk)`.
+type Found = (std::time::SystemTime, u128, u64);
+
+/// Bodies without a meta file younger than this may be another process's commit in progress
+/// (body renamed, meta not yet): left alone.
+const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Every entry in the shard folders of `dir`, oldest first. Removes a meta without its body
+/// and a body whose meta never came (a crash between the two renames) once it is old enough
+/// not to be a commit in progress.
+fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
+    let mut found: Vec<Found> = Vec::new();
+    for shard in std::fs::read_dir(dir)?.flatten() {
+        if !shard.file_type().map(|t| t.is_dir()).unwrap_or(false) || shard.file_name() == "tmp" {
+            continue;
+        }
+        for f in std::fs::read_dir(shard.path())?.flatten() {
+            let name = f.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(hex) = name.strip_suffix(".b") {
+                let meta = f.path().with_extension("m");
+                let old = f
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age > ORPHAN_AGE);
+                if u128::from_str_radix(hex, 16).is_ok() && !meta.exists() && old {
+                    let _ = std::fs::remove_file(f.path());
+                }
                 continue;
             }
-            for f in std::fs::read_dir(shard.path())?.flatten() {
-                let name = f.file_name();
-                let Some(name) = name.to_str() else { continue };
-                let Some(hex) = name.strip_suffix(".m") else {
-                    continue;
-                };
-                let Ok(hash) = u128::from_str_radix(hex, 16) else {
-                    continue;
-                };
-                let body = f.path().with_extension("b");
-                match (f.metadata(), std::fs::metadata(&body)) {
-                    (Ok(m), Ok(b)) => {
-                        let t = m.modified().unwrap_or(std::time::UNIX_EPOCH);
-                        found.push((t, hash, m.len() + b.len()));
-                    }
-                    _ => {
-                        // A meta without its body: torn, drop it.
-                        let _ = std::fs::remove_file(f.path());
-                    }
+            let Some(hex) = name.strip_suffix(".m") else {
+                continue;
+            };
+            let Ok(hash) = u128::from_str_radix(hex, 16) else {
+                continue;
+            };
+            let body = f.path().with_extension("b");
+            match (f.metadata(), std::fs::metadata(&body)) {
+                (Ok(m), Ok(b)) => {
+                    let t = m.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    found.push((t, hash, m.len() + b.len()));
+                }
+                _ => {
+                    // A meta without its body: torn, drop it.
+                    let _ = std::fs::remove_file(f.path());
                 }
             }
         }
-        found.sort();
-        let mut index = DiskIndex::default();
-        for (_, hash, size) in found {
-            index.insert(hash, size);
-        }
-        stats.disk_bytes.store(index.total, Ordering::Relaxed);
-        stats
-            .disk_objects
-            .store(index.entries.len() as u64, Ordering::Relaxed);
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The folder's entries, oldest first, under what was indexed while the scan ran (commits of
+/// this process since it started, which are newer).
+fn merge_scanned(idx: &mut DiskIndex, found: Vec<Found>) {
+    let live: Vec<(u128, u64)> = idx
+        .order
+        .values()
+        .filter_map(|h| idx.entries.get(h).map(|(size, _)| (*h, *size)))
+        .collect();
+    let mut merged = DiskIndex::default();
+    for (_, hash, size) in found {
+        merged.insert(hash, size);
+    }
+    for (hash, size) in live {
+        merged.insert(hash, size);
+    }
+    *idx = merged;
+}
+
+impl DiskTier {
+    /// Opens the tier at once; the index is rebuilt from the folder by a background thread
+    /// (a disk tier of 100,000 entries takes seconds to scan, and a graceful upgrade must not
+    /// wait for it before taking the listeners). Until the scan is done, hits are served
+    /// (they read the files, not the index) and the budget counts only new entries.
+    pub(super) fn open(
+        dir: &Path,
+        budget: u64,
+        stats: &Arc<TierStats>,
+    ) -> std::io::Result<DiskTier> {
+        let (tmp_dir, tmp_lock) = claim_tmp(&dir.join("tmp"))?;
         let tier = DiskTier {
             dir: dir.to_path_buf(),
             tmp_dir,
             budget,
-            index: Mutex::new(index),
+            index: Arc::new(Mutex::new(DiskIndex::default())),
+            stats: stats.clone(),
+            indexed: Arc::new(AtomicBool::new(false)),
             _tmp_lock: tmp_lock,
         };
-        tier.evict(stats);
+        let (dir, index, stats, indexed) = (
+            tier.dir.clone(),
+            tier.index.clone(),
+            stats.clone(),
+            tier.indexed.clone(),
+        );
+        std::thread::Builder::new()
+            .name("disk-index".into())
+            .spawn(move || {
+                let t0 = std::time::Instant::now();
+                match scan(&dir) {
+                    Ok(found) => {
+                        let n = found.len();
+                        merge_scanned(&mut index.lock(), found);
+                        let victims = over_budget(&index, budget, &stats);
+                        remove_entries(&dir, &victims, &stats);
+                        let ms = t0.elapsed().as_millis() as u64;
+                        tracing::info!(entries = n, ms, "disk cache indexed");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "disk cache scan"),
+                }
+                indexed.store(true, Ordering::Release);
+            })?;
         Ok(tier)
     }
 
-    pub(super) fn paths(&self, hash: u128) -> (PathBuf, PathBuf) {
-        let hex = format!("{hash:032x}");
-        let shard = self.dir.join(&hex[..2]);
-        (
-            shard.join(format!("{hex}.m")),
-            shard.join(format!("{hex}.b")),
-        )
+    /// The start-up scan has finished (tests wait for it).
+    pub(super) fn is_indexed(&self) -> bool {
+        self.indexed.load(Ordering::Acquire)
     }
 
-    pub(super) async fn start_write(&self, write_id: u64) -> Result<DiskWrite> {
+    pub(super) fn paths(&self, hash: u128) -> (PathBuf, PathBuf) {
+        entry_paths(&self.dir, hash)
+    }
+
+    pub(super) async fn start_write(&self, write_id: u64) -> std::io::Result<DiskWrite> {
         let tmp = self.tmp_dir.join(format!("{write_id:016x}.b"));
-        let mut file = tokio::fs::File::create(&tmp)
-            .await
-            .or_err(ErrorType::FileCreateError, "creating cache temp file")?;
-        file.write_all(&format::body_header(write_id))
-            .await
-            .or_err(ErrorType::FileWriteError, "writing cache header")?;
-        Ok(DiskWrite { file, tmp })
+        let file = tokio::fs::File::create(&tmp).await?;
+        let mut w = DiskWrite { file, tmp };
+        w.file.write_all(&format::body_header(write_id)).await?;
+        Ok(w)
+    }
+
+    /// A write to the tier failed with `e`: counted, and on a full disk the oldest entries
+    /// are evicted to make room (the budget may be larger than the filesystem).
+    pub(super) fn write_failed(&self, e: &std::io::Error) {
+        self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.stats.last_disk_error.store(now, Ordering::Relaxed);
+        tracing::warn!(error = %e, "disk cache write failed: the entry is kept in memory only");
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            self.make_room();
+        }
+    }
+
+    /// Evicts the oldest entries worth a twentieth of what the tier holds (at least 16 MiB).
+    fn make_room(&self) {
+        let victims = {
+            let mut idx = self.index.lock();
+            let goal = (idx.total / 20).max(16 << 20);
+            let target = idx.total.saturating_sub(goal);
+            let mut victims = Vec::new();
+            while idx.total > target {
+                match idx.pop_oldest() {
+                    Some(h) => victims.push(h),
+                    None => break,
+                }
+            }
+            self.stats.disk_bytes.store(idx.total, Ordering::Relaxed);
+            self.stats
+                .disk_objects
+                .store(idx.entries.len() as u64, Ordering::Relaxed);
+            victims
+        };
+        self.remove_off_reactor(victims);
     }
 
     pub(super) async fn write_atomic(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -318,57 +460,41 @@ impl DiskTier {
         write_id: u64,
         meta: &(Vec<u8>, Vec<u8>),
         body_len: u64,
-        stats: &TierStats,
-    ) -> Result<()> {
+    ) -> std::io::Result<()> {
         let (meta_path, body_path) = self.paths(hash);
         if let Some(shard) = body_path.parent() {
-            tokio::fs::create_dir_all(shard)
-                .await
-                .or_err(ErrorType::FileCreateError, "cache shard")?;
+            tokio::fs::create_dir_all(shard).await?;
         }
-        w.file
-            .flush()
-            .await
-            .or_err(ErrorType::FileWriteError, "flushing cache body")?;
-        w.file
-            .sync_data()
-            .await
-            .or_err(ErrorType::FileWriteError, "syncing cache body")?;
-        tokio::fs::rename(&w.tmp, &body_path)
-            .await
-            .or_err(ErrorType::FileWriteError, "publishing cache body")?;
+        w.file.flush().await?;
+        w.file.sync_data().await?;
+        tokio::fs::rename(&w.tmp, &body_path).await?;
         let encoded = format::encode_meta(meta, body_len, write_id);
-        self.write_atomic(&meta_path, &encoded)
-            .await
-            .or_err(ErrorType::FileWriteError, "publishing cache meta")?;
+        self.write_atomic(&meta_path, &encoded).await?;
         {
             let mut idx = self.index.lock();
             idx.insert(hash, body_len + BODY_HEADER + encoded.len() as u64);
         }
-        self.evict(stats);
+        self.evict();
         Ok(())
     }
 
-    pub(super) fn evict(&self, stats: &TierStats) {
-        let mut victims = Vec::new();
-        {
-            let mut idx = self.index.lock();
-            while idx.total > self.budget {
-                match idx.pop_oldest() {
-                    Some(h) => victims.push(h),
-                    None => break,
-                }
-            }
-            stats.disk_bytes.store(idx.total, Ordering::Relaxed);
-            stats
-                .disk_objects
-                .store(idx.entries.len() as u64, Ordering::Relaxed);
+    /// Evicts what is over the budget; the files are removed on a blocking thread, never on
+    /// the async reactor.
+    pub(super) fn evict(&self) {
+        let victims = over_budget(&self.index, self.budget, &self.stats);
+        self.remove_off_reactor(victims);
+    }
+
+    /// Removes evicted entries' files on a blocking thread (inline outside a runtime).
+    fn remove_off_reactor(&self, victims: Vec<u128>) {
+        if victims.is_empty() {
+            return;
         }
-        for h in victims {
-            let (m, b) = self.paths(h);
-            let _ = std::fs::remove_file(m);
-            let _ = std::fs::remove_file(b);
-            stats.disk_evictions.fetch_add(1, Ordering::Relaxed);
+        let (dir, stats) = (self.dir.clone(), self.stats.clone());
+        let remove = move || remove_entries(&dir, &victims, &stats);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 

@@ -1,14 +1,16 @@
 //! A cache fill in progress: the body as it arrives, kept for the memory tier while it fits
 //! and streamed to the disk tier's temp file, landed in both on `finish`.
 //!
-//! Owns the order of publication (disk first, then memory) and what an abandoned fill leaves
-//! (nothing). Must not decide what is cacheable: pingora-cache asked for this fill.
+//! Owns the order of publication (disk first, then memory), what an abandoned fill leaves
+//! (nothing), and what a failing disk means for a fill: the disk copy is given up (and, when
+//! the disk is full, room is made for the next ones) while the memory copy is still stored.
+//! Must not decide what is cacheable: pingora-cache asked for this fill.
 
 use super::TieredStorage;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora_cache::storage::{HandleMiss, MissFinishType};
-use pingora_error::{ErrorType, OrErr, Result};
+use pingora_error::Result;
 use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
 
@@ -31,16 +33,38 @@ impl TieredMiss {
         meta: (Vec<u8>, Vec<u8>),
         write_id: u64,
         disk: Option<DiskWrite>,
+        length: Option<u64>,
     ) -> TieredMiss {
+        // Sized once when the length is known: a buffer grown by doubling would be frozen
+        // with up to twice the memory the tier counts.
+        let capacity = length.filter(|l| *l <= storage.mem_max_object).unwrap_or(0);
         TieredMiss {
             storage,
             hash,
             meta,
             write_id,
-            mem_buf: Some(BytesMut::new()),
+            mem_buf: Some(BytesMut::with_capacity(capacity as usize)),
             disk,
             written: 0,
         }
+    }
+
+    /// The disk copy of this fill is given up after `e`; a full disk makes room for the next.
+    fn disk_failed(&mut self, e: &std::io::Error) {
+        self.disk = None;
+        if let Some(disk) = &self.storage.disk {
+            disk.write_failed(e);
+        }
+    }
+}
+
+/// `buf` as `Bytes` holding no more memory than its length (within 1/8): what the memory
+/// tier counts is what it holds.
+pub(super) fn exact(buf: BytesMut) -> Bytes {
+    if buf.capacity() - buf.len() > buf.len() / 8 {
+        Bytes::copy_from_slice(&buf)
+    } else {
+        buf.freeze()
     }
 }
 
@@ -56,10 +80,9 @@ impl HandleMiss for TieredMiss {
             }
         }
         if let Some(w) = &mut self.disk {
-            w.file
-                .write_all(&data)
-                .await
-                .or_err(ErrorType::FileWriteError, "writing cache body")?;
+            if let Err(e) = w.file.write_all(&data).await {
+                self.disk_failed(&e);
+            }
         }
         Ok(())
     }
@@ -67,21 +90,18 @@ impl HandleMiss for TieredMiss {
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         if let Some(w) = self.disk.take() {
             if let Some(disk) = &self.storage.disk {
-                disk.commit(
-                    w,
-                    self.hash,
-                    self.write_id,
-                    &self.meta,
-                    self.written,
-                    &self.storage.stats,
-                )
-                .await?;
+                let committed = disk
+                    .commit(w, self.hash, self.write_id, &self.meta, self.written)
+                    .await;
+                if let Err(e) = committed {
+                    self.disk_failed(&e);
+                }
             }
         }
         match self.mem_buf.take() {
             Some(buf) => {
                 self.storage
-                    .mem_put(self.hash, std::mem::take(&mut self.meta), buf.freeze());
+                    .mem_put(self.hash, std::mem::take(&mut self.meta), exact(buf));
             }
             // Too big for memory now: an older copy there must not hide the new one on disk.
             None => {

@@ -52,6 +52,10 @@ pub struct TierStats {
     pub disk_objects: AtomicU64,
     pub disk_evictions: AtomicU64,
     pub torn_entries: AtomicU64,
+    /// Disk tier writes that failed (the entries stayed in memory only).
+    pub disk_write_errors: AtomicU64,
+    /// Unix seconds of the last failed disk write (0: none).
+    pub last_disk_error: AtomicU64,
 }
 
 /// A fresh whole object from the memory tier (see [`TieredStorage::fresh_mem_hit`]), with what
@@ -77,7 +81,7 @@ pub struct TieredStorage {
     mem: TinyUfo<u128, Arc<MemObject>>,
     mem_max_object: u64,
     disk: Option<DiskTier>,
-    pub stats: TierStats,
+    pub stats: Arc<TierStats>,
 }
 
 fn key_hash(key: &CacheKey) -> u128 {
@@ -93,7 +97,7 @@ impl TieredStorage {
     pub fn open(dir: &Path, limits: &StorageLimits) -> std::io::Result<TieredStorage> {
         let kib = (limits.memory_bytes / 1024).max(1) as usize;
         let estimated = (limits.memory_bytes / (32 * 1024)).clamp(64, 1 << 20) as usize;
-        let stats = TierStats::default();
+        let stats = Arc::new(TierStats::default());
         let disk = if limits.disk_bytes > 0 {
             Some(DiskTier::open(dir, limits.disk_bytes, &stats)?)
         } else {
@@ -105,6 +109,21 @@ impl TieredStorage {
             disk,
             stats,
         })
+    }
+
+    /// Whether a disk write failed within the last minute (a full or failing disk: the node
+    /// caches in memory only meanwhile).
+    pub fn disk_degraded(&self) -> bool {
+        let last = self.stats.last_disk_error.load(Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        last != 0 && now.saturating_sub(last) < 60
+    }
+
+    /// The disk tier's start-up scan is done (or there is no disk tier).
+    pub fn disk_indexed(&self) -> bool {
+        self.disk.as_ref().is_none_or(DiskTier::is_indexed)
     }
 
     /// Counts a [`Self::fresh_mem_hit`] the edge answered with.
@@ -166,13 +185,23 @@ impl Storage for TieredStorage {
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
         let hash = key_hash(key);
+        let length = meta
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let meta = meta.serialize()?;
         let write_id: u64 = rand::random();
+        // A disk that cannot take the fill leaves it to the memory tier.
         let disk = match &self.disk {
-            Some(d) => Some(d.start_write(write_id).await?),
+            Some(d) => d
+                .start_write(write_id)
+                .await
+                .inspect_err(|e| d.write_failed(e))
+                .ok(),
             None => None,
         };
-        Ok(Box::new(TieredMiss::new(self, hash, meta, write_id, disk)))
+        Ok(Box::new(TieredMiss::new(self, hash, meta, write_id, disk, length)))
     }
 
     async fn purge(

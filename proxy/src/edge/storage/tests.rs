@@ -315,3 +315,84 @@ async fn put_purge_put_lookup() {
         assert!(s.lookup(&key, &span).await.unwrap().is_none());
     }
 }
+
+fn wait_indexed(s: &TieredStorage) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !s.disk_indexed() {
+        assert!(std::time::Instant::now() < deadline, "index scan never finished");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[tokio::test]
+async fn the_index_is_rebuilt_in_the_background_and_crash_leftovers_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<CacheKey> = (0..20).map(|i| CacheKey::new(format!("orig:/{i}"), "")).collect();
+    {
+        let s = leak(dir.path(), 1 << 20, 1024);
+        for k in &keys {
+            put(s, k, &[7u8; 5000]).await;
+        }
+        wait_indexed(s);
+        assert_eq!(s.stats.disk_objects.load(Ordering::Relaxed), 20);
+    }
+    // A crash between the body rename and the meta write leaves a body alone: an old one
+    // is removed at start, a young one (perhaps another process's commit) is kept.
+    let shard = dir.path().join("ab");
+    std::fs::create_dir_all(&shard).unwrap();
+    let old = shard.join(format!("{:032x}.b", 0xab_u128 << 120));
+    let young = shard.join(format!("{:032x}.b", (0xab_u128 << 120) | 1));
+    std::fs::write(&old, b"orphan").unwrap();
+    std::fs::write(&young, b"orphan").unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let s = leak(dir.path(), 1 << 20, 1024);
+    // Served before the scan is done: hits read the files, not the index.
+    let span = pingora_cache::trace::Span::inactive().handle();
+    let (_, mut h) = s.lookup(&keys[3], &span).await.unwrap().expect("hit");
+    assert_eq!(read_all(&mut h).await, vec![7u8; 5000]);
+    wait_indexed(s);
+    assert_eq!(s.stats.disk_objects.load(Ordering::Relaxed), 20, "all counted again");
+    assert!(!old.exists(), "an old orphan body is removed");
+    assert!(young.exists(), "a young one may be a commit in progress");
+}
+
+#[tokio::test]
+async fn a_failing_disk_leaves_the_fill_to_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = leak(dir.path(), 1 << 20, 1 << 16);
+    wait_indexed(s);
+    // The tier's temp folder gone: every disk write fails.
+    std::fs::remove_dir_all(dir.path().join("tmp")).unwrap();
+    let key = CacheKey::new("orig:/mem-only", "");
+    put(s, &key, b"kept in memory").await;
+    let span = pingora_cache::trace::Span::inactive().handle();
+    let (_, mut h) = s.lookup(&key, &span).await.unwrap().expect("memory hit");
+    assert_eq!(read_all(&mut h).await, b"kept in memory");
+    assert_eq!(s.stats.disk_write_errors.load(Ordering::Relaxed), 1);
+    assert!(s.disk_degraded());
+    assert_eq!(s.stats.disk_objects.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn memory_copies_hold_no_more_than_their_length() {
+    let mut grown = bytes::BytesMut::new();
+    for _ in 0..100 {
+        grown.extend_from_slice(&[1u8; 1000]);
+    }
+    assert!(grown.capacity() > 100_000);
+    let held = super::miss::exact(grown);
+    assert_eq!(held.len(), 100_000);
+    let back = held.try_into_mut().expect("unique");
+    assert!(back.capacity() <= 100_000 + 100_000 / 8, "{}", back.capacity());
+    // No slack: no copy.
+    let mut sized = bytes::BytesMut::with_capacity(5000);
+    sized.extend_from_slice(&[2u8; 5000]);
+    let ptr = sized.as_ptr();
+    assert_eq!(super::miss::exact(sized).as_ptr(), ptr);
+}
