@@ -183,16 +183,15 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
                 .await;
             }
             let keys: Vec<String> = req.keys.iter().map(|k| key_of(edge, k)).collect();
-            let log = &edge.state.purge;
-            let recorded = log
-                .record(PurgeKind::Tag, &req.tags)
-                .and_then(|_| log.record(PurgeKind::Key, &keys))
-                .and_then(|_| log.record(PurgeKind::Prefix, &req.prefixes));
-            if let Err(e) = recorded {
-                tracing::error!(error = %e, "purge log write failed");
-                return respond_error(session, &rid, &ApiError::internal("purge log write failed"))
-                    .await;
-            }
+            let persisted = record_purges(
+                edge,
+                vec![
+                    (PurgeKind::Tag, req.tags.clone()),
+                    (PurgeKind::Key, keys.clone()),
+                    (PurgeKind::Prefix, req.prefixes.clone()),
+                ],
+            )
+            .await;
             let removed = purge_keys(edge, &keys).await;
             METRICS
                 .purges
@@ -206,7 +205,7 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
                 .purges
                 .with_label_values(&["prefix"])
                 .inc_by(req.prefixes.len() as u64);
-            let v = json!({"purged": {"tags": req.tags, "keys": keys, "prefixes": req.prefixes}, "removed_from_storage": removed});
+            let v = json!({"purged": {"tags": req.tags, "keys": keys, "prefixes": req.prefixes}, "removed_from_storage": removed, "persisted": persisted});
             respond_json(session, &rid, 200, &v).await;
         }
         ("GET", "/admin/cache/stats") => {
@@ -254,23 +253,29 @@ pub async fn purge_one(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let key = key_of(edge, &target);
-    if let Err(e) = edge
-        .state
-        .purge
-        .record(PurgeKind::Key, std::slice::from_ref(&key))
-    {
-        tracing::error!(error = %e, "purge log write failed");
-        return respond_error(session, &rid, &ApiError::internal("purge log write failed")).await;
-    }
+    let persisted = record_purges(edge, vec![(PurgeKind::Key, vec![key.clone()])]).await;
     let removed = purge_keys(edge, std::slice::from_ref(&key)).await;
     METRICS.purges.with_label_values(&["key"]).inc();
     respond_json(
         session,
         &rid,
         200,
-        &json!({"purged": key, "removed_from_storage": removed == 1}),
+        &json!({"purged": key, "removed_from_storage": removed == 1, "persisted": persisted}),
     )
     .await;
+}
+
+/// Records purges in the purge log off the async reactor (file lock and sync). They hold in
+/// memory at once; the answer is whether they are on disk yet (a full disk: written later).
+async fn record_purges(edge: &Edge, batch: Vec<(PurgeKind, Vec<String>)>) -> bool {
+    let state = edge.state.clone();
+    let recorded = tokio::task::spawn_blocking(move || {
+        let refs: Vec<(PurgeKind, &[String])> =
+            batch.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        state.purge.record_all(&refs).persisted
+    })
+    .await;
+    recorded.unwrap_or(false)
 }
 
 #[cfg(test)]

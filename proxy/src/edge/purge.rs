@@ -71,8 +71,21 @@ fn push_line(out: &mut String, k: PurgeKind, v: &str, at: u64) {
     out.push('\n');
 }
 
+/// What [`PurgeLog::record_all`] did.
+#[derive(Debug)]
+pub struct Recorded {
+    /// Items purged (in effect now).
+    pub count: usize,
+    /// On disk now (else kept for a retry).
+    pub persisted: bool,
+    /// Why the log was not written.
+    pub error: Option<std::io::Error>,
+}
+
 pub struct PurgeLog {
     maps: RwLock<Maps>,
+    /// Lines not yet written (the log could not be written): written first next time.
+    pending: parking_lot::Mutex<String>,
     file: parking_lot::Mutex<LogFile>,
     path: PathBuf,
     /// Milliseconds since `opened` after which the file is next read for others' purges.
@@ -230,6 +243,7 @@ impl PurgeLog {
         };
         Ok(PurgeLog {
             maps: RwLock::new(maps),
+            pending: Default::default(),
             file: parking_lot::Mutex::new(current),
             path: path.to_path_buf(),
             next_refresh: AtomicU64::new(REFRESH_MS),
@@ -279,19 +293,70 @@ impl PurgeLog {
         if let Err(e) = self.catch_up(&mut log) {
             tracing::warn!(error = %e, "reading the purge log");
         }
+        self.flush_pending(&mut log);
     }
 
-    /// Records purges of `items` of one kind, now. Returns how many were recorded.
+    /// Records purges of `items` of one kind, now: see [`Self::record_all`]. The error is
+    /// the one that kept the log from being written (the purge holds in memory anyway).
     pub fn record(&self, kind: PurgeKind, items: &[String]) -> std::io::Result<usize> {
-        if items.is_empty() {
-            return Ok(0);
+        let r = self.record_all(&[(kind, items)]);
+        match r.error {
+            Some(e) => Err(e),
+            None => Ok(r.count),
         }
+    }
+
+    /// Records purges of several kinds at one instant. They take effect at once in this
+    /// process; the log lines are appended (and synced) for restarts and other processes.
+    /// When the log cannot be written (a full disk), the lines are kept and written with the
+    /// next purge or the next once-a-second refresh: nothing is lost, and `persisted` says
+    /// whether it is on disk yet. Blocking (file lock and sync): call off the reactor.
+    pub fn record_all(&self, batch: &[(PurgeKind, &[String])]) -> Recorded {
         let at = unix_ms(SystemTime::now());
         let mut out = String::new();
-        for v in items {
-            push_line(&mut out, kind, v, at);
+        let mut count = 0;
+        {
+            let mut maps = self.maps.write();
+            for (kind, items) in batch {
+                for v in items.iter() {
+                    push_line(&mut out, *kind, v, at);
+                    maps.note(*kind, v.clone(), at);
+                    count += 1;
+                }
+            }
         }
+        if count == 0 {
+            return Recorded {
+                count,
+                persisted: true,
+                error: None,
+            };
+        }
+        let mut pending = self.pending.lock();
+        pending.push_str(&out);
         let mut log = self.file.lock();
+        match self.append(&mut log, &pending) {
+            Ok(()) => {
+                pending.clear();
+                Recorded {
+                    count,
+                    persisted: true,
+                    error: None,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pending = pending.len(), "purge log not written yet: kept for a retry");
+                Recorded {
+                    count,
+                    persisted: false,
+                    error: Some(e),
+                }
+            }
+        }
+    }
+
+    /// Appends `out` (whole lines) to the log under its `flock`.
+    fn append(&self, log: &mut LogFile, out: &str) -> std::io::Result<()> {
         loop {
             let lock = Flock::lock(&log.file)?;
             if is_current(&log.file, &self.path) {
@@ -304,21 +369,30 @@ impl PurgeLog {
                     log.file.read_exact_at(&mut last, len - 1)?;
                 }
                 if last[0] != b'\n' {
-                    out.insert(0, '\n');
+                    (&log.file).write_all(b"\n")?;
                 }
                 (&log.file).write_all(out.as_bytes())?;
                 log.file.sync_data()?;
                 drop(lock);
-                break;
+                return Ok(());
             }
             drop(lock);
-            self.catch_up(&mut log)?;
+            self.catch_up(log)?;
         }
-        let mut maps = self.maps.write();
-        for v in items {
-            maps.note(kind, v.clone(), at);
+    }
+
+    /// Writes purges that could not be written before, if any.
+    fn flush_pending(&self, log: &mut LogFile) {
+        let Some(mut pending) = self.pending.try_lock() else {
+            return;
+        };
+        if pending.is_empty() {
+            return;
         }
-        Ok(items.len())
+        if self.append(log, &pending).is_ok() {
+            tracing::info!(bytes = pending.len(), "purge log written after a failure");
+            pending.clear();
+        }
     }
 
     /// Whether an entry created at `created` is purged by its key, one of its tags
@@ -477,5 +551,30 @@ mod tests {
         let old = SystemTime::now() - Duration::from_secs(5);
         assert!(log.is_purged("k", "/p42/a.jpg", None, old));
         assert!(!log.is_purged("k", "/q42/a.jpg", None, old));
+    }
+
+    #[test]
+    fn a_full_disk_keeps_purges_in_effect_and_writes_them_when_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("purge.log");
+        let log = PurgeLog::open(&path, true).unwrap();
+        let before = SystemTime::now() - Duration::from_secs(5);
+        assert!(log.record_all(&[(PurgeKind::Tag, &["before".into()])]).persisted);
+        // The disk fills up: every write fails with ENOSPC.
+        let aside = dir.path().join("purge.log.aside");
+        std::fs::rename(&path, &aside).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        let r = log.record_all(&[(PurgeKind::Tag, &["full".into()])]);
+        assert!(!r.persisted);
+        assert_eq!(r.error.unwrap().raw_os_error(), Some(libc::ENOSPC));
+        assert!(log.is_purged("k", "/p", Some("full"), before), "in effect at once");
+        // Space returns: the next purge writes the one kept, then its own.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::rename(&aside, &path).unwrap();
+        assert!(log.record_all(&[(PurgeKind::Key, &["after".into()])]).persisted);
+        let reopened = PurgeLog::open(&path, false).unwrap();
+        assert!(reopened.is_purged("k", "/p", Some("before"), before));
+        assert!(reopened.is_purged("k", "/p", Some("full"), before), "written later");
+        assert!(reopened.is_purged("after", "/p", None, before));
     }
 }
