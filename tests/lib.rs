@@ -61,6 +61,8 @@ pub struct Edge {
     pub config: PathBuf,
     child: Option<Child>,
     env: Vec<(String, String)>,
+    /// A daemonized process that took over (`media-edge reload`): killed on drop.
+    daemon: Option<i32>,
 }
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -87,6 +89,7 @@ impl Edge {
                 dir,
                 config: cfg,
                 child: None,
+                daemon: None,
                 env: env
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -99,6 +102,42 @@ impl Edge {
             }
         }
         unreachable!()
+    }
+
+    /// A command line run the way the edge runs: its environment, stderr into the edge log.
+    pub fn command_like(&self, program: &Path) -> Command {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("edge.log"))
+            .expect("log file");
+        let mut cmd = Command::new(program);
+        cmd.env("MEDIA_EDGE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("MEDIA_EDGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Waits (at most `limit`) for the started process to exit, e.g. after a reload handed
+    /// its sockets over; then `pid` (the process that took over, daemonized) is the one to
+    /// stop when the test ends.
+    pub async fn hand_over_to(&mut self, pid: i32, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                self.daemon = Some(pid);
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The running process id.
@@ -279,6 +318,12 @@ impl Drop for Edge {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(pid) = self.daemon.take() {
+            // SAFETY: a signal to the daemon this test started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
         }
     }
 }

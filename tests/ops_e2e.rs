@@ -290,3 +290,109 @@ async fn graceful_upgrade_loses_no_keep_alive_request() {
         edge.log()
     );
 }
+
+/// The unit's `ExecReload=` command lines, for this test's binary, config and data dir.
+fn unit_reload_commands(edge: &Edge) -> Vec<Vec<String>> {
+    let unit = std::fs::read_to_string(workspace().join("systemd/media-edge.service")).unwrap();
+    let data = edge.dir.path().join("data");
+    unit.lines()
+        .filter_map(|l| l.strip_prefix("ExecReload="))
+        .map(|l| {
+            l.replace("/usr/local/bin/media-edge", &binary().to_string_lossy())
+                .replace("/etc/media-edge/media-edge.toml", &edge.config.to_string_lossy())
+                .replace("/var/lib/media-edge", &data.to_string_lossy())
+                .replace("$MAINPID", &edge.pid().to_string())
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_units_reload_command_upgrades_under_load_without_a_lost_request() {
+    let mut edge = Edge::start(&samples_config("grace_period = \"1s\"\n")).await;
+    let (s, _, want) = get(&edge, "/samples/alpha.png", &[]).await;
+    assert_eq!(s, 200);
+    let old_pid = edge.pid() as i32;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, errors, want, port) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            errors.clone(),
+            want.clone(),
+            edge.port,
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    match keep_alive_get(&mut s, "/samples/alpha.png", &want).await {
+                        Ok(close) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if close {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            errors.lock().unwrap().push(e);
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let answered = |n: usize| {
+        let ok = ok.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while ok.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(ok.load(Ordering::Relaxed) >= n, "only {} answered", ok.load(Ordering::Relaxed));
+        }
+    };
+    answered(100).await;
+    let commands = unit_reload_commands(&edge);
+    assert_eq!(commands.len(), 1, "one ExecReload: {commands:?}");
+    for argv in commands {
+        let mut cmd = edge.command_like(std::path::Path::new(&argv[0]));
+        cmd.args(&argv[1..]);
+        let status = tokio::task::spawn_blocking(move || cmd.status().expect("run ExecReload"))
+            .await
+            .unwrap();
+        assert!(status.success(), "ExecReload failed ({status}):\n{}", edge.log());
+    }
+    let pid_file = edge.dir.path().join("data/media-edge.pid");
+    let new_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert_ne!(new_pid, old_pid);
+    assert!(
+        edge.hand_over_to(new_pid, Duration::from_secs(30)).await,
+        "the old process never exited:\n{}",
+        edge.log()
+    );
+    let after = ok.load(Ordering::Relaxed);
+    answered(after + 100).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests lost in the reload: {:?}",
+        errors.lock().unwrap()
+    );
+    let (s, _, _) = get(&edge, "/health", &[]).await;
+    assert_eq!(s, 200, "the new process serves");
+}

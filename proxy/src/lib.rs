@@ -1,12 +1,14 @@
 //! Media Edge: a self-hosted media CDN node on Pingora.
 //!
 //! `edge` is the caching reverse proxy, `origin` the in-process upstream that reads sources,
-//! `config` the TOML schema, `server` the wiring of both into one Pingora server.
+//! `config` the TOML schema, `server` the wiring of both into one Pingora server, `reload`
+//! the graceful-upgrade command.
 
 pub mod config;
 pub mod edge;
 pub mod error;
 pub mod metrics;
 pub mod origin;
+pub mod reload;
 pub mod server;
 pub mod transform;

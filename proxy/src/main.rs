@@ -42,6 +42,19 @@ enum Cmd {
         #[arg(long, short)]
         upgrade: bool,
     },
+    /// Graceful upgrade of a running instance: starts the new process, waits until it listens
+    /// for the sockets, then tells the old one (SIGQUIT) to hand them over and drain.
+    Reload {
+        /// Config file of the new process.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory of the running instance.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The running process (systemd: `$MAINPID`); default: the pid file's.
+        #[arg(long)]
+        pid: Option<i32>,
+    },
     /// Validate a config file: prints every problem with its key path; exit 1 on any.
     CheckConfig { file: PathBuf },
     /// Print a signed URL for PATH (path and query), with a key from `security.signing_keys`.
@@ -110,6 +123,27 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("media-edge: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Reload {
+            config,
+            data_dir,
+            pid,
+        } => {
+            let opts = media_edge::reload::ReloadOptions {
+                config,
+                data_dir,
+                pid,
+            };
+            match media_edge::reload::reload(&opts) {
+                Ok(pid) => {
+                    println!("media-edge: reloaded, new process {pid}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("media-edge: reload: {e}");
                     ExitCode::from(1)
                 }
             }
