@@ -221,7 +221,10 @@ if ((run_nginx)); then
 $user_line
 daemon off;
 master_process on;
-worker_processes 2;
+# As nginx's users tune it: one worker per core, reuseport so the kernel spreads new
+# connections over the workers (without it one worker accepts most of them and nginx is
+# understated at large objects), sendfile, no access log.
+worker_processes auto;
 pid $NG/nginx.pid;
 error_log $NG/error.log warn;
 events { worker_connections 4096; }
@@ -256,7 +259,7 @@ http {
 
     # cache in front of the origin
     server {
-        listen 127.0.0.1:$ng_cache_port;
+        listen 127.0.0.1:$ng_cache_port reuseport;
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
