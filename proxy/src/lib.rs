@@ -7,6 +7,8 @@
 pub mod config;
 pub mod edge;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod origin;
 pub mod reload;

@@ -368,15 +368,15 @@ async fn starts_with_h2_preface(stream: &mut Stream) -> Option<bool> {
 }
 
 /// A parsed request head the front door may answer.
-struct Head {
-    req: RequestHeader,
+pub(crate) struct Head {
+    pub(crate) req: RequestHeader,
     /// Bytes of the head (the request ends there: it has no body).
-    len: usize,
+    pub(crate) len: usize,
     /// `Connection: close` was asked.
-    close: bool,
+    pub(crate) close: bool,
 }
 
-enum Parse {
+pub(crate) enum Parse {
     Complete(Head),
     Partial,
     /// More headers than the front door looks at, the head perhaps not yet whole: Pingora's
@@ -388,7 +388,7 @@ enum Parse {
     NotOurs,
 }
 
-fn parse_head(buf: &[u8]) -> Parse {
+pub(crate) fn parse_head(buf: &[u8]) -> Parse {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {

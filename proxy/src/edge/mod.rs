@@ -334,13 +334,7 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         // Built from an allow-list: nothing else of the client's head reaches the origin
         // service (its answer is cached for everyone).
-        for name in policy::not_for_origin(upstream) {
-            upstream.remove_header(&name);
-        }
-        upstream.remove_header(HDR_EXTERNAL);
-        upstream.remove_header(crate::origin::HDR_AVIF_FALLBACK);
-        upstream.insert_header(http::header::HOST, "media-edge-origin")?;
-        upstream.insert_header("x-request-id", &ctx.request_id)?;
+        policy::origin_request(upstream, &ctx.request_id)?;
         // A negotiated AVIF may be answered at once in the client's next-best format while
         // the AVIF is encoded in the background (`transform.avif_background`).
         let negotiated_avif = ctx.vary_accept

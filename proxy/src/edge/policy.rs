@@ -59,6 +59,20 @@ pub fn not_for_origin(req: &RequestHeader) -> Vec<http::header::HeaderName> {
     out
 }
 
+/// Turns the client's request head (as Pingora copied it for the upstream) into the origin
+/// service's: only [`ORIGIN_REQUEST_HEADERS`] kept, the edge's internal headers dropped
+/// (the edge sets its own afterwards), a fixed `Host`, this request's id.
+pub fn origin_request(upstream: &mut RequestHeader, request_id: &str) -> pingora_error::Result<()> {
+    for name in not_for_origin(upstream) {
+        upstream.remove_header(&name);
+    }
+    upstream.remove_header(crate::origin::HDR_EXTERNAL);
+    upstream.remove_header(crate::origin::HDR_AVIF_FALLBACK);
+    upstream.insert_header(http::header::HOST, "media-edge-origin")?;
+    upstream.insert_header("x-request-id", request_id)?;
+    Ok(())
+}
+
 /// Freshness defaults when a response says nothing: none here (status-class TTLs apply).
 fn no_ttl(_: http::StatusCode) -> Option<Duration> {
     None
