@@ -1,12 +1,17 @@
 //! The transform module: turns a source's bytes and a `filters::TransformSpec` into output
 //! bytes. `image` (decode, resize, encode, metadata) and `video` (FFmpeg in-process) own the
-//! media work; this file owns what they share: the output type, the error type and its HTTP
-//! mapping, and the bounded blocking pool every CPU-heavy transform runs on, so the async
-//! reactor never blocks and a burst of requests queues instead of oversubscribing the cores.
-//! Transforms never cache and never fetch: the origin service hands them bytes or a file.
+//! media work; what they share has a room of its own: `geometry` (the one fit/gravity
+//! planner), `sniff` (what bytes are), `tempfile` (scratch files removed on drop). This file
+//! owns the output type, the error type and its HTTP mapping, and the bounded blocking pool
+//! every CPU-heavy transform runs on, so the async reactor never blocks and a burst of
+//! requests queues instead of oversubscribing the cores. Transforms never cache and never
+//! fetch: the origin service hands them bytes or a file.
 
+pub mod geometry;
 #[cfg(feature = "image-engine")]
 pub mod image;
+pub mod sniff;
+pub mod tempfile;
 #[cfg(feature = "video-engine")]
 pub mod video;
 
@@ -75,6 +80,13 @@ impl TransformError {
             TransformError::Timeout(m) => ApiError::timeout(m.clone()),
             TransformError::Internal(m) => ApiError::new(500, "PROCESSING_FAILED", m.clone()),
         }
+    }
+}
+
+impl From<geometry::GeometryError> for TransformError {
+    /// A box that cannot be planned is the request's fault.
+    fn from(e: geometry::GeometryError) -> TransformError {
+        TransformError::BadRequest(e.to_string())
     }
 }
 

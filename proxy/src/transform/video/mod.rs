@@ -7,12 +7,12 @@
 //! 415 (not media, no usable stream, absurd size) or 422 (media we cannot decode) instead
 //! of panicking.
 //!
-//! Submodules: `input` (open, classify, streams, rotation, deadline), `geometry` (fit and
-//! gravity arithmetic), `graph` (filter graphs), `still` (frame, spritesheet, image
-//! encoders), `encode` (the decode → filter → encode → mux pipeline), `probe`.
+//! Submodules: `input` (open, classify, streams, rotation, deadline), `graph` (filter graphs
+//! and chains; the fit is planned by [`crate::transform::geometry`], with even sizes),
+//! `still` (frame, spritesheet, image encoders), `encode` (the decode → filter → encode →
+//! mux pipeline), `probe`.
 
 mod encode;
-mod geometry;
 mod graph;
 mod input;
 mod probe;
@@ -23,7 +23,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use filters::{Codec, Compression, Fit, Format, Gravity, Mode, Quality, TransformSpec};
+use filters::{Codec, Compression, Fit, Format, Mode, Quality, TransformSpec};
 
 use crate::transform::{Output, TransformError};
 use encode::{Container, Job, VideoSettings};
@@ -220,24 +220,11 @@ fn video_chain(
     spec: &TransformSpec,
     max: (u32, u32),
 ) -> Result<String, TransformError> {
-    let (mut chain, (w, h)) = graph::source_chain(vs, spec)?;
+    let (mut chain, size) = graph::source_chain(vs, spec)?;
     if let Some(fps) = spec.fps {
         chain.push(format!("fps={fps}"));
     }
-    let plan = geometry::plan(
-        w,
-        h,
-        &geometry::Request {
-            width: spec.width,
-            height: spec.height,
-            fit: spec.fit.unwrap_or(Fit::Contain),
-            gravity: spec.gravity.unwrap_or(Gravity::Center),
-            max_w: max.0,
-            max_h: max.1,
-            even: true,
-        },
-    );
-    chain.extend(plan.filters(w, h, &geometry::ffmpeg_color(spec.background.as_deref())));
+    graph::push_fit(&mut chain, size, spec, &graph::fit_request(spec, max, true))?;
     chain.push("format=yuv420p".into());
     Ok(chain.join(","))
 }

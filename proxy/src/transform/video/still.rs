@@ -10,9 +10,8 @@ use super::input::Media;
 use bytes::Bytes;
 use ffmpeg::{codec, format, frame, Packet, Rational};
 use ffmpeg_next as ffmpeg;
-use filters::{Fit, Format, Gravity, Mode, Quality, TransformSpec};
+use filters::{Format, Mode, Quality, TransformSpec};
 
-use super::geometry::{self, Request};
 use super::graph::{self, VideoGraph};
 use super::input::{self, Deadline, VideoStream};
 use super::VideoOptions;
@@ -392,18 +391,6 @@ pub fn encode_still(
     Ok(out)
 }
 
-fn geometry_request(spec: &TransformSpec, max: (u32, u32), even: bool) -> Request {
-    Request {
-        width: spec.width,
-        height: spec.height,
-        fit: spec.fit.unwrap_or(Fit::Contain),
-        gravity: spec.gravity.unwrap_or(Gravity::Center),
-        max_w: max.0,
-        max_h: max.1,
-        even,
-    }
-}
-
 /// The thumbnail box for a picture of `w`×`h`, within the options' limits.
 fn thumb_box(w: u32, h: u32, opts: &VideoOptions) -> (u32, u32) {
     let (mw, mh) = if h > w {
@@ -434,8 +421,8 @@ pub fn frame(
         )));
     }
     let (mut chain, (w, h)) = graph::source_chain(&cur.vs, spec)?;
-    let plan = geometry::plan(w, h, &geometry_request(spec, thumb_box(w, h, opts), false));
-    chain.extend(plan.filters(w, h, &geometry::ffmpeg_color(spec.background.as_deref())));
+    let req = graph::fit_request(spec, thumb_box(w, h, opts), false);
+    graph::push_fit(&mut chain, (w, h), spec, &req)?;
     let (_, pix) = pix_for(fmt);
     chain.push(format!("format={pix}"));
     let decoded = cur.frame_at(secs, 0.0)?;
@@ -487,15 +474,19 @@ pub fn spritesheet(
     let rows = n.div_ceil(cols);
     let (mut chain, (w, h)) = graph::source_chain(&cur.vs, spec)?;
     // Tile size: the requested box, else SPRITE_TILE_WIDTH wide; even for yuv420p.
-    let mut req = geometry_request(spec, thumb_box(w, h, opts), true);
+    let (mw, mh) = thumb_box(w, h, opts);
+    let mut req = graph::fit_request(
+        spec,
+        (
+            mw.min(SPRITE_MAX_SIDE / cols),
+            mh.min(SPRITE_MAX_SIDE / rows),
+        ),
+        true,
+    );
     if req.width.is_none() && req.height.is_none() {
         req.width = Some(SPRITE_TILE_WIDTH);
     }
-    req.max_w = req.max_w.min(SPRITE_MAX_SIDE / cols);
-    req.max_h = req.max_h.min(SPRITE_MAX_SIDE / rows);
-    let plan = geometry::plan(w, h, &req);
-    let (tw, th) = (plan.out_w, plan.out_h);
-    chain.extend(plan.filters(w, h, &geometry::ffmpeg_color(spec.background.as_deref())));
+    let (tw, th) = graph::push_fit(&mut chain, (w, h), spec, &req)?;
     let (pix, pix_name) = pix_for(fmt);
     chain.push(format!("format={pix_name}"));
     let chain = chain.join(",");
