@@ -60,25 +60,13 @@ impl VideoGraph {
                 frame_rate.denominator()
             ));
         }
-        let buffer = filter::find("buffer")
-            .ok_or_else(|| TransformError::Internal("FFmpeg has no buffer filter".into()))?;
-        let sink = filter::find("buffersink")
-            .ok_or_else(|| TransformError::Internal("FFmpeg has no buffersink filter".into()))?;
-        graph
-            .add(&buffer, "in", &args)
-            .map_err(|e| internal(&format!("video source {args}"), e))?;
-        graph
-            .add(&sink, "out", "")
-            .map_err(|e| internal("video sink", e))?;
-        let chain = if chain.is_empty() { "null" } else { chain };
-        graph
-            .output("in", 0)
-            .and_then(|p| p.input("out", 0))
-            .and_then(|p| p.parse(chain))
-            .map_err(|e| internal(&format!("video filters {chain:?}"), e))?;
-        graph
-            .validate()
-            .map_err(|e| internal(&format!("video filters {chain:?}"), e))?;
+        configure(
+            &mut graph,
+            "video",
+            ("buffer", "buffersink", "null"),
+            &args,
+            chain,
+        )?;
         Ok(VideoGraph { graph })
     }
 
@@ -153,25 +141,13 @@ impl AudioGraph {
             time_base.numerator(),
             time_base.denominator().max(1)
         );
-        let abuffer = filter::find("abuffer")
-            .ok_or_else(|| TransformError::Internal("FFmpeg has no abuffer filter".into()))?;
-        let sink = filter::find("abuffersink")
-            .ok_or_else(|| TransformError::Internal("FFmpeg has no abuffersink filter".into()))?;
-        graph
-            .add(&abuffer, "in", &args)
-            .map_err(|e| internal(&format!("audio source {args}"), e))?;
-        graph
-            .add(&sink, "out", "")
-            .map_err(|e| internal("audio sink", e))?;
-        let chain = if chain.is_empty() { "anull" } else { chain };
-        graph
-            .output("in", 0)
-            .and_then(|p| p.input("out", 0))
-            .and_then(|p| p.parse(chain))
-            .map_err(|e| internal(&format!("audio filters {chain:?}"), e))?;
-        graph
-            .validate()
-            .map_err(|e| internal(&format!("audio filters {chain:?}"), e))?;
+        configure(
+            &mut graph,
+            "audio",
+            ("abuffer", "abuffersink", "anull"),
+            &args,
+            chain,
+        )?;
         if frame_size > 0 {
             if let Some(mut out) = graph.get("out") {
                 out.sink().set_frame_size(frame_size);
@@ -202,7 +178,38 @@ impl AudioGraph {
     }
 }
 
-/// Filters that turn a `rotation`° (clockwise) coded picture upright.
+/// Wires `graph` as `in` (source filter with `args`) → `chain` (the pass-through filter
+/// when empty) → `out` (sink filter) and validates it. `filters` names the source, sink
+/// and pass-through filters of the `kind` ("video", "audio").
+fn configure(
+    graph: &mut filter::Graph,
+    kind: &str,
+    (source, sink, pass): (&str, &str, &str),
+    args: &str,
+    chain: &str,
+) -> Result<(), TransformError> {
+    let find = |name: &str| {
+        filter::find(name)
+            .ok_or_else(|| TransformError::Internal(format!("FFmpeg has no {name} filter")))
+    };
+    let (source, sink) = (find(source)?, find(sink)?);
+    graph
+        .add(&source, "in", args)
+        .map_err(|e| internal(&format!("{kind} source {args}"), e))?;
+    graph
+        .add(&sink, "out", "")
+        .map_err(|e| internal(&format!("{kind} sink"), e))?;
+    let chain = if chain.is_empty() { pass } else { chain };
+    graph
+        .output("in", 0)
+        .and_then(|p| p.input("out", 0))
+        .and_then(|p| p.parse(chain))
+        .map_err(|e| internal(&format!("{kind} filters {chain:?}"), e))?;
+    graph
+        .validate()
+        .map_err(|e| internal(&format!("{kind} filters {chain:?}"), e))
+}
+
 /// Feeds one frame into a graph's `in` buffer source.
 fn push_frame(
     graph: &mut filter::Graph,
@@ -246,6 +253,7 @@ fn pull_frame(
     }
 }
 
+/// Filters that turn a `rotation`° (clockwise) coded picture upright.
 pub fn rotation_filters(rotation: u32) -> Vec<String> {
     match rotation {
         90 => vec!["transpose=clock".into()],

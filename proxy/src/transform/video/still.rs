@@ -404,22 +404,38 @@ fn thumb_box(w: u32, h: u32, opts: &VideoOptions) -> (u32, u32) {
     )
 }
 
-/// One frame at `spec.time_ms` as jpeg/png/webp.
-pub fn frame(
-    path: &Media,
+/// Opens `path` for stills of `spec`: the output format and a cursor, refusing a `time`
+/// past the end (at the end too, when `end_is_past`).
+fn open_still(
+    path: impl Into<Media>,
     spec: &TransformSpec,
     opts: &VideoOptions,
-) -> Result<Output, TransformError> {
-    let deadline = Deadline::new(opts.timeout);
+    end_is_past: bool,
+) -> Result<(Format, Cursor, f64), TransformError> {
     let fmt = still_format(spec)?;
-    let mut cur = Cursor::open(path, deadline)?;
+    let cur = Cursor::open(&path.into(), Deadline::new(opts.timeout))?;
     let secs = spec.time_ms.unwrap_or(0) as f64 / 1000.0;
-    if cur.duration > 0.0 && secs > cur.duration {
+    let past = if end_is_past {
+        secs >= cur.duration
+    } else {
+        secs > cur.duration
+    };
+    if cur.duration > 0.0 && past {
         return Err(TransformError::BadRequest(format!(
             "time {secs}s is past the end of the {:.3}s video",
             cur.duration
         )));
     }
+    Ok((fmt, cur, secs))
+}
+
+/// `mode=frame`: the frame on screen at `time`, fitted, as jpeg (default), png or webp.
+pub fn frame(
+    path: impl Into<Media>,
+    spec: &TransformSpec,
+    opts: &VideoOptions,
+) -> Result<Output, TransformError> {
+    let (fmt, mut cur, secs) = open_still(path, spec, opts, false)?;
     let (mut chain, (w, h)) = graph::source_chain(&cur.vs, spec)?;
     let req = graph::fit_request(spec, thumb_box(w, h, opts), false);
     graph::push_fit(&mut chain, (w, h), spec, &req)?;
@@ -442,24 +458,15 @@ pub fn frame(
     })
 }
 
-/// `imageCount` frames from `time` over `duration` (default: to the end), tiled
-/// `ceil(sqrt(N))` columns wide, as one JPEG.
+/// `mode=spritesheet`: `imageCount` (default 20) frames from `time` over `duration`
+/// (default: to the end), tiled `ceil(sqrt(N))` columns wide, as one JPEG.
 pub fn spritesheet(
-    path: &Media,
+    path: impl Into<Media>,
     spec: &TransformSpec,
     opts: &VideoOptions,
 ) -> Result<Output, TransformError> {
-    let deadline = Deadline::new(opts.timeout);
-    let fmt = still_format(spec)?;
-    let mut cur = Cursor::open(path, deadline)?;
+    let (fmt, mut cur, start) = open_still(path, spec, opts, true)?;
     let n = spec.image_count.unwrap_or(SPRITE_COUNT).clamp(1, 100);
-    let start = spec.time_ms.unwrap_or(0) as f64 / 1000.0;
-    if cur.duration > 0.0 && start >= cur.duration {
-        return Err(TransformError::BadRequest(format!(
-            "time {start}s is past the end of the {:.3}s video",
-            cur.duration
-        )));
-    }
     let end = match spec.duration_ms {
         Some(d) => start + d as f64 / 1000.0,
         None => cur.duration,
