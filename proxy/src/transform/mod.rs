@@ -32,6 +32,20 @@ pub struct Output {
     pub headers: Vec<(String, String)>,
 }
 
+impl Output {
+    /// A body that is not a picture (JSON, a playlist, a file's metadata): no size, no
+    /// extra headers.
+    pub fn plain(body: Bytes, content_type: &'static str) -> Output {
+        Output {
+            body,
+            content_type,
+            width: 0,
+            height: 0,
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// Random access to a source object that is not on local disk (an S3 object, a remote
 /// file answering ranges): the video engine reads only the byte ranges the demuxer asks
 /// for, so a frame from the middle of a 2 GB object never reads 2 GB. Called from the

@@ -380,13 +380,7 @@ pub fn transform(
         let v = metadata_json(bytes, opts)?;
         let body = serde_json::to_vec(&v)
             .map_err(|e| TransformError::Internal(format!("metadata json: {e}")))?;
-        return Ok(Output {
-            body: Bytes::from(body),
-            content_type: "application/json",
-            width: 0,
-            height: 0,
-            headers: Vec::new(),
-        });
+        return Ok(Output::plain(Bytes::from(body), "application/json"));
     }
     let p = probe(bytes, opts)?;
     let fmt = output_format(spec.format, &p, opts)?;
