@@ -5,7 +5,8 @@
 //! headers a cache needs (`Content-Length`, `ETag`, `Last-Modified`, `Cache-Control` when the
 //! source gave one, `Cache-Tag`, `X-Source-Type`). Bodies stream from the source to the socket.
 //! It listens on a unix socket for the in-process edge (a Pingora background service).
-//! It holds no caching policy: TTLs, purge and ranges on hits are the edge's.
+//! It holds no caching policy (TTLs, purge and ranges on hits are the edge's) and does no
+//! media work itself (that is `transform`, through [`transform::Transformer`]).
 
 pub mod ranged;
 pub mod sources;

@@ -207,6 +207,7 @@ mod tests {
 
     #[test]
     fn sniff_table() {
+        #[rustfmt::skip]
         let cases: &[(&[u8], Option<ImageFormat>)] = &[
             (b"\xFF\xD8\xFF\xE0\0\x10JFIF", Some(ImageFormat::Jpeg)),
             (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", Some(ImageFormat::Png)),
@@ -214,31 +215,16 @@ mod tests {
             (b"RIFF\x24\0\0\0WEBPVP8 ", Some(ImageFormat::Webp)),
             (b"II*\0\x08\0\0\0", Some(ImageFormat::Tiff)),
             (b"MM\0*\0\0\0\x08", Some(ImageFormat::Tiff)),
-            (
-                b"BM\x3a\0\0\0\0\0\0\0\x36\0\0\0\x28\0\0\0",
-                Some(ImageFormat::Bmp),
-            ),
+            (b"BM\x3a\0\0\0\0\0\0\0\x36\0\0\0\x28\0\0\0", Some(ImageFormat::Bmp)),
             (b"BMW hello world, not a bitmap", None),
-            (
-                b"\0\0\0\x1cftypavif\0\0\0\0avifmif1",
-                Some(ImageFormat::Avif),
-            ),
-            (
-                b"\0\0\0\x18ftypmif1\0\0\0\0mif1heic",
-                Some(ImageFormat::Heic),
-            ),
+            (b"\0\0\0\x1cftypavif\0\0\0\0avifmif1", Some(ImageFormat::Avif)),
+            (b"\0\0\0\x18ftypmif1\0\0\0\0mif1heic", Some(ImageFormat::Heic)),
             (b"\0\0\0\x18ftypisom\0\0\0\0isommp41", None),
             // A box shorter than its header claims is read as far as it goes.
             (b"\0\0\0\x1cftypavif", Some(ImageFormat::Avif)),
             (b"\0\0\0\x1cftyp", None),
-            (
-                b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
-                Some(ImageFormat::Svg),
-            ),
-            (
-                b"  <svg width=\"10\" height=\"10\"></svg>",
-                Some(ImageFormat::Svg),
-            ),
+            (b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>", Some(ImageFormat::Svg)),
+            (b"  <svg width=\"10\" height=\"10\"></svg>", Some(ImageFormat::Svg)),
             (b"<html><body>hi</body></html>", None),
             (b"", None),
             (b"\xFF\xD8", None),

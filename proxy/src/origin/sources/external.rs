@@ -7,7 +7,8 @@
 //! to exactly the address that was checked (the client pins it; no second lookup, so DNS
 //! rebinding fails). Redirects are followed by hand, at most `max_redirects` times, each hop
 //! checked again. The body is capped (`max_bytes`), connect and total times are bounded,
-//! and the content is sniffed: only image, video and audio bytes pass (HTML or unknown → 415).
+//! and the content is sniffed (`transform::sniff`): only image, video and audio bytes pass
+//! (HTML or unknown → 415). It must never connect to an address it has not checked.
 
 use super::{BodyStream, Fetched};
 use crate::config::ExternalConfig;

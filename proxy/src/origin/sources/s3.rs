@@ -2,6 +2,7 @@
 //!
 //! Passes `Range`, `If-None-Match` and `If-Modified-Since` to the bucket, so a ranged miss on
 //! a 2 GB object reads only the range, and the object's ETag and Last-Modified pass through.
+//! Like every source it never caches and never transforms.
 
 use super::{clean_path, env_var, BuildError, FetchRequest, Fetched, Source, SourceError};
 use crate::config::SourceConfig;

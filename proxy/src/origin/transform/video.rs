@@ -2,7 +2,8 @@
 //! local file in place, an object read by ranges from its first block, or a stream into a
 //! temp file), then probe, frame, spritesheet, audio or transcode on the bounded pool, the
 //! file outputs hashed for their `ETag` and streamed out by the caller; `mode=hls` goes on
-//! to [`super::hls`]. Every scratch file is a [`TempFile`].
+//! to `hls`. Every scratch file is a [`TempFile`]. It must not read a body itself beyond
+//! [`super::body`], nor build response headers (the step's `respond` does).
 
 #[cfg(feature = "video-engine")]
 use bytes::Bytes;

@@ -3,7 +3,8 @@
 //! the keyframe before the target, decode forward, skipping non-reference frames while far
 //! from it, and decode on instead of seeking when the next target shares the GOP) and the
 //! in-process image encoders (FFmpeg's mjpeg, png and libwebp). Results are small and
-//! returned in memory.
+//! returned in memory. It must not plan geometry (the shared planner does, through
+//! `graph::push_fit`) and never writes files.
 
 use super::input::Media;
 

@@ -9,7 +9,7 @@ use ffmpeg_next as ffmpeg;
 use super::super::graph::AudioGraph;
 use super::super::input::{self, internal};
 use super::mux::Mux;
-use super::{Container, Window};
+use super::{Container, Setup, Window};
 use crate::transform::TransformError;
 
 /// The AAC sample rates an encoder accepts; others are resampled to 48 kHz.
@@ -43,14 +43,12 @@ impl AudioPath {
     /// Sets up stream `ist` for `container`: a copy when it can be, else an encoder; adds
     /// the output stream to `octx`. `clip` is the source window in seconds.
     pub fn build(
-        octx: &mut format::context::Output,
-        ictx: &format::context::Input,
+        setup: &mut Setup,
         ist: usize,
         container: &Container,
-        speed: Option<f32>,
-        global_header: bool,
         clip: (f64, Option<f64>),
     ) -> Result<AudioPath, TransformError> {
+        let (ictx, speed) = (setup.ictx, setup.speed);
         let st = ictx
             .stream(ist)
             .ok_or_else(|| TransformError::Internal("audio stream vanished".into()))?;
@@ -68,7 +66,8 @@ impl AudioPath {
             t => t,
         };
         let (ost, coding) = if copy {
-            let mut o = octx
+            let mut o = setup
+                .octx
                 .add_stream(encoder::find(codec::Id::None))
                 .map_err(|e| internal("add the audio stream", e))?;
             o.set_parameters(st.parameters());
@@ -78,7 +77,7 @@ impl AudioPath {
             }
             (o.index(), Coding::Copy)
         } else {
-            encoder_for(octx, ictx, ist, ist_tb, webm, speed, global_header)?
+            encoder_for(setup, ist, ist_tb, webm)?
         };
         Ok(AudioPath {
             ist,
@@ -238,15 +237,12 @@ fn set_channels(ctx: *mut ffmpeg::ffi::AVCodecContext, n: i32) {
 /// Decoder, graph and encoder (Opus for WebM, else AAC) for stream `ist`, and its output
 /// stream.
 fn encoder_for(
-    octx: &mut format::context::Output,
-    ictx: &format::context::Input,
+    setup: &mut Setup,
     ist: usize,
     ist_tb: Rational,
     opus: bool,
-    speed: Option<f32>,
-    global_header: bool,
 ) -> Result<(usize, Coding), TransformError> {
-    let dec = input::audio_decoder(ictx, ist)?;
+    let dec = input::audio_decoder(setup.ictx, ist)?;
     let (src_rate, src_ch) = {
         // SAFETY: reading fields of an open decoder.
         unsafe {
@@ -293,7 +289,7 @@ fn encoder_for(
     set_channels(unsafe { enc.as_mut_ptr() }, channels);
     enc.set_time_base(Rational::new(1, rate));
     enc.set_bit_rate(if channels == 2 { 128_000 } else { 64_000 });
-    if global_header {
+    if setup.global_header {
         enc.set_flags(codec::Flags::GLOBAL_HEADER);
     }
     let enc = enc
@@ -301,13 +297,14 @@ fn encoder_for(
         .map_err(|e| internal("open the audio encoder", e))?;
     let frame_size = enc.frame_size();
     let layout = if channels == 2 { "stereo" } else { "mono" };
-    let mut chain = speed.map(atempo_chain).unwrap_or_default();
+    let mut chain = setup.speed.map(atempo_chain).unwrap_or_default();
     chain.push(format!("aresample={rate}"));
     chain.push(format!(
         "aformat=sample_fmts={fmt_name}:sample_rates={rate}:channel_layouts={layout}"
     ));
     let graph = AudioGraph::new(&dec, ist_tb, &chain.join(","), frame_size)?;
-    let mut ost = octx
+    let mut ost = setup
+        .octx
         .add_stream(codec)
         .map_err(|e| internal("add the audio stream", e))?;
     ost.set_parameters(&enc);

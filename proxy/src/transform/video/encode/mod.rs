@@ -104,6 +104,17 @@ impl Window {
     }
 }
 
+/// What every output stream is set up against: the muxer it is added to, the input it
+/// reads, and the job's settings that apply to all streams.
+struct Setup<'a> {
+    octx: &'a mut format::context::Output,
+    ictx: &'a format::context::Input,
+    /// Playback speed factor (video `setpts`, audio `atempo`).
+    speed: Option<f32>,
+    /// The muxer wants codec headers out of band.
+    global_header: bool,
+}
+
 /// Runs one job from `media` to `out` (for HLS: the playlist path; the caller owns the
 /// segments).
 pub fn run(media: &Media, out: &Path, job: Job) -> Result<Done, TransformError> {
@@ -123,32 +134,21 @@ pub fn run(media: &Media, out: &Path, job: Job) -> Result<Done, TransformError> 
     let mut octx = mux::open_output(out, job.container.muxer())?;
     let global_header = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
     let clip = (job.start, job.duration);
+    let mut setup = Setup {
+        octx: &mut octx,
+        ictx: &ictx,
+        speed: job.speed,
+        global_header,
+    };
     let mut video = match (&job.video, vs) {
         (Some(v), Some(vs)) => {
             let window = Window::new(clip, vs.time_base, vs.start_pts);
-            let speed = job.speed;
-            Some(VideoPath::build(
-                &mut octx,
-                &ictx,
-                vs,
-                v,
-                speed,
-                global_header,
-                window,
-            )?)
+            Some(VideoPath::build(&mut setup, vs, v, window)?)
         }
         _ => None,
     };
     let mut audio = match ast {
-        Some(ist) => Some(AudioPath::build(
-            &mut octx,
-            &ictx,
-            ist,
-            &job.container,
-            job.speed,
-            global_header,
-            clip,
-        )?),
+        Some(ist) => Some(AudioPath::build(&mut setup, ist, &job.container, clip)?),
         None => None,
     };
     let mut mux = Mux::start(

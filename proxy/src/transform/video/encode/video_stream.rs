@@ -10,7 +10,7 @@ use filters::Codec;
 use super::super::graph::VideoGraph;
 use super::super::input::{self, internal, VideoStream};
 use super::mux::Mux;
-use super::{VideoSettings, Window};
+use super::{Setup, VideoSettings, Window};
 use crate::transform::TransformError;
 
 /// Picks the encoder for a codec: the first one this FFmpeg build has.
@@ -111,14 +111,12 @@ impl VideoPath {
     /// Opens the decoder, the filter graph and the encoder of `vs`, and adds the output
     /// stream to `octx`.
     pub fn build(
-        octx: &mut format::context::Output,
-        ictx: &format::context::Input,
+        setup: &mut Setup,
         vs: VideoStream,
         v: &VideoSettings,
-        speed: Option<f32>,
-        global_header: bool,
         window: Window,
     ) -> Result<VideoPath, TransformError> {
+        let (ictx, speed, global_header) = (setup.ictx, setup.speed, setup.global_header);
         let codec = video_encoder_for(v.codec)?;
         let dec = input::video_decoder(ictx, vs.index)?;
         if dec.format() == format::Pixel::None {
@@ -181,7 +179,8 @@ impl VideoPath {
         let enc = enc
             .open_with(encoder_options(&name, v))
             .map_err(|e| internal(&format!("open the {name} encoder"), e))?;
-        let mut ost = octx
+        let mut ost = setup
+            .octx
             .add_stream(codec)
             .map_err(|e| internal("add the video stream", e))?;
         ost.set_parameters(&enc);
