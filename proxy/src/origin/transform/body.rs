@@ -269,4 +269,36 @@ mod tests {
         assert_eq!(all.len(), 1000);
         assert_eq!(all[999], 99);
     }
+
+    #[tokio::test]
+    async fn failed_streams_map_to_their_status() {
+        let failing = |e: std::io::Error| Fetched {
+            status: 200,
+            headers: vec![],
+            body: Some(Box::pin(futures::stream::iter(vec![
+                Ok(Bytes::from_static(b"abc")),
+                Err(e),
+            ]))),
+        };
+        let over = std::io::Error::other(OverLimit { max: 3 });
+        let e = ApiError::from(read_to_memory(failing(over), 1 << 20).await.unwrap_err());
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (413, "external body over 3 bytes")
+        );
+        let slow = std::io::Error::new(std::io::ErrorKind::TimedOut, "late");
+        let e = ApiError::from(read_to_memory(failing(slow), 1 << 20).await.unwrap_err());
+        assert_eq!(e.status, 504);
+        // A message that merely says "over" is not the cap.
+        let broken = std::io::Error::other("connection over and out");
+        let e = ApiError::from(read_to_memory(failing(broken), 1 << 20).await.unwrap_err());
+        assert_eq!(e.status, 502);
+        // Over the limit before the stream fails: the limit is the answer.
+        let unread = std::io::Error::other("never read");
+        let e = ApiError::from(read_to_memory(failing(unread), 2).await.unwrap_err());
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (413, "source of 3 bytes is over the limit of 2 bytes")
+        );
+    }
 }
