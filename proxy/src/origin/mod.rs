@@ -4,8 +4,9 @@
 //! origin's sources in order (404, 5xx and timeouts fall through), and answers with the
 //! headers a cache needs (`Content-Length`, `ETag`, `Last-Modified`, `Cache-Control` when the
 //! source gave one, `Cache-Tag`, `X-Source-Type`). Bodies stream from the source to the socket.
-//! It listens on a unix socket for the in-process edge, or on TCP for `--role origin`.
-//! It holds no caching policy: TTLs, purge and ranges on hits are the edge's.
+//! It listens on a unix socket for the in-process edge (a Pingora background service).
+//! It holds no caching policy (TTLs, purge and ranges on hits are the edge's) and does no
+//! media work itself (that is `transform`, through [`transform::Transformer`]).
 
 pub mod ranged;
 pub mod sources;
@@ -35,6 +36,27 @@ pub const HDR_EXTERNAL: &str = "x-media-edge-external";
 pub const HDR_AVIF_FALLBACK: &str = "x-media-edge-avif-fallback";
 /// The origin service's path for external fetches.
 pub const EXTERNAL_PATH: &str = "/__external";
+
+/// Why the origin service could not be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("origins[{origin}].sources[{index}]: {error}")]
+    Source {
+        origin: usize,
+        index: usize,
+        #[source]
+        error: sources::BuildError,
+    },
+    #[error(transparent)]
+    External(#[from] sources::external::ExternalConfigError),
+}
+
+/// Start-up errors are reported as text by the server.
+impl From<OriginError> for String {
+    fn from(e: OriginError) -> String {
+        e.to_string()
+    }
+}
 
 /// One origin with its built sources.
 struct BuiltOrigin {
@@ -72,16 +94,18 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 }
 
 impl OriginService {
-    pub async fn new(cfg: Arc<Config>) -> Result<Self, String> {
+    pub async fn new(cfg: Arc<Config>) -> Result<Self, OriginError> {
         let mut origins = Vec::new();
         for (i, o) in cfg.origins.iter().enumerate() {
             let mut built = Vec::new();
             for (j, s) in o.sources.iter().enumerate() {
-                built.push(Arc::from(
-                    sources::build(s)
-                        .await
-                        .map_err(|e| format!("origins[{i}].sources[{j}]: {e}"))?,
-                ));
+                built.push(Arc::from(sources::build(s).await.map_err(|error| {
+                    OriginError::Source {
+                        origin: i,
+                        index: j,
+                        error,
+                    }
+                })?));
             }
             origins.push(BuiltOrigin { sources: built });
         }
@@ -211,22 +235,8 @@ impl OriginService {
                             },
                             None => transform::SourceInput::Stream(f),
                         };
-                        return match self.transformer.run(job, input).await {
-                            Ok(mut r) => {
-                                if let Ok(v) = http::HeaderValue::from_str(source.kind()) {
-                                    r.headers_mut().insert(HDR_SOURCE_TYPE, v);
-                                }
-                                Ok(r)
-                            }
-                            Err(e) => {
-                                let mut r = error_response(&e);
-                                r.headers_mut().insert(
-                                    "cache-control",
-                                    http::HeaderValue::from_static("no-store"),
-                                );
-                                Ok(r)
-                            }
-                        };
+                        let result = self.transformer.run(job, input).await;
+                        return Ok(transformed(result, source.kind()));
                     }
                     Some(_) => return Ok(self.respond(&origin.name, &path, source.kind(), f)),
                 },
@@ -265,15 +275,11 @@ impl OriginService {
             }
             Some(SourceError::RangeNotSatisfiable(0)) if video => {
                 // A failed transform, like any other: never cached.
-                let e = ApiError::new(
+                return Ok(uncacheable(&ApiError::new(
                     415,
                     "UNSUPPORTED_MEDIA",
                     format!("{path} is empty: not a video"),
-                );
-                let mut r = error_response(&e);
-                r.headers_mut()
-                    .insert("cache-control", http::HeaderValue::from_static("no-store"));
-                return Ok(r);
+                )));
             }
             Some(SourceError::RangeNotSatisfiable(size)) => {
                 let e = ApiError::new(
@@ -313,23 +319,9 @@ impl OriginService {
                     spec,
                     avif_fallback: avif_fallback(req.headers()),
                 };
-                match self
-                    .transformer
-                    .run(job, transform::SourceInput::Stream(fetched))
-                    .await
-                {
-                    Ok(mut r) => {
-                        r.headers_mut()
-                            .insert(HDR_SOURCE_TYPE, http::HeaderValue::from_static("external"));
-                        Ok(r)
-                    }
-                    Err(e) => {
-                        let mut r = error_response(&e);
-                        r.headers_mut()
-                            .insert("cache-control", http::HeaderValue::from_static("no-store"));
-                        Ok(r)
-                    }
-                }
+                let input = transform::SourceInput::Stream(fetched);
+                let result = self.transformer.run(job, input).await;
+                Ok(transformed(result, "external"))
             }
         }
     }
@@ -405,31 +397,6 @@ impl OriginService {
         }
     }
 
-    /// Serves HTTP/1.1 on TCP (the `--role origin` mode) until `shutdown` turns true.
-    pub async fn serve_tcp(
-        self: Arc<Self>,
-        listener: std::net::TcpListener,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        if listener.set_nonblocking(true).is_err() {
-            return;
-        }
-        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                r = listener.accept() => match r {
-                    Ok((stream, _)) => { let _ = stream.set_nodelay(true); self.clone().spawn_conn(stream) },
-                    Err(e) => tracing::warn!(error = %e, "origin accept"),
-                },
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break; }
-                }
-            }
-        }
-    }
-
     fn spawn_conn<S>(self: Arc<Self>, stream: S)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -447,6 +414,27 @@ impl OriginService {
             }
         });
     }
+}
+
+/// A transform's answer tagged with the source type, or its error marked `no-store`.
+fn transformed(result: Result<Response<Body>, ApiError>, kind: &str) -> Response<Body> {
+    match result {
+        Ok(mut r) => {
+            if let Ok(v) = http::HeaderValue::from_str(kind) {
+                r.headers_mut().insert(HDR_SOURCE_TYPE, v);
+            }
+            r
+        }
+        Err(e) => uncacheable(&e),
+    }
+}
+
+/// An error response no cache keeps (a failed transform is never cached as a success).
+fn uncacheable(e: &ApiError) -> Response<Body> {
+    let mut r = error_response(e);
+    r.headers_mut()
+        .insert("cache-control", http::HeaderValue::from_static("no-store"));
+    r
 }
 
 /// The format to answer with while AVIF is encoded in the background, when the edge asked.

@@ -5,7 +5,8 @@
 //! demuxer's back-and-forth (header, index, packets) costs few requests. Sequential reads
 //! double the request size up to [`MAX_RUN_BLOCKS`] blocks, so a transcode streams at full
 //! speed while a frame from the middle of a 2 GB object reads a few MB. Memory is bounded
-//! by [`CACHE_BLOCKS`] blocks per transform whatever the object size.
+//! by [`CACHE_BLOCKS`] blocks per transform whatever the object size. Its reads block: it
+//! must be used from the transform pool's threads, never from the async reactor.
 
 use super::sources::{FetchRequest, Source};
 use crate::transform::RangeRead;

@@ -1,12 +1,17 @@
 //! The transform module: turns a source's bytes and a `filters::TransformSpec` into output
 //! bytes. `image` (decode, resize, encode, metadata) and `video` (FFmpeg in-process) own the
-//! media work; this file owns what they share: the output type, the error type and its HTTP
-//! mapping, and the bounded blocking pool every CPU-heavy transform runs on, so the async
-//! reactor never blocks and a burst of requests queues instead of oversubscribing the cores.
-//! Transforms never cache and never fetch: the origin service hands them bytes or a file.
+//! media work; what they share has a room of its own: `geometry` (the one fit/gravity
+//! planner), `sniff` (what bytes are), `tempfile` (scratch files removed on drop). This file
+//! owns the output type, the error type and its HTTP mapping, and the bounded blocking pool
+//! every CPU-heavy transform runs on, so the async reactor never blocks and a burst of
+//! requests queues instead of oversubscribing the cores. Transforms never cache and never
+//! fetch: the origin service hands them bytes or a file.
 
+pub mod geometry;
 #[cfg(feature = "image-engine")]
 pub mod image;
+pub mod sniff;
+pub mod tempfile;
 #[cfg(feature = "video-engine")]
 pub mod video;
 
@@ -25,6 +30,20 @@ pub struct Output {
     pub height: u32,
     /// Extra response headers (e.g. `Vary: Accept`, `Cache-Control` overrides).
     pub headers: Vec<(String, String)>,
+}
+
+impl Output {
+    /// A body that is not a picture (JSON, a playlist, a file's metadata): no size, no
+    /// extra headers.
+    pub fn plain(body: Bytes, content_type: &'static str) -> Output {
+        Output {
+            body,
+            content_type,
+            width: 0,
+            height: 0,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// Random access to a source object that is not on local disk (an S3 object, a remote
@@ -75,6 +94,13 @@ impl TransformError {
             TransformError::Timeout(m) => ApiError::timeout(m.clone()),
             TransformError::Internal(m) => ApiError::new(500, "PROCESSING_FAILED", m.clone()),
         }
+    }
+}
+
+impl From<geometry::GeometryError> for TransformError {
+    /// A box that cannot be planned is the request's fault.
+    fn from(e: geometry::GeometryError) -> TransformError {
+        TransformError::BadRequest(e.to_string())
     }
 }
 

@@ -7,11 +7,13 @@
 //! to exactly the address that was checked (the client pins it; no second lookup, so DNS
 //! rebinding fails). Redirects are followed by hand, at most `max_redirects` times, each hop
 //! checked again. The body is capped (`max_bytes`), connect and total times are bounded,
-//! and the content is sniffed: only image, video and audio bytes pass (HTML or unknown → 415).
+//! and the content is sniffed (`transform::sniff`): only image, video and audio bytes pass
+//! (HTML or unknown → 415). It must never connect to an address it has not checked.
 
 use super::{BodyStream, Fetched};
 use crate::config::ExternalConfig;
 use crate::error::ApiError;
+use crate::transform::sniff::{self, Sniffed, SNIFF_BYTES};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::net::{IpAddr, SocketAddr};
@@ -22,57 +24,25 @@ pub struct ExternalFetcher {
     allowed_networks: filters::CidrSet,
 }
 
-/// What the bytes are, from their first bytes; `None` = not media.
-pub fn sniff_media(head: &[u8]) -> Option<&'static str> {
-    let starts = |m: &[u8]| head.starts_with(m);
-    let at = |i: usize, m: &[u8]| head.len() >= i + m.len() && &head[i..i + m.len()] == m;
-    Some(if starts(&[0xff, 0xd8, 0xff]) {
-        "image/jpeg"
-    } else if starts(b"\x89PNG\r\n\x1a\n") {
-        "image/png"
-    } else if starts(b"GIF87a") || starts(b"GIF89a") {
-        "image/gif"
-    } else if starts(b"RIFF") && at(8, b"WEBP") {
-        "image/webp"
-    } else if starts(b"RIFF") && at(8, b"WAVE") {
-        "audio/wav"
-    } else if starts(b"BM") {
-        "image/bmp"
-    } else if starts(b"II*\0") || starts(b"MM\0*") {
-        "image/tiff"
-    } else if at(4, b"ftyp") {
-        match head.get(8..12) {
-            Some(b"avif") | Some(b"avis") => "image/avif",
-            Some(b"heic") | Some(b"heix") | Some(b"mif1") | Some(b"msf1") => "image/heic",
-            Some(b"M4A ") => "audio/mp4",
-            Some(b"qt  ") => "video/quicktime",
-            _ => "video/mp4",
-        }
-    } else if starts(&[0x1a, 0x45, 0xdf, 0xa3]) {
-        "video/webm"
-    } else if starts(b"OggS") {
-        "audio/ogg"
-    } else if starts(b"ID3") || starts(&[0xff, 0xfb]) {
-        "audio/mpeg"
-    } else if head.first() == Some(&0x47) && head.get(188) == Some(&0x47) {
-        "video/mp2t"
-    } else {
-        let text = String::from_utf8_lossy(&head[..head.len().min(512)]).to_ascii_lowercase();
-        let t = text.trim_start_matches('\u{feff}').trim_start();
-        if (t.starts_with("<svg") || (t.starts_with("<?xml") && t.contains("<svg")))
-            && !t.contains("<html")
-        {
-            "image/svg+xml"
-        } else {
-            return None;
-        }
-    })
+/// An external body over `max_bytes`: the error the capped stream ends with (the transform
+/// step answers it with 413).
+#[derive(Debug, thiserror::Error)]
+#[error("external body over {max} bytes")]
+pub struct OverLimit {
+    pub max: u64,
+}
+
+/// A bad `[external]` setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalConfigError {
+    #[error("external.allowed_networks: {0:?}")]
+    AllowedNetworks(Vec<filters::CidrError>),
 }
 
 impl ExternalFetcher {
-    pub fn new(cfg: &ExternalConfig) -> Result<ExternalFetcher, String> {
+    pub fn new(cfg: &ExternalConfig) -> Result<ExternalFetcher, ExternalConfigError> {
         let allowed_networks = filters::CidrSet::parse(&cfg.allowed_networks)
-            .map_err(|e| format!("external.allowed_networks: {e:?}"))?;
+            .map_err(ExternalConfigError::AllowedNetworks)?;
         Ok(ExternalFetcher {
             cfg: cfg.clone(),
             allowed_networks,
@@ -238,7 +208,7 @@ impl ExternalFetcher {
         // Sniff from the first bytes before passing anything on.
         let mut stream = resp.bytes_stream();
         let mut head = Vec::new();
-        while head.len() < 512 {
+        while head.len() < SNIFF_BYTES {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(remaining, stream.next()).await {
                 Err(_) => return Err(ApiError::timeout("external fetch timed out")),
@@ -259,7 +229,7 @@ impl ExternalFetcher {
                 format!("external body over {max} bytes"),
             ));
         }
-        let Some(mime) = sniff_media(&head) else {
+        let Some(mime) = sniff::sniff(&head).map(Sniffed::mime) else {
             return Err(ApiError::new(
                 415,
                 "UNSUPPORTED_MEDIA",
@@ -273,9 +243,7 @@ impl ExternalFetcher {
             let c = c.map_err(std::io::Error::other)?;
             seen += c.len() as u64;
             if seen > max {
-                return Err(std::io::Error::other(format!(
-                    "external body over {max} bytes"
-                )));
+                return Err(std::io::Error::other(OverLimit { max }));
             }
             if Instant::now() > deadline {
                 return Err(std::io::Error::new(
@@ -292,36 +260,5 @@ impl ExternalFetcher {
             headers,
             body: Some(body),
         })
-    }
-}
-
-/// The body-level errors of a capped external stream, mapped for the transform step.
-pub fn stream_error(e: &std::io::Error) -> ApiError {
-    if e.kind() == std::io::ErrorKind::TimedOut {
-        ApiError::timeout("external fetch timed out")
-    } else if e.to_string().contains("over") {
-        ApiError::new(413, "PAYLOAD_TOO_LARGE", e.to_string())
-    } else {
-        ApiError::origin_error(format!("external body: {e}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sniffing() {
-        assert_eq!(sniff_media(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
-        assert_eq!(sniff_media(&[0xff, 0xd8, 0xff, 0xe0]), Some("image/jpeg"));
-        assert_eq!(sniff_media(b"\0\0\0\x20ftypisom...."), Some("video/mp4"));
-        assert_eq!(sniff_media(b"\0\0\0\x1cftypavif"), Some("image/avif"));
-        assert_eq!(
-            sniff_media(b"<svg xmlns='http://www.w3.org/2000/svg'/>"),
-            Some("image/svg+xml")
-        );
-        assert_eq!(sniff_media(b"<!DOCTYPE html><html>"), None);
-        assert_eq!(sniff_media(b"hello"), None);
-        assert_eq!(sniff_media(b""), None);
     }
 }

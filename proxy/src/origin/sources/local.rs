@@ -3,7 +3,7 @@
 //! Traversal is refused twice: lexically (`clean_path`) and physically (the canonical path
 //! must stay under the canonical root, so a symlink pointing out is refused).
 
-use super::{clean_path, single_range, FetchRequest, Fetched, Source, SourceError};
+use super::{clean_path, single_range, BuildError, FetchRequest, Fetched, Source, SourceError};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -15,10 +15,11 @@ pub struct LocalSource {
 }
 
 impl LocalSource {
-    pub fn new(root: &Path) -> Result<Self, String> {
-        let root = root
-            .canonicalize()
-            .map_err(|e| format!("local source root {}: {e}", root.display()))?;
+    pub fn new(root: &Path) -> Result<Self, BuildError> {
+        let root = root.canonicalize().map_err(|source| BuildError::Root {
+            path: root.to_path_buf(),
+            source,
+        })?;
         Ok(LocalSource { root })
     }
 }

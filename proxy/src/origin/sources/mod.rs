@@ -161,8 +161,33 @@ pub fn single_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)
     Ok(Some(range))
 }
 
+/// Why a configured source could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("local source root {}: {source}", path.display())]
+    Root {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("env var {var} ({key}) is not set")]
+    EnvVar { var: String, key: &'static str },
+    /// A source handed the configuration of another kind.
+    #[error("not {0}")]
+    WrongKind(&'static str),
+    #[error("http client: {0}")]
+    HttpClient(reqwest::Error),
+}
+
+/// The value of the environment variable `var`, named in the configuration by `key`.
+pub(crate) fn env_var(var: &str, key: &'static str) -> Result<String, BuildError> {
+    std::env::var(var).map_err(|_| BuildError::EnvVar {
+        var: var.to_string(),
+        key,
+    })
+}
+
 /// Builds the configured sources.
-pub async fn build(cfg: &crate::config::SourceConfig) -> Result<Box<dyn Source>, String> {
+pub async fn build(cfg: &crate::config::SourceConfig) -> Result<Box<dyn Source>, BuildError> {
     use crate::config::SourceConfig as C;
     Ok(match cfg {
         C::Local { root, .. } => Box::new(local::LocalSource::new(root)?),

@@ -3,7 +3,7 @@
 //! 404/410 fall through to the next source, 5xx and timeouts too; other statuses (200, 206,
 //! 304, 3xx, other 4xx) are answered as the remote gave them. Secrets never reach a log line.
 
-use super::{FetchRequest, Fetched, Source, SourceError};
+use super::{env_var, BuildError, FetchRequest, Fetched, Source, SourceError};
 use crate::config::{RemoteAuth, SourceConfig};
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -40,12 +40,8 @@ const PASS_HEADERS: &[&str] = &[
     "location",
 ];
 
-fn env(name: &str, key: &str) -> Result<String, String> {
-    std::env::var(name).map_err(|_| format!("env var {name} ({key}) is not set"))
-}
-
 impl RemoteSource {
-    pub fn new(cfg: &SourceConfig) -> Result<Self, String> {
+    pub fn new(cfg: &SourceConfig) -> Result<Self, BuildError> {
         let SourceConfig::Remote {
             url,
             auth,
@@ -54,22 +50,22 @@ impl RemoteSource {
             ..
         } = cfg
         else {
-            return Err("not a remote source".into());
+            return Err(BuildError::WrongKind("a remote source"));
         };
         let client = reqwest::Client::builder()
             .connect_timeout(connect_timeout.0)
             .read_timeout(timeout.0)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(BuildError::HttpClient)?;
         let auth = match auth {
             RemoteAuth::None => ResolvedAuth::None,
             RemoteAuth::Bearer { token_env } => ResolvedAuth::Header(
                 "authorization".into(),
-                format!("Bearer {}", env(token_env, "token_env")?),
+                format!("Bearer {}", env_var(token_env, "token_env")?),
             ),
             RemoteAuth::Header { name, value_env } => {
-                ResolvedAuth::Header(name.clone(), env(value_env, "value_env")?)
+                ResolvedAuth::Header(name.clone(), env_var(value_env, "value_env")?)
             }
             RemoteAuth::AwsSigv4 {
                 access_key_env,
@@ -78,8 +74,8 @@ impl RemoteSource {
                 service,
             } => {
                 let creds = aws_credential_types::Credentials::new(
-                    env(access_key_env, "access_key_env")?,
-                    env(secret_key_env, "secret_key_env")?,
+                    env_var(access_key_env, "access_key_env")?,
+                    env_var(secret_key_env, "secret_key_env")?,
                     None,
                     None,
                     "media-edge-config",
@@ -105,13 +101,30 @@ impl RemoteSource {
     }
 }
 
+/// A request that could not be signed: the stage that failed and why.
+#[derive(Debug, thiserror::Error)]
+#[error("sigv4 {stage}: {source}")]
+struct SigningError {
+    stage: &'static str,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl SigningError {
+    fn new(stage: &'static str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        SigningError {
+            stage,
+            source: e.into(),
+        }
+    }
+}
+
 fn sigv4_headers(
     identity: &aws_smithy_runtime_api::client::identity::Identity,
     region: &str,
     service: &str,
     url: &str,
     headers: &[(String, String)],
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, SigningError> {
     use aws_sigv4::http_request::{
         sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
     };
@@ -124,7 +137,7 @@ fn sigv4_headers(
         .time(SystemTime::now())
         .settings(settings)
         .build()
-        .map_err(|e| format!("sigv4 params: {e}"))?
+        .map_err(|e| SigningError::new("params", e))?
         .into();
     let signable = SignableRequest::new(
         "GET",
@@ -132,9 +145,9 @@ fn sigv4_headers(
         headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         SignableBody::UnsignedPayload,
     )
-    .map_err(|e| format!("sigv4 request: {e}"))?;
+    .map_err(|e| SigningError::new("request", e))?;
     let (instructions, _) = sign(signable, &params)
-        .map_err(|e| format!("sigv4 sign: {e}"))?
+        .map_err(|e| SigningError::new("sign", e))?
         .into_parts();
     Ok(instructions
         .headers()
@@ -171,7 +184,7 @@ impl Source for RemoteSource {
                 service,
             } => {
                 let signed = sigv4_headers(identity, region, service, &url, &headers)
-                    .map_err(SourceError::Upstream)?;
+                    .map_err(|e| SourceError::Upstream(e.to_string()))?;
                 headers.extend(signed);
             }
         }

@@ -2,8 +2,9 @@
 //!
 //! Passes `Range`, `If-None-Match` and `If-Modified-Since` to the bucket, so a ranged miss on
 //! a 2 GB object reads only the range, and the object's ETag and Last-Modified pass through.
+//! Like every source it never caches and never transforms.
 
-use super::{clean_path, FetchRequest, Fetched, Source, SourceError};
+use super::{clean_path, env_var, BuildError, FetchRequest, Fetched, Source, SourceError};
 use crate::config::SourceConfig;
 use async_trait::async_trait;
 use aws_sdk_s3::error::SdkError;
@@ -18,7 +19,7 @@ pub struct S3Source {
 }
 
 impl S3Source {
-    pub async fn new(cfg: &SourceConfig) -> Result<Self, String> {
+    pub async fn new(cfg: &SourceConfig) -> Result<Self, BuildError> {
         let SourceConfig::S3 {
             bucket,
             region,
@@ -30,7 +31,7 @@ impl S3Source {
             ..
         } = cfg
         else {
-            return Err("not an s3 source".into());
+            return Err(BuildError::WrongKind("an s3 source"));
         };
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(region.clone()))
@@ -42,10 +43,8 @@ impl S3Source {
             )
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2));
         if let (Some(ak), Some(sk)) = (access_key_env, secret_key_env) {
-            let ak = std::env::var(ak)
-                .map_err(|_| format!("env var {ak} (access_key_env) is not set"))?;
-            let sk = std::env::var(sk)
-                .map_err(|_| format!("env var {sk} (secret_key_env) is not set"))?;
+            let ak = env_var(ak, "access_key_env")?;
+            let sk = env_var(sk, "secret_key_env")?;
             loader = loader.credentials_provider(aws_credential_types::Credentials::new(
                 ak,
                 sk,

@@ -2,7 +2,8 @@
 //! lossy or lossless, animated through libwebp's `WebPAnimEncoder`), AVIF (ravif/rav1e),
 //! JPEG (libjpeg-turbo: progressive, 4:2:0, optimised Huffman), PNG (zlib level from the
 //! quality table) and GIF. Owns the quality table; it writes no metadata except the EXIF
-//! block the caller passes for JPEG under an explicit metadata policy.
+//! block the caller passes for JPEG under an explicit metadata policy, and must not change
+//! the raster's geometry.
 
 use filters::{Compression, Quality, TransformSpec};
 

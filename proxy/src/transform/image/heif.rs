@@ -5,7 +5,8 @@
 //!
 //! Owns: reading the primary image from bytes in memory, refusing it past the pixel limit
 //! before any pixel is decoded, and returning 8-bit interleaved RGB(A) with the embedded ICC
-//! profile. libheif applies the container's rotation/mirror (`irot`/`imir`) itself.
+//! profile. libheif applies the container's rotation/mirror (`irot`/`imir`) itself. It never
+//! resizes and never reads anything but the bytes it is given.
 
 use super::{ImageOptions, Probe, Raster};
 use crate::transform::TransformError;

@@ -2,7 +2,7 @@
 //! still/animated image pipeline — sniff the format from the bytes, probe the header and
 //! refuse oversized inputs before any pixel is decoded, decode under `image::Limits` (JPEG
 //! with libjpeg-turbo shrink-on-load), apply EXIF orientation, explicit crop, the planned
-//! resize/crop/pad (see [`geometry`] for the fit semantics), rotation, blur and sharpen,
+//! resize/crop/pad (see [`crate::transform::geometry`] for the fit semantics), rotation, blur and sharpen,
 //! flatten alpha where the output has none, and encode — plus the metadata JSON with EXIF
 //! and a ThumbHash placeholder. Everything is synchronous and CPU-bound: callers run it on
 //! the transform [`crate::transform::Pool`]. It must not fetch, cache or know about HTTP
@@ -20,7 +20,6 @@ mod color;
 mod decode;
 mod encode;
 mod exif;
-pub mod geometry;
 mod heif;
 mod ops;
 mod probe;
@@ -30,13 +29,14 @@ mod tests;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use filters::{Fit, Format, TransformSpec};
+use filters::{Format, TransformSpec};
 use serde_json::json;
 
-use self::geometry::{Plan, Rect};
 use super::{Output, TransformError};
+use crate::transform::geometry::{self, Plan, Rect};
 
-pub use self::probe::sniff;
+/// The input format, sniffed from the bytes.
+pub use crate::transform::sniff::{image_format as sniff, ImageFormat};
 
 /// Which metadata an output keeps (Cloudflare `metadata`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,50 +97,6 @@ impl Default for ImageOptions {
             animation_budget_pixels: 100_000_000,
             animation_decode_pixels: 1_000_000_000,
             shrink_on_load: true,
-        }
-    }
-}
-
-/// An input format, as sniffed from its bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ImageFormat {
-    Jpeg,
-    Png,
-    Gif,
-    Webp,
-    Bmp,
-    Tiff,
-    Avif,
-    Heic,
-    Svg,
-}
-
-impl ImageFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ImageFormat::Jpeg => "jpeg",
-            ImageFormat::Png => "png",
-            ImageFormat::Gif => "gif",
-            ImageFormat::Webp => "webp",
-            ImageFormat::Bmp => "bmp",
-            ImageFormat::Tiff => "tiff",
-            ImageFormat::Avif => "avif",
-            ImageFormat::Heic => "heic",
-            ImageFormat::Svg => "svg",
-        }
-    }
-
-    pub fn mime(self) -> &'static str {
-        match self {
-            ImageFormat::Jpeg => "image/jpeg",
-            ImageFormat::Png => "image/png",
-            ImageFormat::Gif => "image/gif",
-            ImageFormat::Webp => "image/webp",
-            ImageFormat::Bmp => "image/bmp",
-            ImageFormat::Tiff => "image/tiff",
-            ImageFormat::Avif => "image/avif",
-            ImageFormat::Heic => "image/heic",
-            ImageFormat::Svg => "image/svg+xml",
         }
     }
 }
@@ -276,9 +232,8 @@ impl Geometry {
         h: u32,
         opts: &ImageOptions,
     ) -> Result<Self, TransformError> {
-        let bad = |e: geometry::GeometryError| TransformError::BadRequest(e.to_string());
         let base = match spec.crop {
-            Some(c) => geometry::clip_crop(c, w, h).map_err(bad)?,
+            Some(c) => geometry::clip_crop(c, w, h)?,
             None => Rect::full(w, h),
         };
         let rotate = spec.rotate.unwrap_or(0) % 360;
@@ -287,22 +242,15 @@ impl Geometry {
                 "rotate {rotate} is not a multiple of 90 for images"
             )));
         }
-        let anchor = geometry::anchor(spec.gravity);
-        let request = geometry::Request {
-            width: spec.width,
-            height: spec.height,
-            fit: spec.fit.unwrap_or(Fit::Contain),
-            anchor: anchor.unwrap_or((0.5, 0.5)),
-            max_side: opts.max_output_side,
-        };
+        let request = geometry::Request::from_spec(spec, opts.max_output_side);
         let (pw, ph) = geometry::rotated_dims(base.w, base.h, rotate);
-        let plan = geometry::plan(pw, ph, &request).map_err(bad)?;
+        let plan = geometry::plan(pw, ph, &request)?;
         Ok(Geometry {
             base,
             rotate,
             request,
             plan,
-            auto_gravity: anchor.is_none(),
+            auto_gravity: geometry::anchor(spec.gravity).is_none(),
         })
     }
 
@@ -351,8 +299,7 @@ impl Geometry {
             f64::from(self.plan.src.h) / f64::from(ph),
         );
         self.request.anchor = ops::auto_anchor(&small, frac)?;
-        self.plan = geometry::plan(pw, ph, &self.request)
-            .map_err(|e| TransformError::BadRequest(e.to_string()))?;
+        self.plan = geometry::plan(pw, ph, &self.request)?;
         Ok(())
     }
 
@@ -433,13 +380,7 @@ pub fn transform(
         let v = metadata_json(bytes, opts)?;
         let body = serde_json::to_vec(&v)
             .map_err(|e| TransformError::Internal(format!("metadata json: {e}")))?;
-        return Ok(Output {
-            body: Bytes::from(body),
-            content_type: "application/json",
-            width: 0,
-            height: 0,
-            headers: Vec::new(),
-        });
+        return Ok(Output::plain(Bytes::from(body), "application/json"));
     }
     let p = probe(bytes, opts)?;
     let fmt = output_format(spec.format, &p, opts)?;

@@ -7,8 +7,8 @@
 use fast_image_resize as fr;
 use image::{ImageBuffer, Rgb, Rgba};
 
-use super::geometry::Rect;
 use super::Raster;
+use crate::transform::geometry::Rect;
 use crate::transform::TransformError;
 
 fn internal(what: &str, e: impl std::fmt::Display) -> TransformError {

@@ -1,78 +1,12 @@
-//! Format sniffing and header-only probing. This module decides what an input *is* from its
-//! first bytes (never from a name or a `Content-Type`) and reads its dimensions, orientation,
-//! alpha and frame count without decoding pixels, so limits are enforced before a decoder
-//! allocates anything. It must not decode image data.
+//! Header-only probing: what an input is (from its first bytes, through
+//! [`crate::transform::sniff`], never from a name or a `Content-Type`), its dimensions,
+//! orientation, alpha and frame count, read without decoding pixels, so limits are enforced
+//! before a decoder allocates anything. It must not decode image data.
 
 use std::io::Cursor;
 
-use super::{exif, ImageFormat, ImageOptions, Probe};
+use super::{exif, sniff, ImageFormat, ImageOptions, Probe};
 use crate::transform::TransformError;
-
-/// Sniffs the format from magic bytes.
-pub fn sniff(b: &[u8]) -> Option<ImageFormat> {
-    if b.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        return Some(ImageFormat::Jpeg);
-    }
-    if b.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return Some(ImageFormat::Png);
-    }
-    if b.starts_with(b"GIF87a") || b.starts_with(b"GIF89a") {
-        return Some(ImageFormat::Gif);
-    }
-    if b.len() >= 12 && &b[0..4] == b"RIFF" && &b[8..12] == b"WEBP" {
-        return Some(ImageFormat::Webp);
-    }
-    if b.starts_with(b"II*\0") || b.starts_with(b"MM\0*") {
-        return Some(ImageFormat::Tiff);
-    }
-    if b.len() >= 18 && b.starts_with(b"BM") {
-        let dib = u32::from_le_bytes([b[14], b[15], b[16], b[17]]);
-        if matches!(dib, 12 | 16 | 40 | 52 | 56 | 64 | 108 | 124) {
-            return Some(ImageFormat::Bmp);
-        }
-    }
-    if b.len() >= 12 && &b[4..8] == b"ftyp" {
-        return isobmff_brand(b);
-    }
-    if looks_like_svg(b) {
-        return Some(ImageFormat::Svg);
-    }
-    None
-}
-
-/// AVIF or HEIC from an ISO-BMFF `ftyp` box (major brand, then compatible brands).
-fn isobmff_brand(b: &[u8]) -> Option<ImageFormat> {
-    let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-    let end = size.clamp(16, b.len().min(256));
-    let brands = std::iter::once(&b[8..12]).chain(b.get(16..end).unwrap_or(&[]).chunks_exact(4));
-    let mut heic = false;
-    for brand in brands {
-        match brand {
-            b"avif" | b"avis" => return Some(ImageFormat::Avif),
-            b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" | b"hevm" | b"hevs" => {
-                heic = true
-            }
-            _ => {}
-        }
-    }
-    heic.then_some(ImageFormat::Heic)
-}
-
-fn looks_like_svg(b: &[u8]) -> bool {
-    let head = &b[..b.len().min(4096)];
-    let Ok(text) = std::str::from_utf8(head).or_else(|e| {
-        // A multi-byte character cut at 4096 is fine.
-        std::str::from_utf8(&head[..e.valid_up_to()])
-    }) else {
-        return false;
-    };
-    let t = text.trim_start_matches('\u{feff}').trim_start();
-    (t.starts_with("<?xml")
-        || t.starts_with("<svg")
-        || t.starts_with("<!--")
-        || t.starts_with("<!DOCTYPE"))
-        && t.contains("<svg")
-}
 
 /// Maps our format to the `image` crate's, for the formats it decodes.
 pub(crate) fn image_crate_format(f: ImageFormat) -> Option<image::ImageFormat> {
@@ -145,34 +79,25 @@ pub fn probe(bytes: &[u8], opts: &ImageOptions) -> Result<Probe, TransformError>
     let format = sniff(bytes).ok_or_else(|| {
         TransformError::Unsupported("input is not a recognised image format".to_string())
     })?;
+    // Formats whose header gives only a size: no orientation to apply; alpha and frames are
+    // known for SVG (a single frame, maybe transparent), not for HEIF.
+    let sized = |(w, h), has_alpha, frame_count| Probe {
+        format,
+        width: w,
+        height: h,
+        stored_width: w,
+        stored_height: h,
+        orientation: 1,
+        has_alpha,
+        frame_count,
+    };
     let p = match format {
-        ImageFormat::Svg => {
-            let (w, h) = super::svg::intrinsic_size(bytes)?;
-            Probe {
-                format,
-                width: w,
-                height: h,
-                stored_width: w,
-                stored_height: h,
-                orientation: 1,
-                has_alpha: Some(true),
-                frame_count: Some(1),
-            }
-        }
+        ImageFormat::Svg => sized(super::svg::intrinsic_size(bytes)?, Some(true), Some(1)),
         ImageFormat::Avif | ImageFormat::Heic => {
-            let (w, h) = isobmff_ispe(bytes).ok_or_else(|| {
+            let size = isobmff_ispe(bytes).ok_or_else(|| {
                 TransformError::Invalid(format!("{} has no readable image size", format.as_str()))
             })?;
-            Probe {
-                format,
-                width: w,
-                height: h,
-                stored_width: w,
-                stored_height: h,
-                orientation: 1,
-                has_alpha: None,
-                frame_count: None,
-            }
+            sized(size, None, None)
         }
         _ => raster_probe(bytes, format, opts)?,
     };
@@ -336,46 +261,6 @@ pub(crate) fn isobmff_ispe(b: &[u8]) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sniff_table() {
-        let cases: &[(&[u8], Option<ImageFormat>)] = &[
-            (b"\xFF\xD8\xFF\xE0\0\x10JFIF", Some(ImageFormat::Jpeg)),
-            (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", Some(ImageFormat::Png)),
-            (b"GIF89a\x01\0\x01\0", Some(ImageFormat::Gif)),
-            (b"RIFF\x24\0\0\0WEBPVP8 ", Some(ImageFormat::Webp)),
-            (b"II*\0\x08\0\0\0", Some(ImageFormat::Tiff)),
-            (b"MM\0*\0\0\0\x08", Some(ImageFormat::Tiff)),
-            (
-                b"BM\x3a\0\0\0\0\0\0\0\x36\0\0\0\x28\0\0\0",
-                Some(ImageFormat::Bmp),
-            ),
-            (b"BMW hello world, not a bitmap", None),
-            (
-                b"\0\0\0\x1cftypavif\0\0\0\0avifmif1",
-                Some(ImageFormat::Avif),
-            ),
-            (
-                b"\0\0\0\x18ftypmif1\0\0\0\0mif1heic",
-                Some(ImageFormat::Heic),
-            ),
-            (b"\0\0\0\x18ftypisom\0\0\0\0isommp41", None),
-            (
-                b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
-                Some(ImageFormat::Svg),
-            ),
-            (
-                b"  <svg width=\"10\" height=\"10\"></svg>",
-                Some(ImageFormat::Svg),
-            ),
-            (b"<html><body>hi</body></html>", None),
-            (b"", None),
-            (b"\xFF\xD8", None),
-        ];
-        for (bytes, want) in cases {
-            assert_eq!(sniff(bytes), *want, "{:?}", String::from_utf8_lossy(bytes));
-        }
-    }
 
     #[test]
     fn ispe_is_found_in_nested_boxes() {

@@ -1,12 +1,15 @@
 //! FFmpeg filter graphs for the video engine: a video graph (`buffer` → chain →
 //! `buffersink`) and an audio graph (`abuffer` → chain → `abuffersink`), plus the chains
-//! every mode shares: display rotation, the client's `crop` and `rotate`. Filter strings are
-//! built from validated numbers only, never from client text.
+//! every mode shares: display rotation, the client's `crop` and `rotate`, and the fit
+//! (`crop`/`scale`/`pad` written from the shared planner's [`Plan`]; this module writes
+//! filters, it does not plan). Filter strings are built from validated numbers only, never
+//! from client text.
 
 use ffmpeg::{filter, format, frame, Rational};
 use ffmpeg_next as ffmpeg;
 
 use super::input::{internal, VideoStream};
+use crate::transform::geometry::{self, OverMax, Plan, Rect, Request};
 use crate::transform::TransformError;
 use filters::TransformSpec;
 
@@ -57,25 +60,13 @@ impl VideoGraph {
                 frame_rate.denominator()
             ));
         }
-        let buffer = filter::find("buffer")
-            .ok_or_else(|| TransformError::Internal("FFmpeg has no buffer filter".into()))?;
-        let sink = filter::find("buffersink")
-            .ok_or_else(|| TransformError::Internal("FFmpeg has no buffersink filter".into()))?;
-        graph
-            .add(&buffer, "in", &args)
-            .map_err(|e| internal(&format!("video source {args}"), e))?;
-        graph
-            .add(&sink, "out", "")
-            .map_err(|e| internal("video sink", e))?;
-        let chain = if chain.is_empty() { "null" } else { chain };
-        graph
-            .output("in", 0)
-            .and_then(|p| p.input("out", 0))
-            .and_then(|p| p.parse(chain))
-            .map_err(|e| internal(&format!("video filters {chain:?}"), e))?;
-        graph
-            .validate()
-            .map_err(|e| internal(&format!("video filters {chain:?}"), e))?;
+        configure(
+            &mut graph,
+            "video",
+            ("buffer", "buffersink", "null"),
+            &args,
+            chain,
+        )?;
         Ok(VideoGraph { graph })
     }
 
@@ -150,25 +141,13 @@ impl AudioGraph {
             time_base.numerator(),
             time_base.denominator().max(1)
         );
-        let abuffer = filter::find("abuffer")
-            .ok_or_else(|| TransformError::Internal("FFmpeg has no abuffer filter".into()))?;
-        let sink = filter::find("abuffersink")
-            .ok_or_else(|| TransformError::Internal("FFmpeg has no abuffersink filter".into()))?;
-        graph
-            .add(&abuffer, "in", &args)
-            .map_err(|e| internal(&format!("audio source {args}"), e))?;
-        graph
-            .add(&sink, "out", "")
-            .map_err(|e| internal("audio sink", e))?;
-        let chain = if chain.is_empty() { "anull" } else { chain };
-        graph
-            .output("in", 0)
-            .and_then(|p| p.input("out", 0))
-            .and_then(|p| p.parse(chain))
-            .map_err(|e| internal(&format!("audio filters {chain:?}"), e))?;
-        graph
-            .validate()
-            .map_err(|e| internal(&format!("audio filters {chain:?}"), e))?;
+        configure(
+            &mut graph,
+            "audio",
+            ("abuffer", "abuffersink", "anull"),
+            &args,
+            chain,
+        )?;
         if frame_size > 0 {
             if let Some(mut out) = graph.get("out") {
                 out.sink().set_frame_size(frame_size);
@@ -199,7 +178,38 @@ impl AudioGraph {
     }
 }
 
-/// Filters that turn a `rotation`° (clockwise) coded picture upright.
+/// Wires `graph` as `in` (source filter with `args`) → `chain` (the pass-through filter
+/// when empty) → `out` (sink filter) and validates it. `filters` names the source, sink
+/// and pass-through filters of the `kind` ("video", "audio").
+fn configure(
+    graph: &mut filter::Graph,
+    kind: &str,
+    (source, sink, pass): (&str, &str, &str),
+    args: &str,
+    chain: &str,
+) -> Result<(), TransformError> {
+    let find = |name: &str| {
+        filter::find(name)
+            .ok_or_else(|| TransformError::Internal(format!("FFmpeg has no {name} filter")))
+    };
+    let (source, sink) = (find(source)?, find(sink)?);
+    graph
+        .add(&source, "in", args)
+        .map_err(|e| internal(&format!("{kind} source {args}"), e))?;
+    graph
+        .add(&sink, "out", "")
+        .map_err(|e| internal(&format!("{kind} sink"), e))?;
+    let chain = if chain.is_empty() { pass } else { chain };
+    graph
+        .output("in", 0)
+        .and_then(|p| p.input("out", 0))
+        .and_then(|p| p.parse(chain))
+        .map_err(|e| internal(&format!("{kind} filters {chain:?}"), e))?;
+    graph
+        .validate()
+        .map_err(|e| internal(&format!("{kind} filters {chain:?}"), e))
+}
+
 /// Feeds one frame into a graph's `in` buffer source.
 fn push_frame(
     graph: &mut filter::Graph,
@@ -243,6 +253,7 @@ fn pull_frame(
     }
 }
 
+/// Filters that turn a `rotation`° (clockwise) coded picture upright.
 pub fn rotation_filters(rotation: u32) -> Vec<String> {
     match rotation {
         90 => vec!["transpose=clock".into()],
@@ -298,4 +309,98 @@ pub fn source_chain(
         }
     }
     Ok((f, (w, h)))
+}
+
+/// The planner's request for fitting a video picture: the spec's box, fit and gravity inside
+/// `max` (shrunk into it, never refused); `even` for pictures a yuv420p encoder takes.
+pub fn fit_request(spec: &TransformSpec, max: (u32, u32), even: bool) -> Request {
+    Request {
+        max,
+        over_max: OverMax::Shrink,
+        even,
+        ..Request::from_spec(spec, 0)
+    }
+}
+
+/// Plans the fit of a `w`×`h` picture and appends its filters to `chain`; returns the
+/// output size.
+pub fn push_fit(
+    chain: &mut Vec<String>,
+    (w, h): (u32, u32),
+    spec: &TransformSpec,
+    req: &Request,
+) -> Result<(u32, u32), TransformError> {
+    let plan = geometry::plan(w, h, req)?;
+    chain.extend(fit_filters(
+        &plan,
+        w,
+        h,
+        &ffmpeg_color(spec.background.as_deref()),
+    ));
+    Ok(plan.canvas)
+}
+
+/// The filters (`[crop=…,][scale=…,][pad=…]`) that carry out `plan` on a `w`×`h` picture.
+/// `background` is an FFmpeg colour (`black`, `0xRRGGBB`).
+pub fn fit_filters(plan: &Plan, w: u32, h: u32, background: &str) -> Vec<String> {
+    let mut f = Vec::new();
+    let Rect { x, y, w: cw, h: ch } = plan.src;
+    if plan.src != Rect::full(w, h) {
+        f.push(format!("crop={cw}:{ch}:{x}:{y}"));
+    }
+    if plan.resize != (cw, ch) {
+        f.push(format!(
+            "scale={}:{}:flags=bicubic",
+            plan.resize.0, plan.resize.1
+        ));
+    }
+    if plan.canvas != plan.resize {
+        let ((pw, ph), (px, py)) = (plan.canvas, plan.offset);
+        f.push(format!("pad={pw}:{ph}:{px}:{py}:color={background}"));
+    }
+    f
+}
+
+/// `#rrggbb[aa]` (the spec's normalised form) → FFmpeg's `0xRRGGBB[AA]`; black otherwise.
+pub fn ffmpeg_color(bg: Option<&str>) -> String {
+    match bg.and_then(|s| s.strip_prefix('#')) {
+        Some(hex)
+            if (hex.len() == 6 || hex.len() == 8) && hex.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            format!("0x{hex}")
+        }
+        _ => "black".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filters::{Fit, Mode};
+
+    #[test]
+    fn filter_strings() {
+        let plan = |w, h, fit| {
+            let mut spec = TransformSpec::new(Mode::Frame);
+            (spec.width, spec.height, spec.fit) = (w, h, Some(fit));
+            geometry::plan(1280, 720, &fit_request(&spec, (1920, 1080), false)).unwrap()
+        };
+        assert_eq!(
+            fit_filters(&plan(Some(400), Some(400), Fit::Pad), 1280, 720, "black"),
+            vec![
+                "scale=400:225:flags=bicubic".to_string(),
+                "pad=400:400:0:88:color=black".to_string()
+            ]
+        );
+        assert_eq!(
+            fit_filters(&plan(Some(400), Some(400), Fit::Cover), 1280, 720, "black"),
+            vec![
+                "crop=720:720:280:0".to_string(),
+                "scale=400:400:flags=bicubic".to_string(),
+            ]
+        );
+        assert!(fit_filters(&plan(None, None, Fit::Contain), 1280, 720, "black").is_empty());
+        assert_eq!(ffmpeg_color(Some("#ff0000")), "0xff0000");
+        assert_eq!(ffmpeg_color(None), "black");
+    }
 }

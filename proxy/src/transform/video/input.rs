@@ -470,24 +470,15 @@ pub fn video_decoder(
     ictx: &format::context::Input,
     index: usize,
 ) -> Result<decoder::Video, TransformError> {
-    let st = ictx
-        .stream(index)
-        .ok_or_else(|| TransformError::Internal(format!("no stream {index}")))?;
-    let mut ctx = codec::context::Context::from_parameters(st.parameters())
-        .map_err(|e| invalid("read the video codec parameters", e))?;
+    let (mut ctx, id) = decoder_context(ictx, index, "video")?;
     ctx.set_threading(codec::threading::Config {
         kind: codec::threading::Type::Frame,
         count: 0,
         safe: false,
     });
-    // SAFETY: setting the packet time base on an unopened context.
-    unsafe {
-        (*ctx.as_mut_ptr()).pkt_timebase = st.time_base().into();
-    }
-    let id = st.parameters().id();
     ctx.decoder()
         .video()
-        .map_err(|e| TransformError::Unsupported(format!("no decoder for video codec {id:?}: {e}")))
+        .map_err(|e| no_decoder("video", id, e))
 }
 
 /// Opens an audio decoder for stream `index`.
@@ -495,19 +486,33 @@ pub fn audio_decoder(
     ictx: &format::context::Input,
     index: usize,
 ) -> Result<decoder::Audio, TransformError> {
+    let (ctx, id) = decoder_context(ictx, index, "audio")?;
+    ctx.decoder()
+        .audio()
+        .map_err(|e| no_decoder("audio", id, e))
+}
+
+/// An unopened decoder context for stream `index` (parameters and packet time base set),
+/// and its codec.
+fn decoder_context(
+    ictx: &format::context::Input,
+    index: usize,
+    kind: &str,
+) -> Result<(codec::context::Context, codec::Id), TransformError> {
     let st = ictx
         .stream(index)
         .ok_or_else(|| TransformError::Internal(format!("no stream {index}")))?;
     let mut ctx = codec::context::Context::from_parameters(st.parameters())
-        .map_err(|e| invalid("read the audio codec parameters", e))?;
+        .map_err(|e| invalid(&format!("read the {kind} codec parameters"), e))?;
     // SAFETY: setting the packet time base on an unopened context.
     unsafe {
         (*ctx.as_mut_ptr()).pkt_timebase = st.time_base().into();
     }
-    let id = st.parameters().id();
-    ctx.decoder()
-        .audio()
-        .map_err(|e| TransformError::Unsupported(format!("no decoder for audio codec {id:?}: {e}")))
+    Ok((ctx, st.parameters().id()))
+}
+
+fn no_decoder(kind: &str, id: codec::Id, e: ffmpeg::Error) -> TransformError {
+    TransformError::Unsupported(format!("no decoder for {kind} codec {id:?}: {e}"))
 }
 
 /// Seeks so that the next packets start at the keyframe at or before `secs` (from the

@@ -7,12 +7,12 @@
 //! 415 (not media, no usable stream, absurd size) or 422 (media we cannot decode) instead
 //! of panicking.
 //!
-//! Submodules: `input` (open, classify, streams, rotation, deadline), `geometry` (fit and
-//! gravity arithmetic), `graph` (filter graphs), `still` (frame, spritesheet, image
-//! encoders), `encode` (the decode → filter → encode → mux pipeline), `probe`.
+//! Submodules: `input` (open, classify, streams, rotation, deadline), `graph` (filter graphs
+//! and chains; the fit is planned by [`crate::transform::geometry`], with even sizes),
+//! `still` (frame, spritesheet, image encoders), `encode` (the decode → filter → encode →
+//! mux pipeline), `probe`.
 
 mod encode;
-mod geometry;
 mod graph;
 mod input;
 mod probe;
@@ -23,14 +23,15 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use filters::{Codec, Compression, Fit, Format, Gravity, Mode, Quality, TransformSpec};
+use filters::{Codec, Compression, Fit, Format, Mode, Quality, TransformSpec};
 
-use crate::transform::{Output, TransformError};
+use crate::transform::TransformError;
 use encode::{Container, Job, VideoSettings};
 use input::Deadline;
 
 pub use input::Media;
 pub use probe::Probe;
+pub use still::{frame, spritesheet};
 
 /// Limits and defaults for the video engine.
 #[derive(Debug, Clone)]
@@ -89,30 +90,12 @@ pub struct HlsOutput {
 /// Container, duration, streams, rotation, fps and bitrate of a file (the `format=json`
 /// answer).
 pub fn probe(path: impl Into<Media>) -> Result<Probe, TransformError> {
-    probe::probe(&path.into(), Deadline::new(VideoOptions::default().timeout))
+    probe_with(path, &VideoOptions::default())
 }
 
 /// [`probe`] with a time budget.
 pub fn probe_with(path: impl Into<Media>, opts: &VideoOptions) -> Result<Probe, TransformError> {
     probe::probe(&path.into(), Deadline::new(opts.timeout))
-}
-
-/// `mode=frame`: the frame on screen at `time`, fitted, as jpeg (default), png or webp.
-pub fn frame(
-    path: impl Into<Media>,
-    spec: &TransformSpec,
-    opts: &VideoOptions,
-) -> Result<Output, TransformError> {
-    still::frame(&path.into(), spec, opts)
-}
-
-/// `mode=spritesheet`: `imageCount` (default 20) frames tiled in a JPEG grid.
-pub fn spritesheet(
-    path: impl Into<Media>,
-    spec: &TransformSpec,
-    opts: &VideoOptions,
-) -> Result<Output, TransformError> {
-    still::spritesheet(&path.into(), spec, opts)
 }
 
 /// `mode=audio`: AAC in MP4 (m4a) from `time` for `duration`; the source's AAC is copied,
@@ -133,28 +116,43 @@ pub fn audio(
             "format {f} is not available for mode=audio: use m4a"
         )));
     }
-    let done = encode::run(
-        &path,
-        out,
-        Job {
-            container: Container::M4a,
-            start: ms_to_secs(spec.time_ms),
-            duration: spec.duration_ms.map(|d| d as f64 / 1000.0),
-            video: None,
-            audio: true,
-            speed: spec.speed.filter(|s| (*s - 1.0).abs() > 1e-6),
-            deadline: Deadline::new(opts.timeout),
-            progress,
-        },
-    )?;
-    Ok(OutputFile {
-        path: out.to_path_buf(),
-        content_type: "audio/mp4",
-        width: 0,
-        height: 0,
-        duration_secs: done.duration_secs,
-        bytes_read: done.bytes_read,
-    })
+    let job = clip_job(spec, opts, Container::M4a, None, true, progress);
+    let done = encode::run(&path, out, job)?;
+    Ok(OutputFile::written(out, "audio/mp4", done))
+}
+
+/// The job of a clip (`time`, `duration`, `speed`) of the source.
+fn clip_job<'a>(
+    spec: &TransformSpec,
+    opts: &VideoOptions,
+    container: Container,
+    video: Option<VideoSettings<'a>>,
+    audio: bool,
+    progress: &'a dyn Fn(f32),
+) -> Job<'a> {
+    Job {
+        container,
+        start: ms_to_secs(spec.time_ms),
+        duration: spec.duration_ms.map(|d| d as f64 / 1000.0),
+        video,
+        audio,
+        speed: spec.speed.filter(|s| (*s - 1.0).abs() > 1e-6),
+        deadline: Deadline::new(opts.timeout),
+        progress,
+    }
+}
+
+impl OutputFile {
+    fn written(out: &Path, content_type: &'static str, done: encode::Done) -> OutputFile {
+        OutputFile {
+            path: out.to_path_buf(),
+            content_type,
+            width: done.width,
+            height: done.height,
+            duration_secs: done.duration_secs,
+            bytes_read: done.bytes_read,
+        }
+    }
 }
 
 fn ms_to_secs(ms: Option<u64>) -> f64 {
@@ -220,24 +218,11 @@ fn video_chain(
     spec: &TransformSpec,
     max: (u32, u32),
 ) -> Result<String, TransformError> {
-    let (mut chain, (w, h)) = graph::source_chain(vs, spec)?;
+    let (mut chain, size) = graph::source_chain(vs, spec)?;
     if let Some(fps) = spec.fps {
         chain.push(format!("fps={fps}"));
     }
-    let plan = geometry::plan(
-        w,
-        h,
-        &geometry::Request {
-            width: spec.width,
-            height: spec.height,
-            fit: spec.fit.unwrap_or(Fit::Contain),
-            gravity: spec.gravity.unwrap_or(Gravity::Center),
-            max_w: max.0,
-            max_h: max.1,
-            even: true,
-        },
-    );
-    chain.extend(plan.filters(w, h, &geometry::ffmpeg_color(spec.background.as_deref())));
+    graph::push_fit(&mut chain, size, spec, &graph::fit_request(spec, max, true))?;
     chain.push("format=yuv420p".into());
     Ok(chain.join(","))
 }
@@ -259,35 +244,18 @@ pub fn transcode(
     encode::video_encoder_for(codec)?;
     let (crf, preset) = crf_preset(spec.quality, spec.compression);
     let max = (opts.max_width, opts.max_height);
-    let done = encode::run(
-        &path,
-        out,
-        Job {
-            container,
-            start: ms_to_secs(spec.time_ms),
-            duration: spec.duration_ms.map(|d| d as f64 / 1000.0),
-            video: Some(VideoSettings {
-                codec,
-                crf,
-                preset,
-                bitrate: spec.bitrate,
-                chain: Box::new(move |vs| video_chain(vs, spec, max)),
-                keyframe_every: None,
-            }),
-            audio: spec.audio.unwrap_or(true),
-            speed: spec.speed.filter(|s| (*s - 1.0).abs() > 1e-6),
-            deadline: Deadline::new(opts.timeout),
-            progress,
-        },
-    )?;
-    Ok(OutputFile {
-        path: out.to_path_buf(),
-        content_type,
-        width: done.width,
-        height: done.height,
-        duration_secs: done.duration_secs,
-        bytes_read: done.bytes_read,
-    })
+    let video = VideoSettings {
+        codec,
+        crf,
+        preset,
+        bitrate: spec.bitrate,
+        chain: Box::new(move |vs| video_chain(vs, spec, max)),
+        keyframe_every: None,
+    };
+    let audio = spec.audio.unwrap_or(true);
+    let job = clip_job(spec, opts, container, Some(video), audio, progress);
+    let done = encode::run(&path, out, job)?;
+    Ok(OutputFile::written(out, content_type, done))
 }
 
 /// Removes what an unfinished HLS run left in its directory.

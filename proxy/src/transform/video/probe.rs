@@ -1,6 +1,6 @@
 //! `probe`: what a source file is (container, duration, streams, rotation, frame rate,
 //! bitrate) without decoding a frame. The [`Probe`] value is also the `format=json` answer,
-//! so its field names are part of the public HTTP contract.
+//! so its field names are part of the public HTTP contract. It must not decode frames.
 
 use super::input::Media;
 

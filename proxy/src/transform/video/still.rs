@@ -3,16 +3,16 @@
 //! the keyframe before the target, decode forward, skipping non-reference frames while far
 //! from it, and decode on instead of seeking when the next target shares the GOP) and the
 //! in-process image encoders (FFmpeg's mjpeg, png and libwebp). Results are small and
-//! returned in memory.
+//! returned in memory. It must not plan geometry (the shared planner does, through
+//! `graph::push_fit`) and never writes files.
 
 use super::input::Media;
 
 use bytes::Bytes;
 use ffmpeg::{codec, format, frame, Packet, Rational};
 use ffmpeg_next as ffmpeg;
-use filters::{Fit, Format, Gravity, Mode, Quality, TransformSpec};
+use filters::{Format, Mode, Quality, TransformSpec};
 
-use super::geometry::{self, Request};
 use super::graph::{self, VideoGraph};
 use super::input::{self, Deadline, VideoStream};
 use super::VideoOptions;
@@ -392,18 +392,6 @@ pub fn encode_still(
     Ok(out)
 }
 
-fn geometry_request(spec: &TransformSpec, max: (u32, u32), even: bool) -> Request {
-    Request {
-        width: spec.width,
-        height: spec.height,
-        fit: spec.fit.unwrap_or(Fit::Contain),
-        gravity: spec.gravity.unwrap_or(Gravity::Center),
-        max_w: max.0,
-        max_h: max.1,
-        even,
-    }
-}
-
 /// The thumbnail box for a picture of `w`×`h`, within the options' limits.
 fn thumb_box(w: u32, h: u32, opts: &VideoOptions) -> (u32, u32) {
     let (mw, mh) = if h > w {
@@ -417,25 +405,41 @@ fn thumb_box(w: u32, h: u32, opts: &VideoOptions) -> (u32, u32) {
     )
 }
 
-/// One frame at `spec.time_ms` as jpeg/png/webp.
-pub fn frame(
-    path: &Media,
+/// Opens `path` for stills of `spec`: the output format and a cursor, refusing a `time`
+/// past the end (at the end too, when `end_is_past`).
+fn open_still(
+    path: impl Into<Media>,
     spec: &TransformSpec,
     opts: &VideoOptions,
-) -> Result<Output, TransformError> {
-    let deadline = Deadline::new(opts.timeout);
+    end_is_past: bool,
+) -> Result<(Format, Cursor, f64), TransformError> {
     let fmt = still_format(spec)?;
-    let mut cur = Cursor::open(path, deadline)?;
+    let cur = Cursor::open(&path.into(), Deadline::new(opts.timeout))?;
     let secs = spec.time_ms.unwrap_or(0) as f64 / 1000.0;
-    if cur.duration > 0.0 && secs > cur.duration {
+    let past = if end_is_past {
+        secs >= cur.duration
+    } else {
+        secs > cur.duration
+    };
+    if cur.duration > 0.0 && past {
         return Err(TransformError::BadRequest(format!(
             "time {secs}s is past the end of the {:.3}s video",
             cur.duration
         )));
     }
+    Ok((fmt, cur, secs))
+}
+
+/// `mode=frame`: the frame on screen at `time`, fitted, as jpeg (default), png or webp.
+pub fn frame(
+    path: impl Into<Media>,
+    spec: &TransformSpec,
+    opts: &VideoOptions,
+) -> Result<Output, TransformError> {
+    let (fmt, mut cur, secs) = open_still(path, spec, opts, false)?;
     let (mut chain, (w, h)) = graph::source_chain(&cur.vs, spec)?;
-    let plan = geometry::plan(w, h, &geometry_request(spec, thumb_box(w, h, opts), false));
-    chain.extend(plan.filters(w, h, &geometry::ffmpeg_color(spec.background.as_deref())));
+    let req = graph::fit_request(spec, thumb_box(w, h, opts), false);
+    graph::push_fit(&mut chain, (w, h), spec, &req)?;
     let (_, pix) = pix_for(fmt);
     chain.push(format!("format={pix}"));
     let decoded = cur.frame_at(secs, 0.0)?;
@@ -455,24 +459,15 @@ pub fn frame(
     })
 }
 
-/// `imageCount` frames from `time` over `duration` (default: to the end), tiled
-/// `ceil(sqrt(N))` columns wide, as one JPEG.
+/// `mode=spritesheet`: `imageCount` (default 20) frames from `time` over `duration`
+/// (default: to the end), tiled `ceil(sqrt(N))` columns wide, as one JPEG.
 pub fn spritesheet(
-    path: &Media,
+    path: impl Into<Media>,
     spec: &TransformSpec,
     opts: &VideoOptions,
 ) -> Result<Output, TransformError> {
-    let deadline = Deadline::new(opts.timeout);
-    let fmt = still_format(spec)?;
-    let mut cur = Cursor::open(path, deadline)?;
+    let (fmt, mut cur, start) = open_still(path, spec, opts, true)?;
     let n = spec.image_count.unwrap_or(SPRITE_COUNT).clamp(1, 100);
-    let start = spec.time_ms.unwrap_or(0) as f64 / 1000.0;
-    if cur.duration > 0.0 && start >= cur.duration {
-        return Err(TransformError::BadRequest(format!(
-            "time {start}s is past the end of the {:.3}s video",
-            cur.duration
-        )));
-    }
     let end = match spec.duration_ms {
         Some(d) => start + d as f64 / 1000.0,
         None => cur.duration,
@@ -487,15 +482,19 @@ pub fn spritesheet(
     let rows = n.div_ceil(cols);
     let (mut chain, (w, h)) = graph::source_chain(&cur.vs, spec)?;
     // Tile size: the requested box, else SPRITE_TILE_WIDTH wide; even for yuv420p.
-    let mut req = geometry_request(spec, thumb_box(w, h, opts), true);
+    let (mw, mh) = thumb_box(w, h, opts);
+    let mut req = graph::fit_request(
+        spec,
+        (
+            mw.min(SPRITE_MAX_SIDE / cols),
+            mh.min(SPRITE_MAX_SIDE / rows),
+        ),
+        true,
+    );
     if req.width.is_none() && req.height.is_none() {
         req.width = Some(SPRITE_TILE_WIDTH);
     }
-    req.max_w = req.max_w.min(SPRITE_MAX_SIDE / cols);
-    req.max_h = req.max_h.min(SPRITE_MAX_SIDE / rows);
-    let plan = geometry::plan(w, h, &req);
-    let (tw, th) = (plan.out_w, plan.out_h);
-    chain.extend(plan.filters(w, h, &geometry::ffmpeg_color(spec.background.as_deref())));
+    let (tw, th) = graph::push_fit(&mut chain, (w, h), spec, &req)?;
     let (pix, pix_name) = pix_for(fmt);
     chain.push(format!("format={pix_name}"));
     let chain = chain.join(",");
