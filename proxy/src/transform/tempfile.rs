@@ -26,7 +26,7 @@ impl TempFile {
 
     /// A fresh, unused name in `dir`: `{prefix}-{uuid}`.
     pub fn fresh(dir: &Path, prefix: &str) -> TempFile {
-        TempFile::new(dir.join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple())))
+        TempFile::new(dir.join(format!("{prefix}-{}", unique_suffix())))
     }
 
     pub fn path(&self) -> &Path {
@@ -46,4 +46,9 @@ impl Drop for TempFile {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// 32 random hex digits for a file name no other process or request picks.
+pub fn unique_suffix() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }

@@ -171,8 +171,17 @@ pub(super) fn hash_file(path: &Path) -> Result<(u64, String), TransformError> {
     let mut f = std::fs::File::open(path)
         .map_err(|e| TransformError::Internal(format!("reading output: {e}")))?;
     let mut h = sha2::Sha256::new();
-    let len = std::io::copy(&mut f, &mut h)
-        .map_err(|e| TransformError::Internal(format!("reading output: {e}")))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)
+            .map_err(|e| TransformError::Internal(format!("reading output: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
     Ok((len, format!("\"{}\"", hex::encode(&h.finalize()[..16]))))
 }
 

@@ -373,5 +373,5 @@ pub fn hls(
 /// A fresh scratch path in `temp_dir` for [`transcode`]/[`audio`] outputs.
 pub fn temp_output(opts: &VideoOptions, ext: &str) -> PathBuf {
     opts.temp_dir
-        .join(format!("media-edge-video-{}.{ext}", uuid::Uuid::new_v4()))
+        .join(format!("media-edge-video-{}.{ext}", crate::transform::tempfile::unique_suffix()))
 }
