@@ -1138,9 +1138,8 @@ async fn a_clients_odd_request_never_becomes_everyones_answer() {
             p if p.ends_with("q4") => "5\r\nhello\r\n0\r\n\r\n",
             _ => "",
         };
-        let head = format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n{body}"
-        );
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n{body}");
         let r = raw_exchange(&edge, head.as_bytes()).await;
         // Either refused at the edge (never stored) or the object itself.
         if r.status == 200 {
@@ -1153,7 +1152,12 @@ async fn a_clients_odd_request_never_becomes_everyones_answer() {
     // Every ordinary client gets the object.
     for (path, _) in &heads {
         let (r, body) = get(&edge.url(path), &[]).await;
-        assert_eq!(r.status(), 200, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            r.status(),
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&body)
+        );
         assert_eq!(body, format!("object {}", &path[2..]).as_bytes());
     }
     let (r, _) = get(&edge.url("/r/bad"), &[]).await;
@@ -1240,7 +1244,11 @@ async fn revalidated_entries_keep_the_fast_path() {
     let (r, body) = get(&url, &[]).await;
     assert_eq!(h(&r, "x-cache"), "HIT");
     assert_eq!(body, b"revalidate me");
-    assert_eq!(fast_hits(&edge).await, before + 1, "a revalidated entry is a fast hit");
+    assert_eq!(
+        fast_hits(&edge).await,
+        before + 1,
+        "a revalidated entry is a fast hit"
+    );
     let age: u64 = h(&r, "age").parse().unwrap();
     assert!(age <= 2, "age counts from the revalidation: {age}");
 }
@@ -1269,8 +1277,16 @@ async fn misses_reuse_origin_connections_and_a_normal_run_logs_no_error() {
     };
     assert_eq!(count("false") + count("true"), 12, "{m}");
     // One new connection per edge worker thread at most; the rest come from the pool.
-    assert!(count("false") <= 2, "new origin connections: {}", count("false"));
+    assert!(
+        count("false") <= 2,
+        "new origin connections: {}",
+        count("false")
+    );
     let log = edge.log();
     let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
-    assert!(errors.is_empty(), "ERROR lines in a normal run:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "ERROR lines in a normal run:\n{}",
+        errors.join("\n")
+    );
 }

@@ -60,7 +60,9 @@ async fn a_head_has_a_deadline_however_slowly_it_trickles() {
     let edge = Edge::start(&samples_config("head_timeout = \"1s\"\n")).await;
     // One header line every 200 ms: each byte used to re-arm the idle timer.
     let mut s = connect(&edge).await;
-    s.write_all(b"GET /samples/alpha.png HTTP/1.1\r\n").await.unwrap();
+    s.write_all(b"GET /samples/alpha.png HTTP/1.1\r\n")
+        .await
+        .unwrap();
     let t0 = Instant::now();
     let mut closed = false;
     let mut answer = Vec::new();
@@ -79,7 +81,11 @@ async fn a_head_has_a_deadline_however_slowly_it_trickles() {
             Err(_) => {}
         }
     }
-    assert!(closed, "a trickled head was still open after {:?}", t0.elapsed());
+    assert!(
+        closed,
+        "a trickled head was still open after {:?}",
+        t0.elapsed()
+    );
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
@@ -87,12 +93,19 @@ async fn a_head_has_a_deadline_however_slowly_it_trickles() {
     // A connection that never sends a head is closed too.
     let mut silent = connect(&edge).await;
     let got = read_to_close(&mut silent, Duration::from_secs(10)).await;
-    assert_eq!(got, Some(Vec::new()), "a silent connection is closed without an answer");
+    assert_eq!(
+        got,
+        Some(Vec::new()),
+        "a silent connection is closed without an answer"
+    );
     // Ordinary clients are unaffected.
     let mut s = connect(&edge).await;
     assert_eq!(exchange(&mut s).await, 200);
     let m = metrics(&edge).await;
-    assert!(m.contains("media_edge_front_door_connection_events_total{event=\"head_timeout\"} 2"), "{m}");
+    assert!(
+        m.contains("media_edge_front_door_connection_events_total{event=\"head_timeout\"} 2"),
+        "{m}"
+    );
 }
 
 async fn metrics(edge: &Edge) -> String {
@@ -104,26 +117,33 @@ async fn metrics(edge: &Edge) -> String {
 async fn a_head_without_end_is_refused_before_it_is_buffered() {
     let edge = Edge::start(&samples_config("")).await;
     let mut s = connect(&edge).await;
-    s.write_all(b"GET /samples/alpha.png HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /samples/alpha.png HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let line = format!("X-Pad: {}\r\n", "a".repeat(1000));
     for _ in 0..40 {
         if s.write_all(line.as_bytes()).await.is_err() {
             break;
         }
     }
-    let got = read_to_close(&mut s, Duration::from_secs(10)).await.expect("closed");
+    let got = read_to_close(&mut s, Duration::from_secs(10))
+        .await
+        .expect("closed");
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     // 65 short headers (more than the front door reads) still reach Pingora once whole.
     let mut s = connect(&edge).await;
-    let mut head = String::from("GET /samples/alpha.png HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    let mut head =
+        String::from("GET /samples/alpha.png HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
     for i in 0..70 {
         head.push_str(&format!("X-H{i}: v\r\n"));
     }
     s.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     s.write_all(b"\r\n").await.unwrap();
-    let got = read_to_close(&mut s, Duration::from_secs(10)).await.expect("answered");
+    let got = read_to_close(&mut s, Duration::from_secs(10))
+        .await
+        .expect("answered");
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
 }
 
@@ -137,10 +157,15 @@ async fn one_client_gets_its_share_of_connections() {
         held.push(s);
     }
     let mut fifth = connect(&edge).await;
-    let got = read_to_close(&mut fifth, Duration::from_secs(10)).await.expect("refused");
+    let got = read_to_close(&mut fifth, Duration::from_secs(10))
+        .await
+        .expect("refused");
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
     assert!(text.contains("OVERLOADED"), "{text}");
     // A released connection makes room again.
     drop(held.pop());
@@ -150,7 +175,9 @@ async fn one_client_gets_its_share_of_connections() {
         s.write_all(b"GET /samples/alpha.png HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
-        let got = read_to_close(&mut s, Duration::from_secs(10)).await.unwrap_or_default();
+        let got = read_to_close(&mut s, Duration::from_secs(10))
+            .await
+            .unwrap_or_default();
         if got.starts_with(b"HTTP/1.1 200") {
             break;
         }
@@ -174,8 +201,16 @@ async fn a_full_node_closes_its_oldest_idle_connection_for_a_new_one() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut newcomer = connect(&edge).await;
-    assert_eq!(exchange(&mut newcomer).await, 200, "the new connection is served");
+    assert_eq!(
+        exchange(&mut newcomer).await,
+        200,
+        "the new connection is served"
+    );
     let oldest = read_to_close(&mut held[0], Duration::from_secs(10)).await;
-    assert_eq!(oldest, Some(Vec::new()), "the oldest idle connection was closed");
+    assert_eq!(
+        oldest,
+        Some(Vec::new()),
+        "the oldest idle connection was closed"
+    );
     assert_eq!(exchange(&mut held[2]).await, 200, "younger ones stay");
 }

@@ -31,7 +31,10 @@ async fn h2c_and_http1_share_a_plain_listener() {
     assert_eq!((hit.version.as_str(), hit.header("x-cache")), ("2", "HIT"));
     let fast_before = counter(&metrics(&edge).await, "media_edge_cache_fast_hits_total ");
     let fast = curl(&h2, &url);
-    assert_eq!((fast.version.as_str(), fast.header("x-cache")), ("2", "HIT"));
+    assert_eq!(
+        (fast.version.as_str(), fast.header("x-cache")),
+        ("2", "HIT")
+    );
     assert_eq!(fast.body, miss.body);
     assert_eq!(
         counter(&metrics(&edge).await, "media_edge_cache_fast_hits_total "),
@@ -50,7 +53,10 @@ async fn h2c_and_http1_share_a_plain_listener() {
     // A transform, twice: MISS then HIT, the right size.
     let t = edge.url("/samples/photo.jpg?width=64&format=png");
     let first = curl(&h2, &t);
-    assert_eq!((first.status, first.header("content-type")), (200, "image/png"));
+    assert_eq!(
+        (first.status, first.header("content-type")),
+        (200, "image/png")
+    );
     let img = image::load_from_memory(&first.body).expect("a PNG");
     assert_eq!(img.width(), 64);
     assert_eq!(curl(&h2, &t).header("x-cache"), "HIT");
@@ -63,7 +69,10 @@ async fn h2c_and_http1_share_a_plain_listener() {
     assert_eq!(missing.status, 404);
     // A plain HTTP/1.1 curl still gets HTTP/1.1.
     let one = curl(&["--http1.1"], &url);
-    assert_eq!((one.version.as_str(), one.header("x-cache")), ("1.1", "HIT"));
+    assert_eq!(
+        (one.version.as_str(), one.header("x-cache")),
+        ("1.1", "HIT")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -86,7 +95,10 @@ async fn tls_listeners_offer_h2_and_http11() {
     assert_eq!((h1.version.as_str(), h1.header("x-cache")), ("1.1", "HIT"));
     assert_eq!(h1.body, h2.body);
     let again = curl(&["--http2", "--cacert", &ca], &url);
-    assert_eq!((again.version.as_str(), again.header("x-cache")), ("2", "HIT"));
+    assert_eq!(
+        (again.version.as_str(), again.header("x-cache")),
+        ("2", "HIT")
+    );
     // A range over h2 on TLS.
     let part = curl(&["--http2", "--cacert", &ca, "-r", "10-19"], &url);
     assert_eq!((part.version.as_str(), part.status), ("2", 206));
@@ -111,9 +123,15 @@ async fn without_the_front_door_pingora_serves_everything() {
     assert_eq!((h2.version.as_str(), h2.header("x-cache")), ("2", "HIT"));
     let m = metrics(&edge).await;
     assert_eq!(
-        counter(&m, "media_edge_front_door_requests_total{outcome=\"answered\"} "),
+        counter(
+            &m,
+            "media_edge_front_door_requests_total{outcome=\"answered\"} "
+        ),
         0,
         "no front door"
     );
-    assert!(counter(&m, "media_edge_cache_fast_hits_total ") >= 2, "fast hits from request_filter");
+    assert!(
+        counter(&m, "media_edge_cache_fast_hits_total ") >= 2,
+        "fast hits from request_filter"
+    );
 }

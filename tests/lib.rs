@@ -726,8 +726,15 @@ pub fn unix_socket_listening(path: &std::path::Path) -> bool {
 pub fn self_signed_cert(dir: &std::path::Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .args(["-addext", "extendedKeyUsage=serverAuth"])
         .arg("-keyout")
@@ -778,7 +785,11 @@ pub fn curl(args: &[&str], url: &str) -> Curl {
         .output()
         .expect("curl CLI");
     let w = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "curl {args:?} {url}: {w} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl {args:?} {url}: {w} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (version, status) = w.trim().split_once(' ').expect("curl -w output");
     let text = std::fs::read_to_string(&hdr).unwrap_or_default();
     let headers = text

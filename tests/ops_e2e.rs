@@ -175,7 +175,9 @@ async fn keep_alive_get(
 ) -> Result<bool, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -268,7 +270,11 @@ async fn graceful_upgrade_loses_no_keep_alive_request() {
             while ok.load(Ordering::Relaxed) < n && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            assert!(ok.load(Ordering::Relaxed) >= n, "only {} answered", ok.load(Ordering::Relaxed));
+            assert!(
+                ok.load(Ordering::Relaxed) >= n,
+                "only {} answered",
+                ok.load(Ordering::Relaxed)
+            );
         }
     };
     answered(200).await;
@@ -299,7 +305,10 @@ fn unit_reload_commands(edge: &Edge) -> Vec<Vec<String>> {
         .filter_map(|l| l.strip_prefix("ExecReload="))
         .map(|l| {
             l.replace("/usr/local/bin/media-edge", &binary().to_string_lossy())
-                .replace("/etc/media-edge/media-edge.toml", &edge.config.to_string_lossy())
+                .replace(
+                    "/etc/media-edge/media-edge.toml",
+                    &edge.config.to_string_lossy(),
+                )
                 .replace("/var/lib/media-edge", &data.to_string_lossy())
                 .replace("$MAINPID", &edge.pid().to_string())
                 .split_whitespace()
@@ -359,7 +368,11 @@ async fn the_units_reload_command_upgrades_under_load_without_a_lost_request() {
             while ok.load(Ordering::Relaxed) < n && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            assert!(ok.load(Ordering::Relaxed) >= n, "only {} answered", ok.load(Ordering::Relaxed));
+            assert!(
+                ok.load(Ordering::Relaxed) >= n,
+                "only {} answered",
+                ok.load(Ordering::Relaxed)
+            );
         }
     };
     answered(100).await;
@@ -371,10 +384,18 @@ async fn the_units_reload_command_upgrades_under_load_without_a_lost_request() {
         let status = tokio::task::spawn_blocking(move || cmd.status().expect("run ExecReload"))
             .await
             .unwrap();
-        assert!(status.success(), "ExecReload failed ({status}):\n{}", edge.log());
+        assert!(
+            status.success(),
+            "ExecReload failed ({status}):\n{}",
+            edge.log()
+        );
     }
     let pid_file = edge.dir.path().join("data/media-edge.pid");
-    let new_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let new_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_ne!(new_pid, old_pid);
     assert!(
         edge.hand_over_to(new_pid, Duration::from_secs(30)).await,

@@ -314,8 +314,15 @@ auth = { original = "token" }
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(x_cache, "HIT", "the background fill cached the whole object");
-    assert_eq!(status_of(&edge, "/samples/clip.mp4", &[]).await.0, 401, "hits keep their auth");
+    assert_eq!(
+        x_cache, "HIT",
+        "the background fill cached the whole object"
+    );
+    assert_eq!(
+        status_of(&edge, "/samples/clip.mp4", &[]).await.0,
+        401,
+        "hits keep their auth"
+    );
     let (s, _) = status_of(&edge, "/samples/clip.mp4", &auth).await;
     assert_eq!(s, 200);
 }

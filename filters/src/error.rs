@@ -19,6 +19,64 @@ pub(crate) fn quote(value: &str) -> String {
     format!("{}...", &value[..end])
 }
 
+/// The error codes of the JSON error bodies (`{"error":{"code":..}}`), one list for every
+/// route family and every layer: the filters name theirs, the proxy maps its own failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    NoMatchingOrigin,
+    MethodNotAllowed,
+    RangeNotSatisfiable,
+    PayloadTooLarge,
+    UnsupportedMedia,
+    RateLimited,
+    LoopDetected,
+    Overloaded,
+    OriginError,
+    ProcessingFailed,
+    Timeout,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears in a body.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::NoMatchingOrigin => "NO_MATCHING_ORIGIN",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::UnsupportedMedia => "UNSUPPORTED_MEDIA",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::LoopDetected => "LOOP_DETECTED",
+            ErrorCode::Overloaded => "OVERLOADED",
+            ErrorCode::OriginError => "ORIGIN_ERROR",
+            ErrorCode::ProcessingFailed => "PROCESSING_FAILED",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// Everything that can be wrong with a request's transform parameters or URL shape.
 /// All of them are the client's fault: [`FilterError::status`] is 400.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -74,8 +132,8 @@ pub enum FilterError {
 
 impl FilterError {
     /// The error code for the JSON body (`{"error":{"code":..}}`).
-    pub fn code(&self) -> &'static str {
-        "BAD_REQUEST"
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::BadRequest
     }
 
     /// The HTTP status to answer with.

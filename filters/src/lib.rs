@@ -25,7 +25,7 @@ pub mod ssrf;
 pub use cache_key::{cache_key, with_validator};
 pub use client_ip::{Cidr, CidrError, CidrSet};
 pub use config::{Derivative, FiltersConfig};
-pub use error::FilterError;
+pub use error::{ErrorCode, FilterError};
 pub use params::{
     Codec, Compression, Crop, Fit, Format, Gravity, Metadata, Mode, OnError, Playback, Preload,
     Quality, TransformSpec,

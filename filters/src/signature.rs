@@ -36,10 +36,10 @@ pub enum SignatureError {
 }
 
 impl SignatureError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::ErrorCode {
         match self {
-            SignatureError::Missing(_) => "UNAUTHORIZED",
-            _ => "FORBIDDEN",
+            SignatureError::Missing(_) => crate::ErrorCode::Unauthorized,
+            _ => crate::ErrorCode::Forbidden,
         }
     }
 

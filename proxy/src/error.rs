@@ -3,19 +3,20 @@
 //! Every handler in the edge, the origin service and the admin API returns `ApiError`;
 //! nothing else formats an error response.
 
+pub use filters::ErrorCode;
 use serde_json::json;
 
 /// An error on its way to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: u16,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: u16, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -24,37 +25,37 @@ impl ApiError {
         }
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
-        Self::new(400, "BAD_REQUEST", m)
+        Self::new(400, ErrorCode::BadRequest, m)
     }
     pub fn unauthorized(m: impl Into<String>) -> Self {
-        Self::new(401, "UNAUTHORIZED", m)
+        Self::new(401, ErrorCode::Unauthorized, m)
     }
     pub fn forbidden(m: impl Into<String>) -> Self {
-        Self::new(403, "FORBIDDEN", m)
+        Self::new(403, ErrorCode::Forbidden, m)
     }
     pub fn not_found(m: impl Into<String>) -> Self {
-        Self::new(404, "NOT_FOUND", m)
+        Self::new(404, ErrorCode::NotFound, m)
     }
     pub fn no_matching_origin(path: &str) -> Self {
         Self::new(
             404,
-            "NO_MATCHING_ORIGIN",
+            ErrorCode::NoMatchingOrigin,
             format!("no origin matches path {path:?}"),
         )
     }
     pub fn origin_error(m: impl Into<String>) -> Self {
-        Self::new(502, "ORIGIN_ERROR", m)
+        Self::new(502, ErrorCode::OriginError, m)
     }
     pub fn timeout(m: impl Into<String>) -> Self {
-        Self::new(504, "TIMEOUT", m)
+        Self::new(504, ErrorCode::Timeout, m)
     }
     pub fn internal(m: impl Into<String>) -> Self {
-        Self::new(500, "INTERNAL", m)
+        Self::new(500, ErrorCode::Internal, m)
     }
 
     /// The JSON body.
     pub fn body(&self) -> Vec<u8> {
-        let mut err = json!({"code": self.code, "message": self.message});
+        let mut err = json!({"code": self.code.as_str(), "message": self.message});
         if let Some(r) = self.retry_after {
             err["retry_after"] = json!(r);
         }
@@ -76,7 +77,7 @@ mod tests {
 
     #[test]
     fn json_shape() {
-        let mut e = ApiError::new(429, "RATE_LIMITED", "slow down");
+        let mut e = ApiError::new(429, ErrorCode::RateLimited, "slow down");
         e.retry_after = Some(7);
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["error"]["code"], "RATE_LIMITED");

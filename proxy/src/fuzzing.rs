@@ -42,9 +42,8 @@ fn pingora_head(data: &[u8]) -> Option<(pingora_http::RequestHeader, usize)> {
             let (mut client, server) = tokio::io::duplex(data.len() + 1);
             client.write_all(data).await.ok()?;
             drop(client);
-            let mut s = pingora_core::protocols::http::v1::server::HttpSession::new(Box::new(
-                server,
-            ));
+            let mut s =
+                pingora_core::protocols::http::v1::server::HttpSession::new(Box::new(server));
             let n = s.read_request().await.ok()??;
             Some((s.req_header().clone(), n))
         })
@@ -60,10 +59,16 @@ pub fn front_door_head(data: &[u8]) -> Result<(), String> {
         return Ok(());
     };
     let Some((theirs, n)) = pingora_head(data) else {
-        return Err(format!("the front door takes a head Pingora refuses: {:?}", lossy(data)));
+        return Err(format!(
+            "the front door takes a head Pingora refuses: {:?}",
+            lossy(data)
+        ));
     };
     if n != ours.len {
-        return Err(format!("head ends at {} for the front door, {n} for Pingora", ours.len));
+        return Err(format!(
+            "head ends at {} for the front door, {n} for Pingora",
+            ours.len
+        ));
     }
     if ours.req.method != theirs.method || ours.req.uri != theirs.uri {
         return Err(format!(
@@ -72,7 +77,10 @@ pub fn front_door_head(data: &[u8]) -> Result<(), String> {
         ));
     }
     if ours.req.headers != theirs.headers {
-        return Err(format!("headers differ: {:?} vs {:?}", ours.req.headers, theirs.headers));
+        return Err(format!(
+            "headers differ: {:?} vs {:?}",
+            ours.req.headers, theirs.headers
+        ));
     }
     Ok(())
 }
@@ -104,7 +112,10 @@ pub fn origin_request(data: &[u8]) -> Result<(), String> {
     let mut headers = [httparse::EMPTY_HEADER; 100];
     match httparse::Request::new(&mut headers).parse(&wire) {
         Ok(httparse::Status::Complete(n)) if n == wire.len() => Ok(()),
-        other => Err(format!("the origin service would refuse {:?}: {other:?}", lossy(&wire))),
+        other => Err(format!(
+            "the origin service would refuse {:?}: {other:?}",
+            lossy(&wire)
+        )),
     }
 }
 
@@ -138,16 +149,45 @@ mod tests {
     fn heads(n: usize) -> Vec<Vec<u8>> {
         let mut g = Gen(0x9e37_79b9_7f4a_7c15);
         let methods = ["GET", "HEAD", "POST", "get", "GET ", "PURGE"];
-        let targets = ["/a", "/samples/p.jpg?w=1", "*", "http://x/a", "/a b", "/%00", "/a?x=\u{1}"];
+        let targets = [
+            "/a",
+            "/samples/p.jpg?w=1",
+            "*",
+            "http://x/a",
+            "/a b",
+            "/%00",
+            "/a?x=\u{1}",
+        ];
         let versions = ["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.1 "];
         let headers = [
-            "Host: x", "host: x", "Host: a@b", "Content-Length: 0", "Content-Length: 0, 0",
-            "Transfer-Encoding: chunked", "Connection: close", "Connection: keep-alive, x",
-            "X-A: 1", "X-A:", " X-B: folded", "X-C: \u{1}", "Range: bytes=0-1", "Expect: 100-continue",
-            "Upgrade: h2c", "X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "Bad Header: x",
-            "X-Tab:\tv", "x-media-edge-fill: x", "If-None-Match: \"e\"",
+            "Host: x",
+            "host: x",
+            "Host: a@b",
+            "Content-Length: 0",
+            "Content-Length: 0, 0",
+            "Transfer-Encoding: chunked",
+            "Connection: close",
+            "Connection: keep-alive, x",
+            "X-A: 1",
+            "X-A:",
+            " X-B: folded",
+            "X-C: \u{1}",
+            "Range: bytes=0-1",
+            "Expect: 100-continue",
+            "Upgrade: h2c",
+            "X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "Bad Header: x",
+            "X-Tab:\tv",
+            "x-media-edge-fill: x",
+            "If-None-Match: \"e\"",
         ];
-        let ends = ["\r\n\r\n", "\n\n", "\r\n", "\r\n\r\nGET /next HTTP/1.1\r\n\r\n", "\r\n\r\nbody"];
+        let ends = [
+            "\r\n\r\n",
+            "\n\n",
+            "\r\n",
+            "\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+            "\r\n\r\nbody",
+        ];
         (0..n)
             .map(|_| {
                 let mut s = format!(
@@ -159,7 +199,11 @@ mod tests {
                 s.push_str("\r\nHost: x");
                 for _ in 0..(g.next() % 5) {
                     s.push_str("\r\n");
-                    let h = if g.next() % 2 == 0 { headers[8] } else { g.pick(&headers[1..]) };
+                    let h = if g.next() % 2 == 0 {
+                        headers[8]
+                    } else {
+                        g.pick(&headers[1..])
+                    };
                     s.push_str(h);
                 }
                 s.push_str(g.pick(&ends));

@@ -199,9 +199,8 @@ pub fn count_front_door(answered: bool) {
     FRONT_DOOR[usize::from(!answered)].inc();
 }
 
-static ORIGIN_CONNECTIONS: LazyLock<[prometheus::IntCounter; 2]> = LazyLock::new(|| {
-    ["false", "true"].map(|l| METRICS.origin_connections.with_label_values(&[l]))
-});
+static ORIGIN_CONNECTIONS: LazyLock<[prometheus::IntCounter; 2]> =
+    LazyLock::new(|| ["false", "true"].map(|l| METRICS.origin_connections.with_label_values(&[l])));
 
 /// Counts one request's connection to the origin service: new, or reused from the pool.
 pub fn count_origin_connection(reused: bool) {
@@ -232,7 +231,10 @@ impl ConnectionEvent {
 
 /// Counts one [`ConnectionEvent`] (rare: not pre-resolved).
 pub fn count_connection_event(e: ConnectionEvent) {
-    METRICS.connection_events.with_label_values(&[e.label()]).inc();
+    METRICS
+        .connection_events
+        .with_label_values(&[e.label()])
+        .inc();
 }
 
 /// Counts an idle connection closed to make room for a new one.

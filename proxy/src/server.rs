@@ -16,6 +16,35 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Why the server did not start, with the path or key concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Setup {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("tls listener {listen}: {message}")]
+    Tls { listen: String, message: String },
+    #[error("{key}: {message}")]
+    Config { key: &'static str, message: String },
+    #[error(transparent)]
+    Security(#[from] crate::edge::security::SecurityError),
+    #[error(transparent)]
+    Origin(#[from] crate::origin::OriginError),
+}
+
+fn io_at(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError {
+    let path = path.to_path_buf();
+    move |source| StartError::Io { what, path, source }
+}
+
 /// How to run, from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -96,7 +125,7 @@ fn add_listeners<A>(
     svc: &mut pingora_core::services::listening::Service<A>,
     cfg: &Config,
     buffers: pingora_core::protocols::l4::stream::L4BufferSettings,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     for l in &cfg.server.listen {
         svc.add_listener(pingora_core::listeners::ListenerConfig::tcp(l).l4_buffer(buffers));
     }
@@ -105,7 +134,10 @@ fn add_listeners<A>(
             &t.cert.to_string_lossy(),
             &t.key.to_string_lossy(),
         )
-        .map_err(|e| format!("tls listener {}: {e}", t.listen))?;
+        .map_err(|e| StartError::Tls {
+            listen: t.listen.clone(),
+            message: e.to_string(),
+        })?;
         tls.enable_h2();
         svc.add_listener(
             pingora_core::listeners::ListenerConfig::tcp(&t.listen)
@@ -117,7 +149,7 @@ fn add_listeners<A>(
 }
 
 /// Runs the server until it is told to stop. Returns an error message on a startup failure.
-pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
+pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     if !opts.listen.is_empty() {
         cfg.server.listen = opts.listen.clone();
     }
@@ -126,11 +158,10 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     }
     init_logging(cfg.server.json_logs);
     let data_dir = cfg.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).map_err(io_at("data dir", &data_dir))?;
     let data_dir = data_dir
         .canonicalize()
-        .map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
+        .map_err(io_at("data dir", &data_dir))?;
     cfg.server.data_dir = data_dir.clone();
 
     let limits = StorageLimits {
@@ -140,11 +171,11 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     };
     let storage: &'static TieredStorage = Box::leak(Box::new(
         TieredStorage::open(&data_dir.join("cache"), &limits)
-            .map_err(|e| format!("disk cache: {e}"))?,
+            .map_err(io_at("disk cache", &data_dir.join("cache")))?,
     ));
     let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(cfg.cache.lock_timeout.0));
     let purge = PurgeLog::open(&data_dir.join("purge.log"), !opts.upgrade)
-        .map_err(|e| format!("purge log: {e}"))?;
+        .map_err(io_at("purge log", &data_dir.join("purge.log")))?;
 
     // Each process's edge talks to its own origin service, on a socket named for the process
     // (`origin.sock.<pid>`): bound now, so a failure stops the start before any takeover, and
@@ -161,7 +192,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     remove_stale_sockets(&origin_socket);
     let _ = std::fs::remove_file(&own_socket);
     let uds = std::os::unix::net::UnixListener::bind(&own_socket)
-        .map_err(|e| format!("origin socket {}: {e}", own_socket.display()))?;
+        .map_err(io_at("origin socket", &own_socket))?;
 
     let cfg = Arc::new(cfg);
     // Sources are built on a short-lived runtime (the S3 SDK loads its config asynchronously);
@@ -169,29 +200,40 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     let boot = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("runtime: {e}"))?;
+        .map_err(|source| StartError::Setup {
+            what: "runtime",
+            source,
+        })?;
     let origin = Arc::new(boot.block_on(OriginService::new(cfg.clone()))?);
     drop(boot);
 
     let admin_token = std::env::var(&cfg.server.admin_token_env)
         .ok()
         .filter(|t| !t.is_empty());
-    let via = http::HeaderValue::from_str(&format!("1.1 {}", cfg.server.via_token))
-        .map_err(|_| "server.via_token: not a valid header value".to_string())?;
+    let via =
+        http::HeaderValue::from_str(&format!("1.1 {}", cfg.server.via_token)).map_err(|_| {
+            StartError::Config {
+                key: "server.via_token",
+                message: "not a valid header value".into(),
+            }
+        })?;
     let state = Arc::new(EdgeState {
         via,
         storage,
         lock,
         purge,
         admin_token,
-        purge_allowed: filters::CidrSet::parse(&cfg.server.purge_allowed)
-            .map_err(|e| format!("server.purge_allowed: {e:?}"))?,
+        purge_allowed: filters::CidrSet::parse(&cfg.server.purge_allowed).map_err(|e| {
+            StartError::Config {
+                key: "server.purge_allowed",
+                message: format!("{e:?}"),
+            }
+        })?,
         security: crate::edge::security::Security::new(
             &cfg.security,
             &cfg.filters.ratelimit,
             &cfg.base,
-        )
-        .map_err(|e| e.to_string())?,
+        )?,
         started: Instant::now(),
         fills: Default::default(),
         origin_socket: own_socket.to_string_lossy().into_owned(),
@@ -232,7 +274,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), String> {
     // `origin.sock` points at this process's socket only now, once it has the listeners (a
     // failed upgrade leaves the old link). Replaced by rename: the path never goes missing.
     publish_socket_link(&own_socket, &origin_socket)
-        .map_err(|e| format!("origin socket {}: {e}", origin_socket.display()))?;
+        .map_err(io_at("origin socket", &origin_socket))?;
 
     // Pingora's HttpProxy for the edge, behind the front door (edge/front.rs: answers fast
     // hits on HTTP/1 connections itself) unless `server.front_door = false`.

@@ -375,7 +375,11 @@ fn ttl_classes() {
 
 #[test]
 fn absurd_durations_are_refused_not_overflowed() {
-    for s in ["213503982334602d", "18446744073709551615h", "1s18446744073709551615s"] {
+    for s in [
+        "213503982334602d",
+        "18446744073709551615h",
+        "1s18446744073709551615s",
+    ] {
         let e = super::units::parse_duration(s).expect_err(s);
         assert!(e.to_string().contains(s), "{s}: {e}");
     }

@@ -6,7 +6,7 @@
 
 use super::purge::PurgeKind;
 use super::{peer_ip, respond_error, respond_json, Ctx, Edge};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
 use pingora_cache::storage::{PurgeTarget, PurgeType, Storage};
 use pingora_cache::CacheKey;
@@ -58,7 +58,7 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, ApiError> {
                 if body.len() + chunk.len() > MAX_ADMIN_BODY {
                     return Err(ApiError::new(
                         413,
-                        "PAYLOAD_TOO_LARGE",
+                        ErrorCode::PayloadTooLarge,
                         format!("admin body over {MAX_ADMIN_BODY} bytes"),
                     ));
                 }

@@ -9,7 +9,7 @@
 
 use super::resolve::Resolution;
 use super::{Ctx, Edge};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
@@ -63,7 +63,7 @@ impl Edge {
             .map(str::to_string)
             .unwrap_or_else(new_request_id);
         let refuse = |ctx: &mut Ctx, e: ApiError| {
-            ctx.error_code = Some(e.code);
+            ctx.error_code = Some(e.code.as_str());
             Admit::Refuse(e)
         };
         if let Some(peer) = peer {
@@ -86,7 +86,7 @@ impl Edge {
         if looped {
             let e = ApiError::new(
                 508,
-                "LOOP_DETECTED",
+                ErrorCode::LoopDetected,
                 format!("request already passed through {token}"),
             );
             return refuse(ctx, e);
@@ -108,7 +108,7 @@ impl Edge {
         if method != http::Method::GET && method != http::Method::HEAD {
             let e = ApiError::new(
                 405,
-                "METHOD_NOT_ALLOWED",
+                ErrorCode::MethodNotAllowed,
                 format!("method {method} not allowed"),
             );
             return refuse(ctx, e);
@@ -177,7 +177,7 @@ impl Edge {
         match ctx.client_ip {
             Some(ip) => sec
                 .rate_check(class, ip)
-                .inspect_err(|e| ctx.error_code = Some(e.code)),
+                .inspect_err(|e| ctx.error_code = Some(e.code.as_str())),
             None => Ok(()),
         }
     }
@@ -215,7 +215,7 @@ fn check_hygiene(req: &RequestHeader) -> std::result::Result<(), ApiError> {
     if url_len > MAX_URL_BYTES {
         return Err(ApiError::new(
             414,
-            "BAD_REQUEST",
+            ErrorCode::BadRequest,
             format!("URL of {url_len} bytes is over {MAX_URL_BYTES}"),
         ));
     }
@@ -238,7 +238,7 @@ fn check_hygiene(req: &RequestHeader) -> std::result::Result<(), ApiError> {
     if count > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
         return Err(ApiError::new(
             431,
-            "BAD_REQUEST",
+            ErrorCode::BadRequest,
             format!("{count} headers / {bytes} bytes is over {MAX_HEADERS} / {MAX_HEADER_BYTES}"),
         ));
     }

@@ -96,8 +96,16 @@ impl Connections {
     /// `max_total` 0: no total cap; `max_per_ip` 0: no per-IP cap.
     pub fn new(max_total: usize, max_per_ip: usize, exempt: filters::CidrSet) -> Connections {
         Connections {
-            max_total: if max_total == 0 { usize::MAX } else { max_total },
-            max_per_ip: if max_per_ip == 0 { usize::MAX } else { max_per_ip },
+            max_total: if max_total == 0 {
+                usize::MAX
+            } else {
+                max_total
+            },
+            max_per_ip: if max_per_ip == 0 {
+                usize::MAX
+            } else {
+                max_per_ip
+            },
             exempt,
             epoch: Instant::now(),
             inner: Mutex::new(Inner {
@@ -211,7 +219,11 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(3));
         a1.state.set_idle(&t);
         let newcomer = t.admit(ip("192.0.2.9")).unwrap();
-        assert_eq!(p1.state.idle_since.load(Ordering::Relaxed), u64::MAX, "picked");
+        assert_eq!(
+            p1.state.idle_since.load(Ordering::Relaxed),
+            u64::MAX,
+            "picked"
+        );
         assert_ne!(a1.state.idle_since.load(Ordering::Relaxed), u64::MAX);
         // A picked connection is never busy or idle again, and is not picked twice.
         p1.state.set_busy();

@@ -29,10 +29,9 @@ pub struct DrainWatch;
 impl pingora_core::services::background::BackgroundService for DrainWatch {
     async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut quit), Ok(mut term)) = (
-            signal(SignalKind::quit()),
-            signal(SignalKind::terminate()),
-        ) else {
+        let (Ok(mut quit), Ok(mut term)) =
+            (signal(SignalKind::quit()), signal(SignalKind::terminate()))
+        else {
             tracing::warn!("no signal handler for draining: keep-alive answers stay open");
             return;
         };

@@ -18,10 +18,10 @@
 //! find where a body ends and cannot disagree with Pingora about request boundaries.
 
 use super::admit::Admit;
-use super::respond::{error_response, log_request};
 use super::conns::{Connections, Refused};
+use super::respond::{error_response, log_request};
 use super::Edge;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{count_connection_event, ConnectionEvent};
 use async_trait::async_trait;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -202,10 +202,13 @@ impl ServerApp for FrontDoor {
                         ConnectionEvent::RefusedPerIp,
                         "too many connections from this client",
                     ),
-                    Refused::Full => (ConnectionEvent::RefusedFull, "the node is at its connection limit"),
+                    Refused::Full => (
+                        ConnectionEvent::RefusedFull,
+                        "the node is at its connection limit",
+                    ),
                 };
                 count_connection_event(event);
-                let mut e = ApiError::new(503, "OVERLOADED", e);
+                let mut e = ApiError::new(503, ErrorCode::Overloaded, e);
                 e.retry_after = Some(1);
                 if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
                     self.refuse(&mut stream, &e).await;
@@ -261,7 +264,7 @@ impl ServerApp for FrontDoor {
                             count_connection_event(ConnectionEvent::HeadTooLarge);
                             let e = ApiError::new(
                                 431,
-                                "BAD_REQUEST",
+                                ErrorCode::BadRequest,
                                 format!("request head over {MAX_HEAD} bytes"),
                             );
                             self.refuse(&mut stream, &e).await;
@@ -296,7 +299,7 @@ impl ServerApp for FrontDoor {
                         if head_started.is_some() {
                             count_connection_event(ConnectionEvent::HeadTimeout);
                             if !buf.is_empty() {
-                                let e = ApiError::new(408, "TIMEOUT", "request head not received in time");
+                                let e = ApiError::new(408, ErrorCode::Timeout, "request head not received in time");
                                 self.refuse(&mut stream, &e).await;
                             }
                         }

@@ -228,7 +228,10 @@ impl ProxyHttp for Edge {
     fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Ctx) -> bool {
         // Only a ranged miss may start a background fill.
         self.state.cfg.cache.range_miss_passthrough
-            && session.req_header().headers.contains_key(http::header::RANGE)
+            && session
+                .req_header()
+                .headers
+                .contains_key(http::header::RANGE)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -457,7 +460,7 @@ impl ProxyHttp for Edge {
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
         // Decided by the edge, and logged by it (`respond::log_request`): a rate limit, a fill
         // stopped because its object is too big to cache.
-        ctx.fill_stopped || ctx.error_code == Some("RATE_LIMITED")
+        ctx.fill_stopped || ctx.error_code == Some(crate::error::ErrorCode::RateLimited.as_str())
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -468,7 +471,7 @@ impl ProxyHttp for Edge {
         };
         let code = match api {
             Some(api) => {
-                ctx.error_code = Some(api.code);
+                ctx.error_code = Some(api.code.as_str());
                 if session.response_written().is_none() {
                     respond_error(session, &ctx.request_id, &api).await;
                 }

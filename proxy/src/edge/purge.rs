@@ -559,7 +559,10 @@ mod tests {
         let path = dir.path().join("purge.log");
         let log = PurgeLog::open(&path, true).unwrap();
         let before = SystemTime::now() - Duration::from_secs(5);
-        assert!(log.record_all(&[(PurgeKind::Tag, &["before".into()])]).persisted);
+        assert!(
+            log.record_all(&[(PurgeKind::Tag, &["before".into()])])
+                .persisted
+        );
         // The disk fills up: every write fails with ENOSPC.
         let aside = dir.path().join("purge.log.aside");
         std::fs::rename(&path, &aside).unwrap();
@@ -567,14 +570,23 @@ mod tests {
         let r = log.record_all(&[(PurgeKind::Tag, &["full".into()])]);
         assert!(!r.persisted);
         assert_eq!(r.error.unwrap().raw_os_error(), Some(libc::ENOSPC));
-        assert!(log.is_purged("k", "/p", Some("full"), before), "in effect at once");
+        assert!(
+            log.is_purged("k", "/p", Some("full"), before),
+            "in effect at once"
+        );
         // Space returns: the next purge writes the one kept, then its own.
         std::fs::remove_file(&path).unwrap();
         std::fs::rename(&aside, &path).unwrap();
-        assert!(log.record_all(&[(PurgeKind::Key, &["after".into()])]).persisted);
+        assert!(
+            log.record_all(&[(PurgeKind::Key, &["after".into()])])
+                .persisted
+        );
         let reopened = PurgeLog::open(&path, false).unwrap();
         assert!(reopened.is_purged("k", "/p", Some("before"), before));
-        assert!(reopened.is_purged("k", "/p", Some("full"), before), "written later");
+        assert!(
+            reopened.is_purged("k", "/p", Some("full"), before),
+            "written later"
+        );
         assert!(reopened.is_purged("after", "/p", None, before));
     }
 }

@@ -6,7 +6,7 @@
 //! not decide what to answer: callers pass the status and the error.
 
 use super::Ctx;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
 use bytes::Bytes;
 use pingora_error::{Error, ErrorSource, ErrorType};
@@ -96,7 +96,11 @@ pub fn proxy_failure(e: &Error, rate_limited: Option<ApiError>) -> Option<ApiErr
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             Some(ApiError::timeout("origin service timed out"))
         }
-        ErrorType::HTTPStatus(code) => Some(ApiError::new(*code, "BAD_REQUEST", "request refused")),
+        ErrorType::HTTPStatus(code) => Some(ApiError::new(
+            *code,
+            ErrorCode::BadRequest,
+            "request refused",
+        )),
         _ => match e.esource() {
             ErrorSource::Upstream => Some(ApiError::origin_error("origin service failed")),
             ErrorSource::Downstream => match e.etype() {

@@ -8,7 +8,7 @@
 //! module holds the secrets and the counters. No secret ever reaches a log or an error.
 
 use crate::config::{AuthRule, SecurityConfig};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use filters::{CidrSet, OperationClass, RateLimitConfig};
 use pingora_limits::rate::Rate;
 use std::net::IpAddr;
@@ -110,8 +110,12 @@ impl Security {
             } else {
                 f.clone()
             };
-            let text = std::fs::read_to_string(&f)
-                .map_err(|source| SecurityError::TrustedProxiesFile { path: f.clone(), source })?;
+            let text = std::fs::read_to_string(&f).map_err(|source| {
+                SecurityError::TrustedProxiesFile {
+                    path: f.clone(),
+                    source,
+                }
+            })?;
             trusted.extend(
                 text.lines()
                     .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
@@ -275,7 +279,7 @@ impl Security {
         let retry_after = ((1.0 - fraction) * WINDOW.as_secs_f64()).ceil().max(1.0) as u64;
         let mut e = ApiError::new(
             429,
-            "RATE_LIMITED",
+            ErrorCode::RateLimited,
             format!("over {limit} {} requests per minute", class.as_str()),
         );
         e.retry_after = Some(retry_after);

@@ -13,7 +13,7 @@ pub mod sources;
 pub mod transform;
 
 use crate::config::{substitute, Config};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use http::{Request, Response, StatusCode};
@@ -49,13 +49,6 @@ pub enum OriginError {
     },
     #[error(transparent)]
     External(#[from] sources::external::ExternalConfigError),
-}
-
-/// Start-up errors are reported as text by the server.
-impl From<OriginError> for String {
-    fn from(e: OriginError) -> String {
-        e.to_string()
-    }
 }
 
 /// One origin with its built sources.
@@ -162,7 +155,7 @@ impl OriginService {
             ref m => {
                 return Err(ApiError::new(
                     405,
-                    "METHOD_NOT_ALLOWED",
+                    ErrorCode::MethodNotAllowed,
                     format!("method {m} not allowed"),
                 ))
             }
@@ -277,14 +270,14 @@ impl OriginService {
                 // A failed transform, like any other: never cached.
                 return Ok(uncacheable(&ApiError::new(
                     415,
-                    "UNSUPPORTED_MEDIA",
+                    ErrorCode::UnsupportedMedia,
                     format!("{path} is empty: not a video"),
                 )));
             }
             Some(SourceError::RangeNotSatisfiable(size)) => {
                 let e = ApiError::new(
                     416,
-                    "RANGE_NOT_SATISFIABLE",
+                    ErrorCode::RangeNotSatisfiable,
                     format!("range not satisfiable for size {size}"),
                 );
                 let mut r = error_response(&e);

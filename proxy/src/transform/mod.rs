@@ -15,7 +15,7 @@ pub mod tempfile;
 #[cfg(feature = "video-engine")]
 pub mod video;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -88,11 +88,19 @@ impl TransformError {
     pub fn to_api(&self) -> ApiError {
         match self {
             TransformError::BadRequest(m) => ApiError::bad_request(m.clone()),
-            TransformError::TooLarge(m) => ApiError::new(413, "PAYLOAD_TOO_LARGE", m.clone()),
-            TransformError::Unsupported(m) => ApiError::new(415, "UNSUPPORTED_MEDIA", m.clone()),
-            TransformError::Invalid(m) => ApiError::new(422, "PROCESSING_FAILED", m.clone()),
+            TransformError::TooLarge(m) => {
+                ApiError::new(413, ErrorCode::PayloadTooLarge, m.clone())
+            }
+            TransformError::Unsupported(m) => {
+                ApiError::new(415, ErrorCode::UnsupportedMedia, m.clone())
+            }
+            TransformError::Invalid(m) => {
+                ApiError::new(422, ErrorCode::ProcessingFailed, m.clone())
+            }
             TransformError::Timeout(m) => ApiError::timeout(m.clone()),
-            TransformError::Internal(m) => ApiError::new(500, "PROCESSING_FAILED", m.clone()),
+            TransformError::Internal(m) => {
+                ApiError::new(500, ErrorCode::ProcessingFailed, m.clone())
+            }
         }
     }
 }

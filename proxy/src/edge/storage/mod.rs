@@ -201,7 +201,9 @@ impl Storage for TieredStorage {
                 .ok(),
             None => None,
         };
-        Ok(Box::new(TieredMiss::new(self, hash, meta, write_id, disk, length)))
+        Ok(Box::new(TieredMiss::new(
+            self, hash, meta, write_id, disk, length,
+        )))
     }
 
     async fn purge(

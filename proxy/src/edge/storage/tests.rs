@@ -319,7 +319,10 @@ async fn put_purge_put_lookup() {
 fn wait_indexed(s: &TieredStorage) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !s.disk_indexed() {
-        assert!(std::time::Instant::now() < deadline, "index scan never finished");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index scan never finished"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -327,7 +330,9 @@ fn wait_indexed(s: &TieredStorage) {
 #[tokio::test]
 async fn the_index_is_rebuilt_in_the_background_and_crash_leftovers_go() {
     let dir = tempfile::tempdir().unwrap();
-    let keys: Vec<CacheKey> = (0..20).map(|i| CacheKey::new(format!("orig:/{i}"), "")).collect();
+    let keys: Vec<CacheKey> = (0..20)
+        .map(|i| CacheKey::new(format!("orig:/{i}"), ""))
+        .collect();
     {
         let s = leak(dir.path(), 1 << 20, 1024);
         for k in &keys {
@@ -357,7 +362,11 @@ async fn the_index_is_rebuilt_in_the_background_and_crash_leftovers_go() {
     let (_, mut h) = s.lookup(&keys[3], &span).await.unwrap().expect("hit");
     assert_eq!(read_all(&mut h).await, vec![7u8; 5000]);
     wait_indexed(s);
-    assert_eq!(s.stats.disk_objects.load(Ordering::Relaxed), 20, "all counted again");
+    assert_eq!(
+        s.stats.disk_objects.load(Ordering::Relaxed),
+        20,
+        "all counted again"
+    );
     assert!(!old.exists(), "an old orphan body is removed");
     assert!(young.exists(), "a young one may be a commit in progress");
 }
@@ -389,7 +398,11 @@ fn memory_copies_hold_no_more_than_their_length() {
     let held = super::miss::exact(grown);
     assert_eq!(held.len(), 100_000);
     let back = held.try_into_mut().expect("unique");
-    assert!(back.capacity() <= 100_000 + 100_000 / 8, "{}", back.capacity());
+    assert!(
+        back.capacity() <= 100_000 + 100_000 / 8,
+        "{}",
+        back.capacity()
+    );
     // No slack: no copy.
     let mut sized = bytes::BytesMut::with_capacity(5000);
     sized.extend_from_slice(&[2u8; 5000]);

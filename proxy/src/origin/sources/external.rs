@@ -12,7 +12,7 @@
 
 use super::{BodyStream, Fetched};
 use crate::config::ExternalConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::transform::sniff::{self, Sniffed, SNIFF_BYTES};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -93,7 +93,7 @@ impl ExternalFetcher {
                     Ok(Err(_)) => {
                         return Err(ApiError::new(
                             502,
-                            "ORIGIN_ERROR",
+                            ErrorCode::OriginError,
                             format!("cannot resolve {host_str:?}"),
                         ))
                     }
@@ -108,7 +108,7 @@ impl ExternalFetcher {
         if addrs.is_empty() {
             return Err(ApiError::new(
                 502,
-                "ORIGIN_ERROR",
+                ErrorCode::OriginError,
                 format!("{host_str:?} has no address"),
             ));
         }
@@ -195,7 +195,7 @@ impl ExternalFetcher {
         if resp.content_length().is_some_and(|l| l > max) {
             return Err(ApiError::new(
                 413,
-                "PAYLOAD_TOO_LARGE",
+                ErrorCode::PayloadTooLarge,
                 format!("external body over {max} bytes"),
             ));
         }
@@ -225,14 +225,14 @@ impl ExternalFetcher {
         if head.len() as u64 > max {
             return Err(ApiError::new(
                 413,
-                "PAYLOAD_TOO_LARGE",
+                ErrorCode::PayloadTooLarge,
                 format!("external body over {max} bytes"),
             ));
         }
         let Some(mime) = sniff::sniff(&head).map(Sniffed::mime) else {
             return Err(ApiError::new(
                 415,
-                "UNSUPPORTED_MEDIA",
+                ErrorCode::UnsupportedMedia,
                 "external URL is not an image, video or audio file",
             ));
         };

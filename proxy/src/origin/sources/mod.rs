@@ -94,15 +94,19 @@ pub fn clean_path(raw: &str) -> Result<String, SourceError> {
 /// request path with it).
 pub fn check_path(raw: &str) -> Result<Cow<'_, str>, SourceError> {
     let refuse = || SourceError::Refused(raw.to_string());
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().map(|c| c.into_owned());
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+    };
     let once: Cow<'_, str> = match percent_encoding::percent_decode_str(raw).decode_utf8() {
         Ok(c) => c,
         Err(_) => return Err(refuse()),
     };
     // A second decode only to detect double-encoded traversal; the once-decoded form is used.
-    let twice = once.contains('%').then(|| {
-        decode(&once).unwrap_or_default()
-    });
+    let twice = once
+        .contains('%')
+        .then(|| decode(&once).unwrap_or_default());
     for candidate in std::iter::once(once.as_ref()).chain(twice.as_deref()) {
         if candidate.contains('\\') || candidate.contains('\0') {
             return Err(refuse());

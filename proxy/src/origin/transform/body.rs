@@ -12,7 +12,7 @@ use futures::StreamExt;
 use sha2::Digest;
 
 use super::SourceInput;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::origin::sources::external::OverLimit;
 use crate::origin::sources::{Fetched, SourceError};
 use crate::transform::sniff::{self, SNIFF_BYTES};
@@ -45,7 +45,9 @@ pub enum BodyError {
 impl From<BodyError> for ApiError {
     fn from(e: BodyError) -> ApiError {
         match &e {
-            BodyError::TooLarge { .. } => ApiError::new(413, "PAYLOAD_TOO_LARGE", e.to_string()),
+            BodyError::TooLarge { .. } => {
+                ApiError::new(413, ErrorCode::PayloadTooLarge, e.to_string())
+            }
             BodyError::Stream(io) => stream_error(io),
             BodyError::Scratch { .. } | BodyError::ReadLocal(_) => {
                 ApiError::internal(e.to_string())
@@ -61,7 +63,7 @@ fn stream_error(e: &std::io::Error) -> ApiError {
     if e.kind() == std::io::ErrorKind::TimedOut {
         ApiError::timeout("external fetch timed out")
     } else if e.get_ref().is_some_and(|inner| inner.is::<OverLimit>()) {
-        ApiError::new(413, "PAYLOAD_TOO_LARGE", e.to_string())
+        ApiError::new(413, ErrorCode::PayloadTooLarge, e.to_string())
     } else {
         ApiError::origin_error(format!("external body: {e}"))
     }

@@ -46,7 +46,10 @@ impl Transformer {
         let _held = lock.lock().await;
         if !dir.join("index.m3u8").is_file() {
             let opts = self.video.clone();
-            let scratch = root.join(format!(".{key}-{}", crate::transform::tempfile::unique_suffix()));
+            let scratch = root.join(format!(
+                ".{key}-{}",
+                crate::transform::tempfile::unique_suffix()
+            ));
             let retention = self.limits.hls_retention;
             self.pool
                 .run(move || {

@@ -372,6 +372,8 @@ pub fn hls(
 
 /// A fresh scratch path in `temp_dir` for [`transcode`]/[`audio`] outputs.
 pub fn temp_output(opts: &VideoOptions, ext: &str) -> PathBuf {
-    opts.temp_dir
-        .join(format!("media-edge-video-{}.{ext}", crate::transform::tempfile::unique_suffix()))
+    opts.temp_dir.join(format!(
+        "media-edge-video-{}.{ext}",
+        crate::transform::tempfile::unique_suffix()
+    ))
 }
