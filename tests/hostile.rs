@@ -101,16 +101,11 @@ async fn a_head_has_a_deadline_however_slowly_it_trickles() {
     // Ordinary clients are unaffected.
     let mut s = connect(&edge).await;
     assert_eq!(exchange(&mut s).await, 200);
-    let m = metrics(&edge).await;
+    let m = metrics_of(&edge).await;
     assert!(
         m.contains("media_edge_front_door_connection_events_total{event=\"head_timeout\"} 2"),
         "{m}"
     );
-}
-
-async fn metrics(edge: &Edge) -> String {
-    let (_, _, body) = get(edge, "/metrics", &[]).await;
-    String::from_utf8(body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

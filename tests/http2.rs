@@ -12,11 +12,6 @@ fn counter(metrics: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn metrics(edge: &Edge) -> String {
-    let (_, _, body) = get(edge, "/metrics", &[]).await;
-    String::from_utf8(body).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn h2c_and_http1_share_a_plain_listener() {
     let edge = Edge::start(&samples_config("h2c = true\n")).await;
@@ -29,7 +24,10 @@ async fn h2c_and_http1_share_a_plain_listener() {
     // The pingora-cache hit decodes the entry; the next is answered by the fast path.
     let hit = curl(&h2, &url);
     assert_eq!((hit.version.as_str(), hit.header("x-cache")), ("2", "HIT"));
-    let fast_before = counter(&metrics(&edge).await, "media_edge_cache_fast_hits_total ");
+    let fast_before = counter(
+        &metrics_of(&edge).await,
+        "media_edge_cache_fast_hits_total ",
+    );
     let fast = curl(&h2, &url);
     assert_eq!(
         (fast.version.as_str(), fast.header("x-cache")),
@@ -37,7 +35,10 @@ async fn h2c_and_http1_share_a_plain_listener() {
     );
     assert_eq!(fast.body, miss.body);
     assert_eq!(
-        counter(&metrics(&edge).await, "media_edge_cache_fast_hits_total "),
+        counter(
+            &metrics_of(&edge).await,
+            "media_edge_cache_fast_hits_total "
+        ),
         fast_before + 1,
         "fast hits over HTTP/2"
     );
@@ -77,15 +78,7 @@ async fn h2c_and_http1_share_a_plain_listener() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_listeners_offer_h2_and_http11() {
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed_cert(certs.path());
-    let tls_port = free_port();
-    let edge = Edge::start(&samples_config(&format!(
-        "[[server.tls]]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        cert.display(),
-        key.display()
-    )))
-    .await;
+    let (edge, tls_port, cert, _certs) = start_tls_edge("").await;
     let ca = cert.to_string_lossy().to_string();
     let url = format!("https://127.0.0.1:{tls_port}/samples/alpha.png");
     let h2 = curl(&["--http2", "--cacert", &ca], &url);
@@ -121,7 +114,7 @@ async fn without_the_front_door_pingora_serves_everything() {
     }
     let h2 = curl(&["--http2-prior-knowledge"], &url);
     assert_eq!((h2.version.as_str(), h2.header("x-cache")), ("2", "HIT"));
-    let m = metrics(&edge).await;
+    let m = metrics_of(&edge).await;
     assert_eq!(
         counter(
             &m,

@@ -204,24 +204,12 @@ impl Edge {
     }
 
     fn command(&self) -> Command {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("edge.log"))
-            .expect("log file");
-        let mut cmd = Command::new(binary());
+        let mut cmd = self.command_like(&binary());
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config)
             .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .env("MEDIA_EDGE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("MEDIA_EDGE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+            .arg(self.dir.path().join("data"));
         cmd
     }
 
@@ -702,24 +690,16 @@ pub async fn get(
     (s, h, r.bytes().await.expect("body").to_vec())
 }
 
-/// Whether a unix socket bound at `path` is listening (`/proc/net/unix`: flag
-/// `__SO_ACCEPTCON`, state unconnected).
+/// Whether a unix socket bound at `path` is listening (the server's own check, one source).
 pub fn unix_socket_listening(path: &std::path::Path) -> bool {
     let Ok(path) = std::fs::canonicalize(path) else {
         return false;
     };
-    let Some(path) = path.to_str() else {
-        return false;
-    };
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return false;
-    };
-    // Num RefCount Protocol Flags Type St Inode Path
-    table.lines().skip(1).any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() >= 8 && f[7] == path && f[3] == "00010000" && f[5] == "01"
-    })
+    unix_socket::listening(&path)
 }
+
+#[path = "../proxy/src/unix_socket.rs"]
+mod unix_socket;
 
 /// A self-signed certificate for `127.0.0.1` made with the `openssl` CLI in `dir`:
 /// `(cert.pem, key.pem)`.
@@ -804,4 +784,25 @@ pub fn curl(args: &[&str], url: &str) -> Curl {
         headers,
         body: std::fs::read(&body).unwrap_or_default(),
     }
+}
+
+/// An edge on the samples with a TLS listener too (self-signed for `127.0.0.1`): the edge,
+/// the TLS port and the certificate's path.
+pub async fn start_tls_edge(extra: &str) -> (Edge, u16, PathBuf, tempfile::TempDir) {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(certs.path());
+    let tls_port = free_port();
+    let edge = Edge::start(&samples_config(&format!(
+        "{extra}[[server.tls]]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    )))
+    .await;
+    (edge, tls_port, cert, certs)
+}
+
+/// The edge's `/metrics` page.
+pub async fn metrics_of(edge: &Edge) -> String {
+    let (_, _, body) = get(edge, "/metrics", &[]).await;
+    String::from_utf8(body).unwrap()
 }

@@ -11,15 +11,7 @@ fn hv<'a>(h: &'a reqwest::header::HeaderMap, k: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_listener_serves_and_caches() {
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed_cert(certs.path());
-    let tls_port = free_port();
-    let edge = Edge::start(&samples_config(&format!(
-        "[[server.tls]]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        cert.display(),
-        key.display()
-    )))
-    .await;
+    let (edge, tls_port, cert, _certs) = start_tls_edge("").await;
     let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
     let https = reqwest::Client::builder()
         .no_proxy()
@@ -219,80 +211,111 @@ async fn keep_alive_get(
     Ok(head.contains("connection: close"))
 }
 
+/// Persistent HTTP/1.1 clients hammering one object: a connection is reused until the server
+/// closes it; a request without a whole answer is counted as lost.
+struct KeepAliveClients {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl KeepAliveClients {
+    fn start(n: usize, port: u16, path: &'static str, want: Vec<u8>) -> KeepAliveClients {
+        let c = KeepAliveClients {
+            stop: Arc::new(AtomicBool::new(false)),
+            ok: Arc::new(AtomicUsize::new(0)),
+            failed: Arc::new(AtomicUsize::new(0)),
+            errors: Arc::new(std::sync::Mutex::new(Vec::new())),
+            tasks: Vec::new(),
+        };
+        let tasks = (0..n)
+            .map(|_| {
+                let (stop, ok, failed, errors, want) = (
+                    c.stop.clone(),
+                    c.ok.clone(),
+                    c.failed.clone(),
+                    c.errors.clone(),
+                    want.clone(),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                        else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            errors.lock().unwrap().push("connect".into());
+                            continue;
+                        };
+                        while !stop.load(Ordering::Relaxed) {
+                            match keep_alive_get(&mut s, path, &want).await {
+                                Ok(close) => {
+                                    ok.fetch_add(1, Ordering::Relaxed);
+                                    if close {
+                                        break;
+                                    }
+                                }
+                                Err(e) => {
+                                    failed.fetch_add(1, Ordering::Relaxed);
+                                    errors.lock().unwrap().push(e);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        KeepAliveClients { tasks, ..c }
+    }
+
+    fn answered_now(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Waits (at most 30 s) until `n` requests have been answered in all.
+    async fn answered(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.answered_now() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            self.answered_now() >= n,
+            "only {} answered",
+            self.answered_now()
+        );
+    }
+
+    /// Stops the clients: (answered, lost, what went wrong).
+    async fn finish(self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let errors = self.errors.lock().unwrap().clone();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_upgrade_loses_no_keep_alive_request() {
     let mut edge = Edge::start(&samples_config("grace_period = \"2s\"\n")).await;
     let (s, _, want) = get(&edge, "/samples/alpha.png", &[]).await;
     assert_eq!(s, 200);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (stop, ok, failed, errors, want, port) = (
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            errors.clone(),
-            want.clone(),
-            edge.port,
-        );
-        // Persistent clients: a connection is reused until the server closes it.
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    errors.lock().unwrap().push("connect".into());
-                    continue;
-                };
-                while !stop.load(Ordering::Relaxed) {
-                    match keep_alive_get(&mut s, "/samples/alpha.png", &want).await {
-                        Ok(close) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            if close {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            errors.lock().unwrap().push(e);
-                            break;
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    let answered = |n: usize| {
-        let ok = ok.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while ok.load(Ordering::Relaxed) < n && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            assert!(
-                ok.load(Ordering::Relaxed) >= n,
-                "only {} answered",
-                ok.load(Ordering::Relaxed)
-            );
-        }
-    };
-    answered(200).await;
+    let clients = KeepAliveClients::start(8, edge.port, "/samples/alpha.png", want);
+    clients.answered(200).await;
     // Returns once the old process has drained and exited.
     edge.upgrade().await;
-    let after = ok.load(Ordering::Relaxed);
-    answered(after + 200).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let failed = failed.load(Ordering::Relaxed);
+    clients.answered(clients.answered_now() + 200).await;
+    let (ok, failed, errors) = clients.finish().await;
     assert_eq!(
         failed,
         0,
-        "keep-alive requests lost in the upgrade ({} ok): {:?}\n{}",
-        ok.load(Ordering::Relaxed),
-        errors.lock().unwrap(),
+        "keep-alive requests lost in the upgrade ({ok} ok): {errors:?}\n{}",
         edge.log()
     );
 }
@@ -324,58 +347,8 @@ async fn the_units_reload_command_upgrades_under_load_without_a_lost_request() {
     let (s, _, want) = get(&edge, "/samples/alpha.png", &[]).await;
     assert_eq!(s, 200);
     let old_pid = edge.pid() as i32;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failed, errors, want, port) = (
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            errors.clone(),
-            want.clone(),
-            edge.port,
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                while !stop.load(Ordering::Relaxed) {
-                    match keep_alive_get(&mut s, "/samples/alpha.png", &want).await {
-                        Ok(close) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            if close {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            errors.lock().unwrap().push(e);
-                            break;
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    let answered = |n: usize| {
-        let ok = ok.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while ok.load(Ordering::Relaxed) < n && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            assert!(
-                ok.load(Ordering::Relaxed) >= n,
-                "only {} answered",
-                ok.load(Ordering::Relaxed)
-            );
-        }
-    };
-    answered(100).await;
+    let clients = KeepAliveClients::start(4, edge.port, "/samples/alpha.png", want);
+    clients.answered(100).await;
     let commands = unit_reload_commands(&edge);
     assert_eq!(commands.len(), 1, "one ExecReload: {commands:?}");
     for argv in commands {
@@ -402,18 +375,9 @@ async fn the_units_reload_command_upgrades_under_load_without_a_lost_request() {
         "the old process never exited:\n{}",
         edge.log()
     );
-    let after = ok.load(Ordering::Relaxed);
-    answered(after + 100).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests lost in the reload: {:?}",
-        errors.lock().unwrap()
-    );
+    clients.answered(clients.answered_now() + 100).await;
+    let (_, failed, errors) = clients.finish().await;
+    assert_eq!(failed, 0, "requests lost in the reload: {errors:?}");
     let (s, _, _) = get(&edge, "/health", &[]).await;
     assert_eq!(s, 200, "the new process serves");
 }

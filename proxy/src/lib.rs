@@ -14,3 +14,4 @@ pub mod origin;
 pub mod reload;
 pub mod server;
 pub mod transform;
+pub mod unix_socket;

@@ -55,21 +55,6 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-/// Whether a unix socket bound at `path` is listening (`/proc/net/unix`: `__SO_ACCEPTCON`,
-/// unconnected). A probe connection would take the hand-over's place.
-pub fn listening(path: &Path) -> bool {
-    let Some(path) = path.to_str() else {
-        return false;
-    };
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return false;
-    };
-    table.lines().skip(1).any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() >= 8 && f[7] == path && f[3] == "00010000" && f[5] == "01"
-    })
-}
-
 /// Runs the reload (see the module doc); returns the new process's pid.
 pub fn reload(opts: &ReloadOptions) -> Result<i32, ReloadError> {
     let data_dir = opts
@@ -95,7 +80,7 @@ pub fn reload(opts: &ReloadOptions) -> Result<i32, ReloadError> {
     let mut new: Child = cmd.spawn().map_err(ReloadError::Spawn)?;
     let sock = data_dir.join("upgrade.sock");
     let t0 = Instant::now();
-    while !listening(&sock) {
+    while !crate::unix_socket::listening(&sock) {
         if let Ok(Some(status)) = new.try_wait() {
             return Err(ReloadError::NewExited(status, sock));
         }

@@ -94,16 +94,9 @@ impl HandleHit for DiskHit {
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        if start as u64 >= self.body_len {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                format!("seek {start} past {}", self.body_len),
-            );
-        }
-        self.pos = start as u64;
-        self.end = end
-            .map(|e| (e as u64).min(self.body_len))
-            .unwrap_or(self.body_len);
+        let (start, end) = super::seek_range(start, end, self.body_len)?;
+        self.pos = start;
+        self.end = end;
         self.seeked = true;
         Ok(())
     }

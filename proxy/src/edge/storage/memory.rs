@@ -10,7 +10,7 @@ use bytes::Bytes;
 use pingora_cache::storage::{HandleHit, HitHandler, Storage};
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta};
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::Result;
 use std::any::Any;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -202,16 +202,9 @@ impl HandleHit for MemHit {
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        if start >= self.body.len() {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                format!("seek {start} past {}", self.body.len()),
-            );
-        }
-        self.start = start;
-        self.end = end
-            .map(|e| e.min(self.body.len()))
-            .unwrap_or(self.body.len());
+        let (start, end) = super::seek_range(start, end, self.body.len() as u64)?;
+        self.start = start as usize;
+        self.end = end as usize;
         self.done = false;
         Ok(())
     }

@@ -84,6 +84,18 @@ pub struct TieredStorage {
     pub stats: Arc<TierStats>,
 }
 
+/// The body range a hit handler's `seek(start, end)` selects in a body of `len` bytes:
+/// `start..end` with `end` clamped to the body; a start past the end is an error.
+fn seek_range(start: usize, end: Option<usize>, len: u64) -> Result<(u64, u64)> {
+    if start as u64 >= len {
+        return pingora_error::Error::e_explain(
+            pingora_error::ErrorType::InternalError,
+            format!("seek {start} past {len}"),
+        );
+    }
+    Ok((start as u64, end.map_or(len, |e| (e as u64).min(len))))
+}
+
 fn key_hash(key: &CacheKey) -> u128 {
     u128::from_be_bytes(key.combined_bin())
 }

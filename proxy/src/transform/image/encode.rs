@@ -113,15 +113,59 @@ pub fn encode_still(
 }
 
 fn webp_still(r: &Raster, s: &Settings) -> Result<Vec<u8>, TransformError> {
-    let layout = if r.alpha {
-        webp::PixelLayout::Rgba
-    } else {
-        webp::PixelLayout::Rgb
-    };
-    let mem = webp::Encoder::new(&r.data, layout, r.width, r.height)
-        .encode_simple(s.lossless, f32::from(s.quality))
-        .map_err(|e| enc_err("webp", e))?;
-    Ok(mem.to_vec())
+    use libwebp_sys as w;
+    let channels = if r.alpha { 4 } else { 3 };
+    let row = r.width as usize * channels;
+    let stride = i32::try_from(row)
+        .map_err(|_| TransformError::TooLarge(format!("image {} px wide", r.width)))?;
+    if r.data.len() < row * r.height as usize {
+        return Err(enc_err("webp", "raster shorter than its size"));
+    }
+    let mut config = w::WebPConfig::new().map_err(|_| enc_err("webp", "config init"))?;
+    config.lossless = i32::from(s.lossless);
+    config.alpha_compression = i32::from(!s.lossless);
+    config.quality = f32::from(s.quality);
+    // SAFETY: the picture and the writer are initialised here and freed by their guards; the
+    // pixel buffer holds `row * height` bytes (checked above) and outlives the import, which
+    // copies it; the writer outlives the encode that appends to it.
+    unsafe {
+        if w::WebPValidateConfig(&config) == 0 {
+            return Err(enc_err("webp", "invalid config"));
+        }
+        let mut pic = Picture(w::WebPPicture::new().map_err(|_| enc_err("webp", "picture init"))?);
+        pic.0.use_argb = 1;
+        pic.0.width = r.width as i32;
+        pic.0.height = r.height as i32;
+        let imported = if r.alpha {
+            w::WebPPictureImportRGBA(&mut pic.0, r.data.as_ptr(), stride)
+        } else {
+            w::WebPPictureImportRGB(&mut pic.0, r.data.as_ptr(), stride)
+        };
+        if imported == 0 {
+            return Err(enc_err("webp", "picture import"));
+        }
+        let mut out = MemoryWriter(std::mem::zeroed());
+        w::WebPMemoryWriterInit(&mut out.0);
+        pic.0.writer = Some(w::WebPMemoryWrite);
+        pic.0.custom_ptr = (&mut out.0 as *mut w::WebPMemoryWriter).cast();
+        if w::WebPEncode(&config, &mut pic.0) == 0 {
+            return Err(enc_err("webp", pic.0.error_code));
+        }
+        if out.0.mem.is_null() {
+            return Err(enc_err("webp", "empty output"));
+        }
+        Ok(std::slice::from_raw_parts(out.0.mem, out.0.size).to_vec())
+    }
+}
+
+/// Owns a `WebPMemoryWriter`'s buffer.
+struct MemoryWriter(libwebp_sys::WebPMemoryWriter);
+
+impl Drop for MemoryWriter {
+    fn drop(&mut self) {
+        // SAFETY: initialised by WebPMemoryWriterInit; clearing frees what was written.
+        unsafe { libwebp_sys::WebPMemoryWriterClear(&mut self.0) }
+    }
 }
 
 fn avif(r: &Raster, s: &Settings) -> Result<Vec<u8>, TransformError> {
