@@ -1290,3 +1290,151 @@ async fn misses_reuse_origin_connections_and_a_normal_run_logs_no_error() {
         errors.join("\n")
     );
 }
+
+/// Reads until the peer closes (or `limit` passes): `true` when it closed.
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_misses_bodies_and_idle_connections_at_the_front_door() {
+    use tokio::io::AsyncWriteExt;
+    let origin = CountingOrigin::start().await;
+    for p in ["/p1", "/p2"] {
+        origin.route(
+            p,
+            Canned::ok(format!("pipelined {p}")).header("cache-control", "max-age=600"),
+        );
+    }
+    let edge = Edge::start(
+        &config(&remote_origin(
+            "r",
+            "^/r(/.+)$",
+            &origin.base(),
+            "{ ok = \"1h\" }",
+        ))
+        .replace("threads = 2", "threads = 2\nkeepalive_timeout = \"1s\""),
+    )
+    .await;
+    // [miss][hit] in one write: the miss goes to Pingora with the next request's bytes, which
+    // come back to the front door and are answered in order on the same connection.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /r/p1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: m1\r\n\r\n\
+          GET /r/p1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: h1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let first = read_response(&mut s, &mut buf, false).await;
+    let second = read_response(&mut s, &mut buf, false).await;
+    assert_eq!((first.status, first.header("x-request-id")), (200, "m1"));
+    assert_eq!(first.header("x-cache"), "MISS");
+    assert_eq!((second.status, second.header("x-request-id")), (200, "h1"));
+    assert_eq!(second.header("x-cache"), "HIT");
+    assert_eq!(first.body, second.body);
+    assert_eq!(origin.hits("/p1"), 1);
+    // A request with a body, then a pipelined one: the body is read (and dropped), the next
+    // request is answered.
+    s.write_all(
+        b"GET /r/p2 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          GET /r/p2 HTTP/1.1\r\nHost: x\r\nX-Request-ID: after-body\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let with_body = read_response(&mut s, &mut buf, false).await;
+    let next = read_response(&mut s, &mut buf, false).await;
+    assert_eq!(with_body.status, 200);
+    assert_eq!(with_body.body, b"pipelined /p2");
+    assert_eq!(
+        (next.status, next.header("x-request-id")),
+        (200, "after-body")
+    );
+    assert_eq!(next.body, b"pipelined /p2");
+    // Idle past `keepalive_timeout`: the server closes the connection.
+    assert!(buf.is_empty(), "nothing left over");
+    assert!(
+        closed_within(&mut s, Duration::from_secs(10)).await,
+        "an idle keep-alive connection was not closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_answers_idle_keep_alive_clients_then_stops() {
+    use tokio::io::AsyncWriteExt;
+    let origin = CountingOrigin::start().await;
+    origin.route(
+        "/s1",
+        Canned::ok(b"before shutdown".to_vec()).header("cache-control", "max-age=600"),
+    );
+    let mut edge = Edge::start(
+        &config(&remote_origin(
+            "r",
+            "^/r(/.+)$",
+            &origin.base(),
+            "{ ok = \"1h\" }",
+        ))
+        .replace("grace_period = \"1s\"", "grace_period = \"2s\""),
+    )
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /r/s1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(read_response(&mut s, &mut buf, false).await.status, 200);
+        idle.push(s);
+    }
+    let pid = edge.pid() as i32;
+    // SAFETY: a signal to the edge this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    // During the grace period an idle client's next request is answered, and the answer
+    // closes its connection.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut answer;
+    loop {
+        let s = &mut idle[0];
+        s.write_all(b"GET /r/s1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        answer = read_response(s, &mut buf, false).await;
+        if answer.header("connection") == "close" || Instant::now() > deadline {
+            break;
+        }
+        // The signal may not have been handled yet.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.header("connection"),
+        "close",
+        "a draining answer closes"
+    );
+    assert!(closed_within(&mut idle[0], Duration::from_secs(5)).await);
+    // The others, still idle, are closed when the grace period ends; the process exits.
+    for s in &mut idle[1..] {
+        assert!(
+            closed_within(s, Duration::from_secs(15)).await,
+            "idle connection left open"
+        );
+    }
+    edge.stop();
+}

@@ -302,6 +302,8 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
             Edge { state },
             conns,
             cfg.server.head_timeout.0,
+            cfg.server.keepalive_timeout.0,
+            cfg.server.grace_period.0,
         );
         let mut svc = pingora_core::services::listening::Service::new("edge".to_string(), front);
         add_listeners(&mut svc, &cfg, buffers)?;

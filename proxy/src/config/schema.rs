@@ -65,6 +65,8 @@ pub struct ServerConfig {
     /// HTTP/2 with prior knowledge (h2c) on the plain listeners, next to HTTP/1.1. TLS
     /// listeners always offer `h2` and `http/1.1` by ALPN.
     pub h2c: bool,
+    /// Idle time a keep-alive connection is kept between requests (front door).
+    pub keepalive_timeout: Dur,
     /// Longest time a client may take to send a whole request head (front door), however
     /// slowly its bytes trickle in.
     pub head_timeout: Dur,
@@ -96,6 +98,7 @@ impl Default for ServerConfig {
             debug_view: false,
             front_door: true,
             h2c: false,
+            keepalive_timeout: Dur::secs(60),
             head_timeout: Dur::secs(10),
             max_connections: 0,
             max_connections_per_ip: 256,

@@ -86,6 +86,7 @@ fn defaults_are_todays_values() {
     assert!(s.front_door);
     assert!(!s.h2c);
     assert_eq!(s.head_timeout, Dur(Duration::from_secs(10)));
+    assert_eq!(s.keepalive_timeout, Dur(Duration::from_secs(60)));
     assert_eq!((s.max_connections, s.max_connections_per_ip), (0, 256));
     assert_eq!(c.origin_socket(), Path::new("./data/origin.sock"));
 

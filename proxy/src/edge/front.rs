@@ -36,9 +36,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Idle time allowed between requests (and while a head arrives), Pingora's default.
-const KEEPALIVE: Duration = Duration::from_secs(60);
-/// Request heads larger than this are left to Pingora (which enforces its own limits).
+/// How long the first bytes of an h2c preface are waited for (the head deadline applies
+/// after).
+const HEAD_PEEK: Duration = Duration::from_secs(10);
+/// Request heads larger than this are refused (431) before more is buffered.
 const MAX_HEAD: usize = 16 * 1024;
 /// Headers the front door looks at; more go to Pingora.
 const MAX_HEADERS: usize = 64;
@@ -52,6 +53,10 @@ pub struct FrontDoor {
     /// A request head must be whole this long after its first byte (a new connection's
     /// first head: after the accept).
     head_timeout: Duration,
+    /// Idle time allowed between requests.
+    keepalive: Duration,
+    /// How long an idle connection stays open once shutdown has begun.
+    linger: Duration,
 }
 
 impl FrontDoor {
@@ -60,12 +65,16 @@ impl FrontDoor {
         edge: Edge,
         conns: Connections,
         head_timeout: Duration,
+        keepalive: Duration,
+        grace_period: Duration,
     ) -> FrontDoor {
         FrontDoor {
             proxy: Arc::new(proxy),
             edge,
             conns: Arc::new(conns),
             head_timeout,
+            keepalive,
+            linger: grace_period.min(Duration::from_secs(1)),
         }
     }
 
@@ -83,6 +92,35 @@ impl FrontDoor {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
     }
 
+    /// Hands the connection, with the bytes already read, to Pingora's own keep-alive loop for
+    /// good (a request with a body: only Pingora knows where it ends, and bytes read past it —
+    /// a pipelined request — stay with its next session).
+    async fn hand_over(
+        &self,
+        stream: Stream,
+        buf: BytesMut,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_pipelining_enabled(true);
+        if !buf.is_empty() {
+            session.set_pipelined_prefix(buf);
+        }
+        loop {
+            let stopping = *shutdown.borrow() || super::drain::draining();
+            session.set_keepalive((!stopping).then_some(self.keepalive.as_secs().max(1)));
+            let (stream, settings) = self
+                .proxy
+                .process_new_http(session, shutdown)
+                .await?
+                .consume();
+            session = ServerSession::new_http1(stream);
+            if let Some(s) = settings {
+                s.apply_to_session(&mut session);
+            }
+        }
+    }
+
     /// Hands the connection, with the bytes already read, to Pingora for one request;
     /// returns the connection if Pingora keeps it open.
     async fn delegate(
@@ -94,7 +132,7 @@ impl FrontDoor {
         // No keep-alive request limit to pass on: with one, the connection is Pingora's whole.
         let mut session = ServerSession::new_http1(stream);
         let stopping = *shutdown.borrow() || super::drain::draining();
-        session.set_keepalive((!stopping).then_some(KEEPALIVE.as_secs()));
+        session.set_keepalive((!stopping).then_some(self.keepalive.as_secs().max(1)));
         if !buf.is_empty() {
             session.set_pipelined_prefix(buf.split());
         }
@@ -240,7 +278,7 @@ impl ServerApp for FrontDoor {
             }
         };
         tokio::pin!(stopping);
-        let idle_timer = tokio::time::sleep(KEEPALIVE);
+        let idle_timer = tokio::time::sleep(self.keepalive);
         tokio::pin!(idle_timer);
         // A connection is closed for shutdown only between requests: a new connection's first
         // request is answered (with `Connection: close`), as Pingora does.
@@ -248,6 +286,8 @@ impl ServerApp for FrontDoor {
         // When the head being read started: a new connection's first head counts from the
         // accept, a later one from its first byte. `None`: idle between requests.
         let mut head_started = Some(tokio::time::Instant::now());
+        // Set once shutdown has begun: when an idle connection is closed.
+        let mut linger_end: Option<tokio::time::Instant> = None;
         loop {
             // A complete head, or a reason to hand the connection to Pingora.
             let head = loop {
@@ -257,6 +297,10 @@ impl ServerApp for FrontDoor {
                     match parse_head(&buf) {
                         Parse::Complete(h) => break Some(h),
                         Parse::NotOurs => break None,
+                        Parse::WithBody => {
+                            crate::metrics::count_front_door(false);
+                            return self.hand_over(stream, buf, shutdown).await;
+                        }
                         // Pingora gets only whole heads, so none waits there unbounded.
                         Parse::Long if head_complete(&buf) => break None,
                         Parse::Partial | Parse::Long if buf.len() < MAX_HEAD => {}
@@ -273,8 +317,11 @@ impl ServerApp for FrontDoor {
                     }
                 }
                 let idle = buf.is_empty() && answered_one;
-                if idle && *shutdown.borrow() {
-                    return None;
+                // Shutting down: an idle connection lingers a moment, so a request its client
+                // is sending right now is answered (with `Connection: close`) rather than
+                // met by a closed connection; then it is closed.
+                if idle && *shutdown.borrow() && linger_end.is_none() {
+                    linger_end = Some(now + self.linger);
                 }
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(4096);
@@ -283,8 +330,9 @@ impl ServerApp for FrontDoor {
                 // head: its fixed deadline, never moved by the bytes that trickle in.
                 let deadline = match head_started {
                     Some(t) => t + self.head_timeout,
-                    None => now + KEEPALIVE,
+                    None => now + self.keepalive,
                 };
+                let deadline = linger_end.map_or(deadline, |l| deadline.min(l));
                 let current = idle_timer.deadline();
                 if deadline < current || deadline - current > Duration::from_secs(1) {
                     idle_timer.as_mut().reset(deadline);
@@ -305,7 +353,10 @@ impl ServerApp for FrontDoor {
                         }
                         return None;
                     }
-                    _ = &mut stopping, if idle => return None,
+                    _ = &mut stopping, if idle && linger_end.is_none() => {
+                        linger_end = Some(tokio::time::Instant::now() + self.linger);
+                        continue;
+                    }
                     // The node is full and this connection has been idle the longest.
                     _ = slot.state.close.notified(), if idle => return None,
                 };
@@ -359,12 +410,12 @@ impl ServerApp for FrontDoor {
 
 /// The client's first bytes are HTTP/2's connection preface (prior knowledge, h2c). Peeked
 /// (given back to the stream), as Pingora's own h2c detection does: the first 24 bytes are
-/// waited for, at most [`KEEPALIVE`]; `None` when the connection fails or sends less (a
+/// waited for, at most [`HEAD_PEEK`]; `None` when the connection fails or sends less (a
 /// request that short — HTTP/1.0 without a `Host` — is not answered on an h2c listener).
 async fn starts_with_h2_preface(stream: &mut Stream) -> Option<bool> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut buf = [0u8; PREFACE.len()];
-    let peek = tokio::time::timeout(KEEPALIVE, stream.try_peek(&mut buf));
+    let peek = tokio::time::timeout(HEAD_PEEK, stream.try_peek(&mut buf));
     // A stream that cannot peek is taken for HTTP/1.
     let peeked = peek.await.ok()?.ok()?;
     Some(peeked && buf == PREFACE)
@@ -385,6 +436,9 @@ pub(crate) enum Parse {
     /// More headers than the front door looks at, the head perhaps not yet whole: Pingora's
     /// once it is ([`head_complete`]).
     Long,
+    /// A whole head announcing a body (`Content-Length`, `Transfer-Encoding`): the rest of the
+    /// connection is Pingora's, which knows where the body ends and what follows it.
+    WithBody,
     /// Valid or not, a request for Pingora: not `GET`/`HEAD` HTTP/1.1 in origin form, a body
     /// (`Content-Length`, `Transfer-Encoding`), `Expect`, `Upgrade`, a `Connection` other than
     /// `keep-alive`/`close`, too many headers, or anything httparse or `http` refuses.
@@ -400,6 +454,15 @@ pub(crate) fn parse_head(buf: &[u8]) -> Parse {
         Err(httparse::Error::TooManyHeaders) => return Parse::Long,
         Err(_) => return Parse::NotOurs,
     };
+    // A body, whatever the method: Pingora's from here on (see `Parse::WithBody`).
+    let framing = [&b"content-length"[..], b"transfer-encoding"];
+    if parsed.headers.iter().any(|h| {
+        framing
+            .iter()
+            .any(|f| h.name.as_bytes().eq_ignore_ascii_case(f))
+    }) {
+        return Parse::WithBody;
+    }
     let (Some(method), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
         return Parse::NotOurs;
     };
@@ -409,12 +472,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Parse {
     let mut close = false;
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
-        let refused = [
-            &b"content-length"[..],
-            b"transfer-encoding",
-            b"expect",
-            b"upgrade",
-        ];
+        let refused = [&b"expect"[..], b"upgrade"];
         if refused.iter().any(|r| name.eq_ignore_ascii_case(r)) {
             return Parse::NotOurs;
         }
@@ -513,7 +571,7 @@ mod tests {
         match parse_head(raw) {
             Parse::Complete(h) => h,
             Parse::Partial => panic!("partial: {:?}", String::from_utf8_lossy(raw)),
-            Parse::NotOurs | Parse::Long => {
+            Parse::NotOurs | Parse::Long | Parse::WithBody => {
                 panic!("not ours: {:?}", String::from_utf8_lossy(raw))
             }
         }
@@ -560,10 +618,18 @@ mod tests {
         ];
         for raw in cases {
             assert!(
-                matches!(parse_head(raw), Parse::NotOurs),
+                matches!(parse_head(raw), Parse::NotOurs | Parse::WithBody),
                 "{:?}",
                 String::from_utf8_lossy(raw)
             );
+        }
+        // Heads with a body are Pingora's for the rest of the connection.
+        for raw in [
+            &b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            assert!(matches!(parse_head(raw), Parse::WithBody));
         }
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..=MAX_HEADERS {
