@@ -317,6 +317,11 @@ pub struct TransformConfig {
     pub max_video_bytes: ByteSize,
     /// Largest decoded image, in pixels (width × height; 413 above).
     pub max_input_pixels: u64,
+    /// Memory one image decode may take, in bytes: the decoder's buffer (pixels × bytes per
+    /// pixel of its color type, 8 for 16-bit RGBA) plus the RGBA working copy. Checked from
+    /// the header before anything is decoded (413 above): a pixel limit is not a memory
+    /// limit, and a 2 MB 16-bit PNG of 16000² needs 3 GB.
+    pub max_decode_bytes: ByteSize,
     /// Offer AVIF for `format=auto`.
     pub avif: bool,
     /// Metadata kept in outputs: `none` (default), `copyright`, `keep`.
@@ -345,6 +350,7 @@ impl Default for TransformConfig {
             max_video_bytes: ByteSize::gib(4),
             // 16383 × 16383, the largest WebP.
             max_input_pixels: 268_402_689,
+            max_decode_bytes: ByteSize::gib(1),
             avif: true,
             metadata: "none".into(),
             workers: 0,

@@ -458,6 +458,7 @@ fn image_options(t: &crate::config::TransformConfig) -> crate::transform::image:
     use crate::transform::image::{ImageOptions, MetadataPolicy};
     ImageOptions {
         max_input_pixels: t.max_input_pixels,
+        max_decode_bytes: t.max_decode_bytes.0,
         max_input_bytes: t.max_image_bytes.0,
         avif_enabled: t.avif,
         metadata: match t.metadata.as_str() {

@@ -65,6 +65,9 @@ impl From<filters::Metadata> for MetadataPolicy {
 pub struct ImageOptions {
     /// Largest input, in pixels (width × height as stored). Default 268 402 689 (16383²).
     pub max_input_pixels: u64,
+    /// Memory one decode may take (decoder buffer + RGBA working copy), checked from the
+    /// header. Default 1 GiB.
+    pub max_decode_bytes: u64,
     /// Largest input, in bytes. Default 64 MiB.
     pub max_input_bytes: u64,
     /// Largest output side. Default 4096.
@@ -89,6 +92,7 @@ impl Default for ImageOptions {
     fn default() -> Self {
         ImageOptions {
             max_input_pixels: 268_402_689,
+            max_decode_bytes: 1 << 30,
             max_input_bytes: 64 * 1024 * 1024,
             max_output_side: 4096,
             avif_enabled: true,

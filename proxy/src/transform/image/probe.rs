@@ -73,6 +73,26 @@ pub(crate) fn check_pixels(w: u32, h: u32, opts: &ImageOptions) -> Result<(), Tr
     Ok(())
 }
 
+/// What decoding a `w`×`h` image whose decoder buffer is `decoded` bytes costs in memory: that
+/// buffer plus the 8-bit RGBA working raster. Refused (413) over `max_decode_bytes`, before
+/// anything is decoded.
+pub(crate) fn check_decode_memory(
+    w: u32,
+    h: u32,
+    decoded: u64,
+    opts: &ImageOptions,
+) -> Result<(), TransformError> {
+    let need = decoded.saturating_add(u64::from(w) * u64::from(h) * 4);
+    if need > opts.max_decode_bytes {
+        return Err(TransformError::TooLarge(format!(
+            "decoding {w}x{h} needs about {} MiB, over the budget of {} MiB",
+            need >> 20,
+            opts.max_decode_bytes >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Header-only probe.
 pub fn probe(bytes: &[u8], opts: &ImageOptions) -> Result<Probe, TransformError> {
     check_bytes(bytes, opts)?;
@@ -125,6 +145,7 @@ fn raster_probe(
     let mut dec = reader.into_decoder().map_err(image_err)?;
     let (w, h) = dec.dimensions();
     check_pixels(w, h, opts)?;
+    check_decode_memory(w, h, dec.total_bytes(), opts)?;
     let has_alpha = dec.color_type().has_alpha();
     let orientation = match format {
         ImageFormat::Jpeg => exif::jpeg_exif(bytes).and_then(|e| exif::orientation(&e)),

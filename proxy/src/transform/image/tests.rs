@@ -1048,3 +1048,59 @@ fn icc_tagged_inputs_come_out_in_srgb_without_a_profile() {
     let px = decode(&out).to_rgb8().get_pixel(10, 10).0;
     assert!(px[0] > 200 && px[2] < 50, "{px:?}");
 }
+
+/// A PNG whose header says `w`×`h` at `depth` bits, color type `color`, with one tiny IDAT:
+/// enough for a header probe, nothing to decode.
+fn png_header_only(w: u32, h: u32, depth: u8, color: u8) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut c = kind.to_vec();
+        c.extend_from_slice(data);
+        out.extend_from_slice(&c);
+        out.extend_from_slice(&crc32fast::hash(&c).to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[depth, color, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(b"IEND", &[]);
+    out
+}
+
+#[test]
+fn decode_memory_is_budgeted_in_bytes_before_decoding() {
+    let opts = ImageOptions::default();
+    // Under the pixel limit, over the memory budget: refused from the header (413).
+    let bombs: [(&str, Vec<u8>); 3] = [
+        // 16-bit RGBA 16000²: 8 B/px decoded + 4 B/px working copy ≈ 3 GB.
+        ("16-bit RGBA PNG", png_header_only(16000, 16000, 16, 6)),
+        // 1-bit grey 16383²: a tiny file, 1 GiB of RGBA.
+        ("1-bit PNG", png_header_only(16383, 16383, 1, 0)),
+        // A GIF whose logical screen is 16383²: 43 bytes.
+        ("GIF canvas", {
+            let mut g = b"GIF89a".to_vec();
+            g.extend_from_slice(&16383u16.to_le_bytes());
+            g.extend_from_slice(&16383u16.to_le_bytes());
+            g.extend_from_slice(&[0, 0, 0]);
+            g.extend_from_slice(&[0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, 0x3b]);
+            g
+        }),
+    ];
+    for (what, bytes) in bombs {
+        match probe::probe(&bytes, &opts) {
+            Err(TransformError::TooLarge(m)) => assert!(m.contains("MiB"), "{what}: {m}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // A large but ordinary image fits: 8-bit RGB 6000x4000 ≈ 168 MiB.
+    let ok = png_header_only(6000, 4000, 8, 2);
+    assert!(probe::check_decode_memory(6000, 4000, 6000 * 4000 * 3, &opts).is_ok());
+    match probe::probe(&ok, &opts) {
+        Ok(p) => assert_eq!((p.width, p.height), (6000, 4000)),
+        Err(TransformError::TooLarge(m)) => panic!("refused: {m}"),
+        Err(_) => {} // the stub IDAT may not satisfy every decoder; the budget passed
+    }
+}
