@@ -176,6 +176,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(cfg.cache.lock_timeout.0));
     let purge = PurgeLog::open(&data_dir.join("purge.log"), !opts.upgrade)
         .map_err(io_at("purge log", &data_dir.join("purge.log")))?;
+    purge.set_retention(cfg.cache.max_ttl.0.saturating_mul(3));
 
     // Each process's edge talks to its own origin service, on a socket named for the process
     // (`origin.sock.<pid>`): bound now, so a failure stops the start before any takeover, and

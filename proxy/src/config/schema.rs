@@ -136,6 +136,10 @@ pub struct CacheConfig {
     /// A ranged request that misses is answered from the source's range (not cached) and the
     /// whole object is filled in the background.
     pub range_miss_passthrough: bool,
+    /// Longest time an entry is fresh, whatever its `Cache-Control` says, and the longest
+    /// stale-while-revalidate / stale-if-error window; purges older than three times this are
+    /// forgotten (nothing they could hide is servable).
+    pub max_ttl: Dur,
 }
 
 impl Default for CacheConfig {
@@ -150,6 +154,7 @@ impl Default for CacheConfig {
             stale_while_revalidate: Dur::secs(60),
             stale_if_error: Dur::secs(86400),
             range_miss_passthrough: true,
+            max_ttl: Dur::secs(365 * 86400),
         }
     }
 }

@@ -139,6 +139,7 @@ fn defaults_are_todays_values() {
     assert_eq!(t.max_video_bytes, ByteSize(4_294_967_296));
     assert_eq!(t.max_input_pixels, 268_402_689);
     assert_eq!(t.max_decode_bytes, ByteSize(1 << 30));
+    assert_eq!(c.cache.max_ttl, Dur(Duration::from_secs(365 * 86400)));
     assert!(t.avif && t.avif_background);
     assert_eq!(t.metadata, "none");
     assert_eq!(t.workers, 0);

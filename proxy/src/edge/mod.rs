@@ -416,6 +416,7 @@ impl ProxyHttp for Edge {
             max_object: cache.max_object.0,
             stale_while_revalidate: cache.stale_while_revalidate.0,
             stale_if_error: cache.stale_if_error.0,
+            max_ttl: cache.max_ttl.0,
         };
         let req = policy::Request {
             class_ttl: self.class_ttl(ctx, resp.status.as_u16()),

@@ -22,6 +22,8 @@ pub struct Limits {
     pub stale_while_revalidate: Duration,
     /// `stale-if-error` when the response gives none.
     pub stale_if_error: Duration,
+    /// Longest freshness and longest stale window, whatever the response says.
+    pub max_ttl: Duration,
 }
 
 /// What the request contributes to the decision. Its credentials do not: the edge checks
@@ -131,7 +133,12 @@ pub fn cacheability(
     else {
         return Uncacheable(NoCacheReason::OriginNotCache);
     };
+    let fresh_until = now
+        .checked_add(limits.max_ttl)
+        .map_or(fresh_until, |cap| fresh_until.min(cap));
     let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &defaults);
+    let cap = limits.max_ttl.as_secs().min(u64::from(u32::MAX)) as u32;
+    let (swr, sie) = (swr.min(cap), sie.min(cap));
     let mut header = resp.clone();
     if let Some(c) = &cc {
         c.strip_private_headers(&mut header);

@@ -45,6 +45,16 @@ struct Maps {
 }
 
 impl Maps {
+    /// Drops purges recorded before `cutoff` (unix ms): no entry they could hide is servable
+    /// any more (see [`PurgeLog::set_retention`]). Returns how many went.
+    fn prune(&mut self, cutoff: u64) -> usize {
+        let before = self.tags.len() + self.keys.len() + self.prefixes.len();
+        for m in [&mut self.tags, &mut self.keys, &mut self.prefixes] {
+            m.retain(|_, at| *at >= cutoff);
+        }
+        before - (self.tags.len() + self.keys.len() + self.prefixes.len())
+    }
+
     fn map(&mut self, k: PurgeKind) -> &mut HashMap<String, u64> {
         match k {
             PurgeKind::Tag => &mut self.tags,
@@ -84,6 +94,10 @@ pub struct Recorded {
 
 pub struct PurgeLog {
     maps: RwLock<Maps>,
+    /// Purges older than this are forgotten (0: kept for ever); milliseconds.
+    retention_ms: AtomicU64,
+    /// Milliseconds since `opened` of the next prune.
+    next_prune: AtomicU64,
     /// Lines not yet written (the log could not be written): written first next time.
     pending: parking_lot::Mutex<String>,
     file: parking_lot::Mutex<LogFile>,
@@ -243,12 +257,36 @@ impl PurgeLog {
         };
         Ok(PurgeLog {
             maps: RwLock::new(maps),
+            retention_ms: AtomicU64::new(0),
+            next_prune: AtomicU64::new(0),
             pending: Default::default(),
             file: parking_lot::Mutex::new(current),
             path: path.to_path_buf(),
             next_refresh: AtomicU64::new(REFRESH_MS),
             opened: Instant::now(),
         })
+    }
+
+    /// Purges older than `retention` are forgotten (checked once a minute): an entry can be
+    /// served at most `cache.max_ttl` fresh plus as long again stale (each window is capped
+    /// by the cache policy), so a purge older than that can hide nothing still servable and
+    /// the maps stay bounded by time.
+    pub fn set_retention(&self, retention: Duration) {
+        self.retention_ms
+            .store(retention.as_millis() as u64, Ordering::Relaxed);
+        self.next_prune.store(0, Ordering::Relaxed);
+    }
+
+    /// Forgets purges past the retention, at most once a minute; how many went.
+    fn prune(&self) -> usize {
+        let now = self.opened.elapsed().as_millis() as u64;
+        let retention = self.retention_ms.load(Ordering::Relaxed);
+        if retention == 0 || now < self.next_prune.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.next_prune.store(now + 60_000, Ordering::Relaxed);
+        let cutoff = unix_ms(SystemTime::now()).saturating_sub(retention);
+        self.maps.write().prune(cutoff)
     }
 
     pub fn path(&self) -> &Path {
@@ -290,6 +328,10 @@ impl PurgeLog {
             return;
         };
         self.next_refresh.store(now + REFRESH_MS, Ordering::Relaxed);
+        let pruned = self.prune();
+        if pruned > 0 {
+            tracing::info!(pruned, "purge records past the retention forgotten");
+        }
         if let Err(e) = self.catch_up(&mut log) {
             tracing::warn!(error = %e, "reading the purge log");
         }
@@ -588,5 +630,30 @@ mod tests {
             "written later"
         );
         assert!(reopened.is_purged("after", "/p", None, before));
+    }
+
+    #[test]
+    fn purges_past_the_retention_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PurgeLog::open(&dir.path().join("p.log"), true).unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(3600);
+        {
+            // One purge recorded two hours ago, one now.
+            let mut maps = log.maps.write();
+            maps.note(
+                PurgeKind::Tag,
+                "old".into(),
+                unix_ms(long_ago - Duration::from_secs(3600)),
+            );
+        }
+        log.record(PurgeKind::Tag, &["new".into()]).unwrap();
+        assert_eq!(log.counts().0, 2);
+        log.set_retention(Duration::from_secs(1800));
+        assert_eq!(log.prune(), 1);
+        assert_eq!(log.counts().0, 1);
+        assert!(log.is_purged("k", "/p", Some("new"), long_ago));
+        assert!(!log.is_purged("k", "/p", Some("old"), long_ago - Duration::from_secs(7200)));
+        // At most once a minute.
+        assert_eq!(log.prune(), 0);
     }
 }

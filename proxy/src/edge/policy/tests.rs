@@ -14,6 +14,7 @@ const LIMITS: Limits = Limits {
     max_object: 1000,
     stale_while_revalidate: Duration::from_secs(7),
     stale_if_error: Duration::from_secs(9),
+    max_ttl: Duration::from_secs(100),
 };
 
 /// `Some(ttl in s, swr, sie)` when stored, `None` when not.
@@ -50,6 +51,7 @@ fn what_is_stored_and_for_how_long() {
         ("over the size limit", resp(200, &[("content-length", "1001")]), class(60), None),
         ("at the size limit", resp(200, &[("content-length", "1000")]), class(60), Some((60, 7, 9))),
         // s-maxage implies proxy-revalidate (RFC 9111 5.2.2.10): no stale serving.
+        ("a year of max-age is capped at max_ttl", resp(200, &[("cache-control", "max-age=31536000, stale-while-revalidate=31536000")]), class(60), Some((100, 100, 9))),
         ("s-maxage for shared caches", resp(200, &[("cache-control", "max-age=5, s-maxage=20")]), class(60), Some((20, 0, 0))),
     ];
     for (why, r, req, want) in rows {
