@@ -326,3 +326,35 @@ auth = { original = "token" }
     let (s, _) = status_of(&edge, "/samples/clip.mp4", &auth).await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origins_own_rule_guards_every_route_to_it() {
+    // Originals open by class, but the origin requires signatures: transforms, thumbnails
+    // and metadata of its objects are refused unsigned too.
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:{{PORT}}\"]\nthreads = 2\n\
+         [security]\nsigning_keys = [{{ id = \"k\", secret_env = \"TEST_ORIGIN_KEY\" }}]\n\
+         [[origins]]\nname = \"guarded\"\nmatcher = \"^/samples/(.+)$\"\nauth = \"signature\"\n\
+         [[origins.sources]]\nkind = \"local\"\nroot = \"{}\"\n",
+        workspace().join("conf/samples").display()
+    );
+    let edge = Edge::start_with_env(&config, &[("TEST_ORIGIN_KEY", "origin-secret")]).await;
+    for path in [
+        "/samples/photo.jpg",
+        "/samples/photo.jpg?width=100&format=webp",
+        "/samples/photo.jpg?format=json",
+        "/samples/clip.mp4?mode=frame&time=1s&width=64",
+    ] {
+        let (s, body) = status_of(&edge, path, &[]).await;
+        assert!(s == 401 || s == 403, "{path} unsigned: {s} {body}");
+    }
+    let exp = now() + 600;
+    let signed = python_sign(
+        "/samples/photo.jpg",
+        "width=100&format=webp",
+        exp,
+        "origin-secret",
+    );
+    let (s, body) = status_of(&edge, &signed, &[]).await;
+    assert_eq!(s, 200, "{body}");
+}

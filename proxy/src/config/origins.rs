@@ -60,6 +60,11 @@ pub struct OriginConfig {
     /// `responsive`; all on by default).
     #[serde(default)]
     pub options: filters::ResolveOptions,
+    /// One rule for every request this origin answers — originals, transforms, thumbnails,
+    /// metadata, content-hash routes — overriding `security.auth`'s per-class rules, so a
+    /// bucket is protected as a whole (unset: the class rules apply).
+    #[serde(default)]
+    pub auth: Option<super::AuthRule>,
     /// Tried in order; 404, 5xx and timeouts fall through to the next.
     pub sources: Vec<SourceConfig>,
 }

@@ -138,11 +138,12 @@ impl Edge {
         } = resolution;
         let class = filters::ratelimit::classify_resolved(path, &resolved);
         let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        if let Err(e) = self
-            .state
-            .security
-            .authorize(class, pq, header(req, "authorization"))
-        {
+        if let Err(e) = self.state.security.authorize(
+            class,
+            pq,
+            header(req, "authorization"),
+            origin.and_then(|o| self.state.cfg.origins[o].auth),
+        ) {
             return refuse(ctx, e);
         }
         ctx.origin = origin;

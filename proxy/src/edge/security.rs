@@ -178,14 +178,16 @@ impl Security {
             .find(|t| crate::edge::admin::secret_eq(t.secret.as_bytes(), presented.as_bytes()))
     }
 
-    /// Checks the route class's rule against the request's signature and bearer token.
+    /// Checks the rule — the origin's when it sets one, else the route class's — against the
+    /// request's signature and bearer token.
     pub fn authorize(
         &self,
         class: OperationClass,
         path_and_query: &str,
         authorization: Option<&str>,
+        origin_rule: Option<AuthRule>,
     ) -> Result<Principal, ApiError> {
-        let rule = self.rule(class);
+        let rule = origin_rule.unwrap_or_else(|| self.rule(class));
         let token = || {
             self.token(authorization).map(|t| Principal::Tenant {
                 name: t.tenant.clone(),
@@ -364,25 +366,27 @@ mod tests {
         let far = unix_now() + 3600;
         let url = filters::signature::sign("/img/a.jpg?width=100", far, b"secret-b", None);
         assert_eq!(
-            s.authorize(OperationClass::Image, &url, None),
+            s.authorize(OperationClass::Image, &url, None, None),
             Ok(Principal::Signed)
         );
         let tampered = url.replace("width=100", "width=200");
         assert_eq!(
-            s.authorize(OperationClass::Image, &tampered, None)
+            s.authorize(OperationClass::Image, &tampered, None, None)
                 .unwrap_err()
                 .status,
             403
         );
         let missing = s
-            .authorize(OperationClass::Image, "/img/a.jpg?width=100", None)
+            .authorize(OperationClass::Image, "/img/a.jpg?width=100", None, None)
             .unwrap_err();
         assert_eq!(missing.status, 401);
         let old = filters::signature::sign("/img/a.jpg", 1000, b"secret-a", None);
-        let e = s.authorize(OperationClass::Image, &old, None).unwrap_err();
+        let e = s
+            .authorize(OperationClass::Image, &old, None, None)
+            .unwrap_err();
         assert_eq!((e.status, e.message.as_str()), (403, "URL expired"));
         assert_eq!(
-            s.authorize(OperationClass::Original, "/img/a.jpg", None),
+            s.authorize(OperationClass::Original, "/img/a.jpg", None, None),
             Ok(Principal::Anonymous)
         );
     }
