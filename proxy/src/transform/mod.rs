@@ -82,6 +82,9 @@ pub enum TransformError {
     /// A bug or an I/O failure on our side (500).
     #[error("{0}")]
     Internal(String),
+    /// The pool's queue is full: try again shortly (503 + `Retry-After`).
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 impl TransformError {
@@ -101,6 +104,11 @@ impl TransformError {
             TransformError::Internal(m) => {
                 ApiError::new(500, ErrorCode::ProcessingFailed, m.clone())
             }
+            TransformError::Overloaded(m) => {
+                let mut e = ApiError::new(503, ErrorCode::Overloaded, m.clone());
+                e.retry_after = Some(1);
+                e
+            }
         }
     }
 }
@@ -112,17 +120,80 @@ impl From<geometry::GeometryError> for TransformError {
     }
 }
 
-/// A bounded pool for blocking, CPU-heavy work: at most `permits` jobs run at once.
+/// A bounded pool for blocking, CPU-heavy work: at most `permits` jobs run at once, and at
+/// most `max_waiting` wait for a turn (past that a job is refused: [`TransformError::Overloaded`]).
 #[derive(Clone)]
 pub struct Pool {
     permits: Arc<Semaphore>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    max_waiting: usize,
+}
+
+/// A turn on the pool: held while the job's input is read and while it runs, so a waiting
+/// job holds no input in memory.
+pub struct Turn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Turn {
+    /// Runs `f` on a blocking thread with this turn. A panic in `f` is an internal error.
+    pub async fn run<T, F>(self, f: F) -> Result<T, TransformError>
+    where
+        F: FnOnce() -> Result<T, TransformError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let turn = self;
+        let r = tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| TransformError::Internal(format!("transform task failed: {e}")))?;
+        drop(turn);
+        r
+    }
 }
 
 impl Pool {
+    /// `permits` jobs at once, 16 waiting per permit.
     pub fn new(permits: usize) -> Pool {
+        let permits = permits.max(1);
+        Pool::with_queue(permits, permits * 16)
+    }
+
+    /// `permits` jobs at once, at most `max_waiting` waiting.
+    pub fn with_queue(permits: usize, max_waiting: usize) -> Pool {
         Pool {
             permits: Arc::new(Semaphore::new(permits.max(1))),
+            waiting: Arc::default(),
+            max_waiting,
         }
+    }
+
+    /// Waits for a turn, or refuses at once when `max_waiting` jobs already wait.
+    pub async fn turn(&self) -> Result<Turn, TransformError> {
+        use std::sync::atomic::Ordering;
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Ok(Turn { _permit: p });
+        }
+        let queued = self.waiting.fetch_add(1, Ordering::AcqRel);
+        // Released on every path, cancellation included.
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
+        if queued >= self.max_waiting {
+            return Err(TransformError::Overloaded(format!(
+                "{queued} transforms already waiting: try again shortly"
+            )));
+        }
+        let p = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| TransformError::Internal("transform pool closed".into()))?;
+        Ok(Turn { _permit: p })
     }
 
     /// Sized from the machine's cores.
@@ -134,21 +205,13 @@ impl Pool {
         )
     }
 
-    /// Runs `f` on a blocking thread once a permit is free. A panic in `f` is an internal error.
+    /// Runs `f` on a blocking thread once a turn is free ([`Self::turn`]).
     pub async fn run<T, F>(&self, f: F) -> Result<T, TransformError>
     where
         F: FnOnce() -> Result<T, TransformError> + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| TransformError::Internal("transform pool closed".into()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| TransformError::Internal(format!("transform task failed: {e}")))?
+        self.turn().await?.run(f).await
     }
 
     /// Jobs currently waiting or running (for metrics).
@@ -170,10 +233,18 @@ mod tests {
             let (pool, running, peak) = (pool.clone(), running.clone(), peak.clone());
             async move {
                 pool.run(move || {
-                    let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                    peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    use std::sync::atomic::Ordering::SeqCst;
+                    let now = running.fetch_add(1, SeqCst) + 1;
+                    peak.fetch_max(now, SeqCst);
+                    // Until two jobs have run at once (a serial pool never gets there: the
+                    // test then fails on the peak, after at most a few seconds).
+                    let t0 = std::time::Instant::now();
+                    while peak.load(SeqCst) < 2 && t0.elapsed() < std::time::Duration::from_secs(3)
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    running.fetch_sub(1, SeqCst);
                     Ok(())
                 })
                 .await
@@ -182,9 +253,44 @@ mod tests {
         for r in futures::future::join_all(jobs).await {
             assert!(r.is_ok());
         }
-        assert!(peak.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+        assert_eq!(
+            peak.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "two at once, never more"
+        );
         let r: Result<(), _> = pool.run(|| panic!("boom")).await;
         assert!(matches!(r, Err(TransformError::Internal(_))));
         assert_eq!(TransformError::TooLarge("x".into()).to_api().status, 413);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_frees_its_places() {
+        let pool = Pool::with_queue(1, 2);
+        let held = pool.turn().await.unwrap();
+        // Two may wait; the third is refused with 503 + Retry-After.
+        let w1 = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.turn().await.map(|_| ()) }
+        });
+        let w2 = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.turn().await.map(|_| ()) }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while pool.waiting.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            assert!(std::time::Instant::now() < deadline, "waiters never queued");
+            tokio::task::yield_now().await;
+        }
+        let e = match pool.turn().await {
+            Err(e) => e,
+            Ok(_) => panic!("a third waiter was queued"),
+        };
+        let api = e.to_api();
+        assert_eq!((api.status, api.retry_after), (503, Some(1)));
+        drop(held);
+        w1.await.unwrap().unwrap();
+        w2.await.unwrap().unwrap();
+        assert_eq!(pool.waiting.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(pool.turn().await.is_ok(), "room again");
     }
 }
