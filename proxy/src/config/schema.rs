@@ -327,6 +327,9 @@ pub struct TransformConfig {
     /// the header before anything is decoded (413 above): a pixel limit is not a memory
     /// limit, and a 2 MB 16-bit PNG of 16000² needs 3 GB.
     pub max_decode_bytes: ByteSize,
+    /// An enlarged output holds at most this many times the source's pixels (413 above):
+    /// upscaling a thumbnail to 4096² is cheap to ask and costly to do.
+    pub max_upscale_area: f64,
     /// Offer AVIF for `format=auto`.
     pub avif: bool,
     /// Metadata kept in outputs: `none` (default), `copyright`, `keep`.
@@ -356,6 +359,7 @@ impl Default for TransformConfig {
             // 16383 × 16383, the largest WebP.
             max_input_pixels: 268_402_689,
             max_decode_bytes: ByteSize::gib(1),
+            max_upscale_area: 16.0,
             avif: true,
             metadata: "none".into(),
             workers: 0,

@@ -459,6 +459,7 @@ fn image_options(t: &crate::config::TransformConfig) -> crate::transform::image:
     ImageOptions {
         max_input_pixels: t.max_input_pixels,
         max_decode_bytes: t.max_decode_bytes.0,
+        max_upscale_area: t.max_upscale_area,
         max_input_bytes: t.max_image_bytes.0,
         avif_enabled: t.avif,
         metadata: match t.metadata.as_str() {

@@ -1104,3 +1104,38 @@ fn decode_memory_is_budgeted_in_bytes_before_decoding() {
         Err(_) => {} // the stub IDAT may not satisfy every decoder; the budget passed
     }
 }
+
+#[test]
+fn enlarging_is_bounded_by_the_source_area() {
+    let png = encode_with(
+        &DynamicImage::ImageRgb8(gradient(64, 64)),
+        image::ImageFormat::Png,
+    );
+    // 64² → 4096² is 4096× the area: refused (413), whatever the codec.
+    for fmt in ["avif", "png", "webp"] {
+        let e = transform(
+            &png,
+            &spec(&[
+                ("width", "4096"),
+                ("height", "4096"),
+                ("fit", "fill"),
+                ("format", fmt),
+            ]),
+            &ImageOptions::default(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{fmt}: an enlargement of 4096x the area was made"));
+        assert!(matches!(e, TransformError::TooLarge(_)), "{fmt}: {e}");
+        assert_eq!(e.to_api().status, 413);
+    }
+    // Within 16× the area (4× a side) is fine.
+    let out = run(&png, &[("width", "256"), ("format", "png")]);
+    assert_eq!((out.width, out.height), (256, 256));
+    // And allowed further when configured so.
+    let wide = ImageOptions {
+        max_upscale_area: 10_000.0,
+        ..ImageOptions::default()
+    };
+    let out = transform(&png, &spec(&[("width", "1024"), ("format", "png")]), &wide).unwrap();
+    assert_eq!(out.width, 1024);
+}
