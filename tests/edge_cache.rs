@@ -45,6 +45,20 @@ fn h<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// Asks for `url` until the answer is no longer a fresh `HIT` (at most 20 s), calling
+/// `while_fresh` after each hit: the first answer once the entry has expired.
+async fn get_until_expired(url: &str, while_fresh: impl Fn()) -> (reqwest::Response, Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (r, body) = get(url, &[]).await;
+        if h(&r, "x-cache") != "HIT" || Instant::now() > deadline {
+            return (r, body);
+        }
+        while_fresh();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn get(url: &str, headers: &[(&str, &str)]) -> (reqwest::Response, Vec<u8>) {
     let mut rb = client().get(url);
     for (k, v) in headers {
@@ -390,14 +404,7 @@ async fn stale_if_error_serves_when_the_origin_is_down() {
     assert_eq!(h(&r, "x-cache"), "MISS");
     origin.stop();
     // Fresh for a second (HIT), then expired with the origin down: served stale.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (r, body) = loop {
-        let (r, body) = get(&edge.url("/r/s"), &[]).await;
-        if h(&r, "x-cache") != "HIT" || Instant::now() > deadline {
-            break (r, body);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (r, body) = get_until_expired(&edge.url("/r/s"), || {}).await;
     assert_eq!(r.status(), 200);
     assert_eq!(h(&r, "x-cache"), "STALE");
     assert_eq!(body, b"still here");
@@ -418,15 +425,10 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes() {
         Canned::ok("refreshed").header("cache-control", "max-age=600"),
     );
     // Fresh for a second (HIT, no revalidation), then stale: answered at once.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (r, body) = loop {
-        let (r, body) = get(&edge.url("/r/w"), &[]).await;
-        if h(&r, "x-cache") != "HIT" || Instant::now() > deadline {
-            break (r, body);
-        }
-        assert_eq!(origin.hits("/w"), 1, "no refresh while fresh");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (r, body) = get_until_expired(&edge.url("/r/w"), || {
+        assert_eq!(origin.hits("/w"), 1, "no refresh while fresh")
+    })
+    .await;
     assert_eq!(h(&r, "x-cache"), "STALE");
     assert_eq!(body, b"fresh", "the stale copy is answered at once");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1226,14 +1228,7 @@ async fn revalidated_entries_keep_the_fast_path() {
             .header("cache-control", "max-age=600")
             .header("etag", "\"rv1\""),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let r = loop {
-        let (r, _) = get(&url, &[]).await;
-        if h(&r, "x-cache") != "HIT" || Instant::now() > deadline {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (r, _) = get_until_expired(&url, || {}).await;
     assert_eq!(h(&r, "x-cache"), "REVALIDATED");
     assert_eq!(origin.seen.lock().unwrap().conditionals, 1);
     // First hit after the revalidation decodes the entry; the next are fast hits.
