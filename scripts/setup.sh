@@ -11,6 +11,9 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
   libavfilter-dev libavdevice-dev libheif-dev >/dev/null
 if [ "${1:-}" = "--with-test-tools" ]; then
+  # PostgreSQL server binaries (initdb, postgres) for the metadata-store tests, which start a
+  # throwaway cluster as an unprivileged user; the service itself is not started.
+  $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
   if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
     cargo install s3s-fs --version 0.14.1 --features binary --locked
   fi

@@ -283,6 +283,139 @@ impl Edge {
         self.stop();
         self.spawn().await;
     }
+
+    /// SIGKILL, as a crash: nothing gets to finish or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process again (after [`Self::kill`]) with the same config and data dir.
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+}
+
+/// A throwaway PostgreSQL cluster from Debian's `postgresql` binaries: `initdb` in a temp
+/// dir and `postgres` on a free port of 127.0.0.1. As root it runs as `nobody` (PostgreSQL
+/// refuses to run as root). Stopped and removed on drop.
+pub struct Postgres {
+    pub url: String,
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// The newest `/usr/lib/postgresql/N/bin`, or the folder of `initdb` on PATH.
+fn postgres_bin() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .filter(|(_, p)| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, p)) => p,
+        None => PathBuf::new(),
+    }
+}
+
+impl Postgres {
+    pub async fn start() -> Postgres {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let bin = postgres_bin();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("pg");
+        let as_root = unsafe { libc::geteuid() } == 0;
+        // `nobody` must reach the folder: the temp dir's parents are world-searchable.
+        let own = |p: &Path| {
+            if as_root {
+                std::os::unix::fs::chown(p, Some(65534), Some(65534)).expect("chown");
+            }
+        };
+        own(dir.path());
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let command = |program: &str| {
+            let mut c = Command::new(bin.join(program));
+            if as_root {
+                c.uid(65534).gid(65534);
+            }
+            c.env("HOME", dir.path()).current_dir(dir.path());
+            c
+        };
+        let out = command("initdb")
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .expect("initdb: install Debian's postgresql (scripts/setup.sh --with-test-tools)");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("postgres.log")).expect("log");
+        own(&dir.path().join("postgres.log"));
+        let child = command("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("postgres");
+        let mut pg = Postgres {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            port,
+            child,
+            _dir: dir,
+        };
+        // Ready when pg_isready says so (a TCP connect succeeds before it accepts queries).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return pg;
+            }
+            if let Ok(Some(st)) = pg.child.try_wait() {
+                let log = std::fs::read_to_string(pg._dir.path().join("postgres.log"));
+                panic!("postgres exited ({st}): {}", log.unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "postgres did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGQUIT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Both processes of a graceful upgrade in progress; killed if the test stops half-way.
@@ -805,4 +938,32 @@ pub async fn start_tls_edge(extra: &str) -> (Edge, u16, PathBuf, tempfile::TempD
 pub async fn metrics_of(edge: &Edge) -> String {
     let (_, _, body) = get(edge, "/metrics", &[]).await;
     String::from_utf8(body).unwrap()
+}
+
+/// A `secs`-second h264/aac MP4 of `size` (`WxH`) made with the ffmpeg CLI.
+pub fn make_test_video(path: &Path, secs: u32, size: &str) {
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=25:duration={secs}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=440:duration={secs}"))
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
+        .args(["-c:a", "aac", "-shortest", "-movflags", "+faststart"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg CLI");
+    assert!(st.success(), "ffmpeg failed");
+}
+
+/// Width and height of the first video stream of `path`, by `ffprobe`.
+pub fn probe_size(path: &Path) -> (u32, u32) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=width,height", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.trim().split(',').map(|v| v.parse().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }

@@ -156,7 +156,11 @@ async fn s3_video_is_read_by_ranges() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hls_package_is_served_and_cached() {
-    let edge = Edge::start(&samples_config("")).await;
+    // The 12 s sample is packaged while the client waits (longer sources become jobs).
+    let edge = Edge::start(&samples_config(
+        "[jobs]\nsync_slow_codec_max_duration = \"30s\"",
+    ))
+    .await;
     let (s, h, body) = get(&edge, "/samples/clip.mp4?mode=hls", &[]).await;
     let text = String::from_utf8_lossy(&body).to_string();
     assert_eq!(s, 200, "{text}");

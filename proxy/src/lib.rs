@@ -2,16 +2,19 @@
 //!
 //! `edge` is the caching reverse proxy, `origin` the in-process upstream that reads sources,
 //! `config` the TOML schema, `server` the wiring of both into one Pingora server, `reload`
-//! the graceful-upgrade command.
+//! the graceful-upgrade command, `store` the metadata database and object store, `jobs` the
+//! queue of asynchronous transforms.
 
 pub mod config;
 pub mod edge;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod jobs;
 pub mod metrics;
 pub mod origin;
 pub mod reload;
 pub mod server;
+pub mod store;
 pub mod transform;
 pub mod unix_socket;

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub front_door: IntCounterVec,
     pub origin_connections: IntCounterVec,
     pub connection_events: IntCounterVec,
+    pub jobs: IntCounterVec,
+    pub store: IntCounterVec,
 }
 
 fn build() -> Metrics {
@@ -82,8 +84,26 @@ fn build() -> Metrics {
         &["event"],
     )
     .expect("static metric");
+    let jobs = IntCounterVec::new(
+        Opts::new(
+            "jobs_total",
+            "Job events on this node: queued, complete, retry (a try failed, another is due), failed",
+        ),
+        &["event"],
+    )
+    .expect("static metric");
+    let store = IntCounterVec::new(
+        Opts::new(
+            "transform_store_total",
+            "Transform store lookups and writes: hit, miss, write, write_error",
+        ),
+        &["result"],
+    )
+    .expect("static metric");
     for c in [
         Box::new(connection_events.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(jobs.clone()),
+        Box::new(store.clone()),
         Box::new(origin_connections.clone()),
         Box::new(requests.clone()),
         Box::new(cache_results.clone()),
@@ -106,6 +126,8 @@ fn build() -> Metrics {
         front_door,
         origin_connections,
         connection_events,
+        jobs,
+        store,
     }
 }
 

@@ -38,6 +38,8 @@ pub enum StartError {
     Security(#[from] crate::edge::security::SecurityError),
     #[error(transparent)]
     Origin(#[from] crate::origin::OriginError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 fn io_at(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError {
@@ -205,7 +207,15 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
             what: "runtime",
             source,
         })?;
-    let origin = Arc::new(boot.block_on(OriginService::new(cfg.clone()))?);
+    // The metadata store is checked and migrated now (a bad URL stops the start); its pool
+    // connects on first use, after the fork of `--daemon`.
+    let store = Arc::new(boot.block_on(crate::store::Store::open(&cfg))?);
+    let queue = crate::jobs::Queue::new(store.clone(), cfg.jobs.clone());
+    let origin = Arc::new(boot.block_on(OriginService::new(
+        cfg.clone(),
+        Some(store.clone()),
+        Some(queue.clone()),
+    ))?);
     drop(boot);
 
     let admin_token = std::env::var(&cfg.server.admin_token_env)
@@ -238,6 +248,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         started: Instant::now(),
         fills: Default::default(),
         origin_socket: own_socket.to_string_lossy().into_owned(),
+        queue: queue.clone(),
         cfg: cfg.clone(),
     });
 
@@ -315,6 +326,14 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         add_listeners(&mut svc, &cfg, buffers)?;
         Box::new(svc)
     };
+    let mut workers = pingora_core::services::background::background_service(
+        "jobs",
+        crate::jobs::Workers {
+            queue,
+            runner: origin.clone(),
+        },
+    );
+    workers.threads = Some(1);
     let mut bg = pingora_core::services::background::background_service(
         "origin",
         OriginBackground {
@@ -329,6 +348,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         crate::edge::drain::DrainWatch,
     ));
     server.add_service(bg);
+    server.add_service(workers);
     tracing::info!(listen = ?cfg.server.listen, data_dir = %data_dir.display(), threads, max_connections, open_files, "media-edge starting");
     server.run_forever();
 }

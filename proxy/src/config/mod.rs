@@ -27,8 +27,8 @@ pub use origins::{
 };
 pub use problems::{ConfigErrors, ConfigProblem};
 pub use schema::{
-    AuthRule, CacheConfig, ContentConfig, ExternalConfig, RouteAuth, SecurityConfig, ServerConfig,
-    SigningKey, TlsListener, TokenConfig, TransformConfig,
+    AuthRule, CacheConfig, ContentConfig, ExternalConfig, JobsConfig, RouteAuth, SecurityConfig,
+    ServerConfig, SigningKey, StoreConfig, TlsListener, TokenConfig, TransformConfig,
 };
 pub use units::{parse_duration, parse_size, ByteSize, Dur, UnitError};
 
@@ -54,6 +54,10 @@ pub struct Config {
     pub external: ExternalConfig,
     /// Content-hash routes.
     pub content: ContentConfig,
+    /// The metadata database and the object store.
+    pub store: StoreConfig,
+    /// Asynchronous transforms.
+    pub jobs: JobsConfig,
     /// The folder relative paths in the file resolve against.
     pub base: PathBuf,
     pub origins: Vec<OriginConfig>,
@@ -102,6 +106,10 @@ impl Config {
         let transform = transform.inspect(|t| validate::transform(t, &mut p));
         let filters: Option<filters::FiltersConfig> = p.section(table("filters"), "filters");
         let filters = filters.inspect(|f| validate::filters(f, &mut p));
+        let store: Option<StoreConfig> = p.section(table("store"), "store");
+        let store = store.inspect(|s| validate::store(s, base, &mut p));
+        let jobs: Option<JobsConfig> = p.section(table("jobs"), "jobs");
+        let jobs = jobs.inspect(|j| validate::jobs(j, &mut p));
         let items = validate::origin_items(&doc, &mut p);
         let (origins, matchers) = validate::origins(items, base, &mut p);
         let server = server.inspect(|s| validate::server(s, base, &mut p));
@@ -115,8 +123,10 @@ impl Config {
             Some(security),
             Some(external),
             Some(content),
+            Some(mut store),
+            Some(jobs),
         ) = (
-            server, cache, filters, transform, security, external, content,
+            server, cache, filters, transform, security, external, content, store, jobs,
         )
         else {
             // Not reached: a section that did not deserialize left a problem.
@@ -126,6 +136,9 @@ impl Config {
             t.cert = validate::resolve(base, &t.cert);
             t.key = validate::resolve(base, &t.key);
         }
+        if let Some(SourceConfig::Local { root, .. }) = &mut store.objects {
+            *root = validate::resolve(base, root);
+        }
         Ok(Config {
             server,
             cache,
@@ -134,6 +147,8 @@ impl Config {
             security,
             external,
             content,
+            store,
+            jobs,
             base: base.to_path_buf(),
             origins,
             matchers,

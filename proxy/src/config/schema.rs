@@ -372,3 +372,75 @@ impl Default for TransformConfig {
         }
     }
 }
+
+/// The metadata database and the object store (`[store]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The metadata database (jobs, finished transforms, cache-bust versions): empty = a
+    /// SQLite file `{data_dir}/media-edge.db`; `sqlite:///path/to/file.db` or
+    /// `postgres://user:password@host:port/db` (a fleet shares one).
+    pub database_url: String,
+    /// An env var holding the database URL (wins over `database_url`; for passwords).
+    pub database_url_env: Option<String>,
+    /// Connections to the database at most.
+    pub max_connections: u32,
+    /// Keep every finished transform in the object store, so a cold cache, a restarted
+    /// node or another node serves it without transforming again (`X-Store: HIT|MISS`).
+    pub transforms: bool,
+    /// Where objects are kept: a folder (`kind = "local"`, `root`; default
+    /// `{data_dir}/store`) or an S3/R2 bucket (`kind = "s3"`, the keys of an S3 source).
+    pub objects: Option<super::origins::SourceConfig>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            database_url: String::new(),
+            database_url_env: None,
+            max_connections: 8,
+            transforms: true,
+            objects: None,
+        }
+    }
+}
+
+/// Asynchronous transforms (`[jobs]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Jobs run at once by this node; 0 = half the cores, at least one.
+    pub workers: usize,
+    /// A video transform of a source larger than this runs as a job (202).
+    pub sync_max_bytes: ByteSize,
+    /// A video, audio or spritesheet output longer than this runs as a job.
+    pub sync_max_duration: Dur,
+    /// An h265, vp9 or av1 output longer than this runs as a job.
+    pub sync_slow_codec_max_duration: Dur,
+    /// Tries of a job before it is `failed` (the dead-letter state).
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled each try, capped at `retry_max`.
+    pub retry_base: Dur,
+    pub retry_max: Dur,
+    /// How long a claimed job is its worker's without news; a crashed node's jobs are taken
+    /// over after it.
+    pub lease: Dur,
+    /// How often an idle worker looks for work (a job queued on this node wakes it at once).
+    pub poll_interval: Dur,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            workers: 0,
+            sync_max_bytes: ByteSize::mib(256),
+            sync_max_duration: Dur::secs(60),
+            sync_slow_codec_max_duration: Dur::secs(10),
+            max_attempts: 5,
+            retry_base: Dur::secs(120),
+            retry_max: Dur::secs(900),
+            lease: Dur::secs(60),
+            poll_interval: Dur::secs(1),
+        }
+    }
+}

@@ -8,14 +8,15 @@
 use super::origins::{compile_matcher, OriginConfig, SourceConfig};
 use super::problems::Problems;
 use super::schema::{
-    CacheConfig, ContentConfig, ExternalConfig, SecurityConfig, ServerConfig, TransformConfig,
+    CacheConfig, ContentConfig, ExternalConfig, JobsConfig, SecurityConfig, ServerConfig,
+    StoreConfig, TransformConfig,
 };
 use regex::Regex;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// The top-level sections, in the order `check-config` names them.
-pub(super) const SECTIONS: [&str; 8] = [
+pub(super) const SECTIONS: [&str; 10] = [
     "server",
     "cache",
     "filters",
@@ -23,6 +24,8 @@ pub(super) const SECTIONS: [&str; 8] = [
     "security",
     "external",
     "content",
+    "store",
+    "jobs",
     "origins",
 ];
 
@@ -146,6 +149,51 @@ pub(super) fn transform(t: &TransformConfig, p: &mut Problems) {
     }
     within(t.hls_height, 10..=2160, "transform.hls_height", p);
     within(t.hls_segment_secs, 1..=60, "transform.hls_segment_secs", p);
+}
+
+pub(super) fn store(s: &StoreConfig, base: &Path, p: &mut Problems) {
+    let url = s.database_url.as_str();
+    if !(url.is_empty()
+        || url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
+    {
+        p.push(
+            "store.database_url",
+            format!("{url:?} is not empty, a sqlite: URL or a postgres:// URL"),
+        );
+    }
+    within(s.max_connections, 1..=1000, "store.max_connections", p);
+    match &s.objects {
+        None | Some(SourceConfig::S3 { .. }) => {}
+        Some(SourceConfig::Local { root, .. }) => {
+            let root = resolve(base, root);
+            if root.exists() && !root.is_dir() {
+                p.push(
+                    "store.objects.root",
+                    format!("{} is not a folder", root.display()),
+                );
+            }
+        }
+        Some(SourceConfig::Remote { .. }) => p.push(
+            "store.objects.kind",
+            "objects are kept in a folder (\"local\") or a bucket (\"s3\"), not \"remote\"",
+        ),
+    }
+}
+
+pub(super) fn jobs(j: &JobsConfig, p: &mut Problems) {
+    within(j.max_attempts, 1..=100, "jobs.max_attempts", p);
+    within(j.workers, 0..=256, "jobs.workers", p);
+    if j.lease.0 < std::time::Duration::from_secs(1) {
+        p.push("jobs.lease", "must be at least 1s");
+    }
+    if j.poll_interval.0 < std::time::Duration::from_millis(10) {
+        p.push("jobs.poll_interval", "must be at least 10ms");
+    }
+    if j.retry_max.0 < j.retry_base.0 {
+        p.push("jobs.retry_max", "must not be below jobs.retry_base");
+    }
 }
 
 pub(super) fn filters(f: &filters::FiltersConfig, p: &mut Problems) {

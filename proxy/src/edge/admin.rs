@@ -208,6 +208,18 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
             let v = json!({"purged": {"tags": req.tags, "keys": keys, "prefixes": req.prefixes}, "removed_from_storage": removed, "persisted": persisted});
             respond_json(session, &rid, 200, &v).await;
         }
+        ("GET", "/admin/jobs") => super::jobs::admin_list(edge, session, &rid).await,
+        ("POST", "/admin/jobs/retry") | ("POST", "/admin/cache/bust") => {
+            let body = match read_body(session).await {
+                Ok(b) => b,
+                Err(e) => return respond_error(session, &rid, &e).await,
+            };
+            if path == "/admin/jobs/retry" {
+                super::jobs::admin_retry(edge, session, &rid, &body).await;
+            } else {
+                super::jobs::admin_bust(edge, session, &rid, &body).await;
+            }
+        }
         ("GET", "/admin/cache/stats") => {
             let s = &edge.state.storage.stats;
             let (t, k, p) = edge.state.purge.counts();
@@ -267,7 +279,7 @@ pub async fn purge_one(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
 
 /// Records purges in the purge log off the async reactor (file lock and sync). They hold in
 /// memory at once; the answer is whether they are on disk yet (a full disk: written later).
-async fn record_purges(edge: &Edge, batch: Vec<(PurgeKind, Vec<String>)>) -> bool {
+pub(super) async fn record_purges(edge: &Edge, batch: Vec<(PurgeKind, Vec<String>)>) -> bool {
     let state = edge.state.clone();
     let recorded = tokio::task::spawn_blocking(move || {
         let refs: Vec<(PurgeKind, &[String])> =

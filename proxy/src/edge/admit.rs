@@ -20,6 +20,8 @@ pub(crate) enum Admit {
     Health,
     Metrics,
     Admin,
+    /// `/jobs/{id}`, `/sse/job/{id}`.
+    Jobs,
     Purge,
     /// `debug=view`: shown after the admin check, which needs the session.
     Debug(Box<Resolution>),
@@ -101,6 +103,9 @@ impl Edge {
         }
         if path == "/admin" || path.starts_with("/admin/") {
             return Admit::Admin;
+        }
+        if super::jobs::is_job_route(path) {
+            return Admit::Jobs;
         }
         if method.as_str() == "PURGE" {
             return Admit::Purge;

@@ -22,6 +22,7 @@ pub mod drain;
 pub mod fast_hit;
 pub mod fill;
 pub mod front;
+pub mod jobs;
 pub mod policy;
 pub mod purge;
 pub mod resolve;
@@ -69,6 +70,8 @@ pub struct EdgeState {
     /// Keys with a background fill in flight ([`fill`]).
     pub fills: parking_lot::Mutex<HashSet<String>>,
     pub origin_socket: String,
+    /// The job queue (and through it the metadata store) for the job API.
+    pub queue: Arc<crate::jobs::Queue>,
 }
 
 pub struct Edge {
@@ -145,6 +148,10 @@ impl Edge {
             }
             Admit::Admin => {
                 admin::handle(self, session, ctx).await;
+                return Ok(true);
+            }
+            Admit::Jobs => {
+                jobs::handle(self, session, ctx).await;
                 return Ok(true);
             }
             Admit::Purge => {

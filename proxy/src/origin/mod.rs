@@ -8,6 +8,7 @@
 //! It holds no caching policy (TTLs, purge and ranges on hits are the edge's) and does no
 //! media work itself (that is `transform`, through [`transform::Transformer`]).
 
+pub mod durable;
 pub mod ranged;
 pub mod sources;
 pub mod transform;
@@ -61,6 +62,10 @@ pub struct OriginService {
     origins: Vec<BuiltOrigin>,
     transformer: transform::Transformer,
     external: Option<sources::external::ExternalFetcher>,
+    /// Finished transforms and job rows (absent only in tests of the bare service).
+    store: Option<Arc<crate::store::Store>>,
+    /// Where requests over the synchronous limits go.
+    queue: Option<Arc<crate::jobs::Queue>>,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -87,7 +92,11 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 }
 
 impl OriginService {
-    pub async fn new(cfg: Arc<Config>) -> Result<Self, OriginError> {
+    pub async fn new(
+        cfg: Arc<Config>,
+        store: Option<Arc<crate::store::Store>>,
+        queue: Option<Arc<crate::jobs::Queue>>,
+    ) -> Result<Self, OriginError> {
         let mut origins = Vec::new();
         for (i, o) in cfg.origins.iter().enumerate() {
             let mut built = Vec::new();
@@ -126,6 +135,12 @@ impl OriginService {
             image: image_options(t),
             #[cfg(feature = "video-engine")]
             video: video_options(&cfg),
+            store: store.clone(),
+            sync: transform::SyncLimits {
+                max_bytes: cfg.jobs.sync_max_bytes.0,
+                max_duration: cfg.jobs.sync_max_duration.0,
+                slow_codec_max_duration: cfg.jobs.sync_slow_codec_max_duration.0,
+            },
         };
         let external = if cfg.external.enabled {
             Some(sources::external::ExternalFetcher::new(&cfg.external)?)
@@ -137,6 +152,8 @@ impl OriginService {
             origins,
             transformer,
             external,
+            store,
+            queue,
         })
     }
 
@@ -164,11 +181,32 @@ impl OriginService {
         if path == EXTERNAL_PATH {
             return self.handle_external(&req).await;
         }
+        self.serve(
+            head,
+            &path,
+            req.uri().query(),
+            req.headers(),
+            &durable::Purpose::Client,
+        )
+        .await
+    }
+
+    /// Answers `path` (an original, or a transform when `query` holds one) for a client or
+    /// a job worker.
+    pub(crate) async fn serve(
+        &self,
+        head: bool,
+        path: &str,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+        purpose: &durable::Purpose,
+    ) -> Result<Response<Body>, ApiError> {
+        let path = path.to_string();
         let Some((idx, groups)) = self.cfg.match_origin(&path) else {
             return Err(ApiError::no_matching_origin(&path));
         };
         let origin = &self.cfg.origins[idx];
-        let spec = parse_spec(req.uri().query())?;
+        let spec = parse_spec(query)?;
         // A transform reads the original itself: no client range, no conditional. A video
         // transform reads it by ranges when the source allows (first block now, the rest on
         // demand), or in place when it is a local file.
@@ -179,7 +217,7 @@ impl OriginService {
         let hv = |n: &str| {
             passthrough
                 .then(|| {
-                    req.headers()
+                    headers
                         .get(n)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string)
@@ -213,11 +251,13 @@ impl OriginService {
                 Ok(f) => match spec {
                     None => return Ok(self.respond(&origin.name, &path, source.kind(), f)),
                     Some(spec) if f.status == 200 || (video && f.status == 206) => {
-                        let job = transform::Job {
+                        let treq = durable::TransformRequest {
                             origin: &origin.name,
                             path: &path,
+                            query: query.unwrap_or(""),
                             spec,
-                            avif_fallback: avif_fallback(req.headers()),
+                            avif_fallback: avif_fallback(headers),
+                            kind: source.kind(),
                         };
                         let input = match local {
                             Some(file) => transform::SourceInput::Local(f, file),
@@ -228,8 +268,7 @@ impl OriginService {
                             },
                             None => transform::SourceInput::Stream(f),
                         };
-                        let result = self.transformer.run(job, input).await;
-                        return Ok(transformed(result, source.kind()));
+                        return Ok(self.transform(treq, input, purpose).await);
                     }
                     Some(_) => return Ok(self.respond(&origin.name, &path, source.kind(), f)),
                 },
@@ -306,14 +345,23 @@ impl OriginService {
         match spec {
             None => Ok(self.respond("external", &url, "external", fetched)),
             Some(spec) => {
+                // External sources are not kept in the store (their URLs are the client's).
                 let job = transform::Job {
                     origin: "external",
                     path: &url,
                     spec,
                     avif_fallback: avif_fallback(req.headers()),
+                    store_key: None,
+                    keep_before_answer: false,
+                    may_defer: false,
+                    progress: None,
                 };
                 let input = transform::SourceInput::Stream(fetched);
-                let result = self.transformer.run(job, input).await;
+                let result = match self.transformer.run(job, input).await {
+                    Ok(transform::Outcome::Done(r)) => Ok(r),
+                    Ok(transform::Outcome::Defer(reason)) => Err(ApiError::bad_request(reason)),
+                    Err(e) => Err(e),
+                };
                 Ok(transformed(result, "external"))
             }
         }

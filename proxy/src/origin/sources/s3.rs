@@ -199,3 +199,56 @@ fn short<E: std::error::Error>(e: &E) -> String {
     }
     s
 }
+
+/// Writes, for the object store (`store::objects`); originals are never written.
+impl S3Source {
+    /// Puts one object, streamed from `body`; the object appears whole or not at all.
+    pub async fn put(
+        &self,
+        key: &str,
+        body: aws_sdk_s3::primitives::ByteStream,
+        content_type: &str,
+    ) -> Result<(), SourceError> {
+        let call = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .send();
+        match tokio::time::timeout(self.timeout.max(Duration::from_secs(300)), call).await {
+            Err(_) => Err(SourceError::Timeout(format!(
+                "s3 put {}/{key}",
+                self.bucket
+            ))),
+            Ok(Err(e)) => Err(SourceError::Upstream(format!(
+                "s3 put {}/{key}: {}",
+                self.bucket,
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            ))),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), SourceError> {
+        let call = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send();
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(SourceError::Timeout(format!(
+                "s3 delete {}/{key}",
+                self.bucket
+            ))),
+            Ok(Err(e)) => Err(SourceError::Upstream(format!(
+                "s3 delete {}/{key}: {}",
+                self.bucket,
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            ))),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+}

@@ -156,7 +156,7 @@ pub(super) async fn stream_to_file(
 
 /// Which version of a source object an answer came from (validators and size), for keys
 /// of work derived from it (background AVIF, HLS packages).
-pub(super) fn source_version(f: &Fetched) -> String {
+pub(crate) fn source_version(f: &Fetched) -> String {
     let size = f
         .header("content-range")
         .and_then(crate::origin::ranged::content_range_total)

@@ -13,7 +13,27 @@ use crate::error::ApiError;
 use crate::transform::tempfile::TempFile;
 use crate::transform::{Output, TransformError};
 
+/// The package's folder name: one per origin, path and source version.
+fn package_key(job: &Job<'_>, version: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(job.origin.as_bytes());
+    h.update([0]);
+    h.update(job.path.as_bytes());
+    h.update([0]);
+    h.update(version.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
 impl Transformer {
+    /// Whether the package of this source version is made (its parts are served at once).
+    pub(super) fn hls_package_ready(&self, job: &Job<'_>, version: &str) -> bool {
+        self.limits
+            .hls_dir
+            .join(package_key(job, version))
+            .join("index.m3u8")
+            .is_file()
+    }
+
     /// `mode=hls`: the package is made once per source version (coalesced, written to a
     /// scratch directory and renamed into place, so a crash never leaves half a package),
     /// kept under `{data_dir}/hls` for `hls_retention`, and served part by part: the
@@ -27,15 +47,7 @@ impl Transformer {
         version: String,
     ) -> Result<Produced, ApiError> {
         use crate::transform::video;
-        let key = {
-            let mut h = sha2::Sha256::new();
-            h.update(job.origin.as_bytes());
-            h.update([0]);
-            h.update(job.path.as_bytes());
-            h.update([0]);
-            h.update(version.as_bytes());
-            hex::encode(&h.finalize()[..16])
-        };
+        let key = package_key(job, &version);
         let root = self.limits.hls_dir.clone();
         let dir = root.join(&key);
         let lock = {
@@ -46,6 +58,7 @@ impl Transformer {
         let _held = lock.lock().await;
         if !dir.join("index.m3u8").is_file() {
             let opts = self.video.clone();
+            let progress = job.progress_fn();
             let scratch = root.join(format!(
                 ".{key}-{}",
                 crate::transform::tempfile::unique_suffix()
@@ -55,7 +68,7 @@ impl Transformer {
                 .run(move || {
                     let _src = src_guard;
                     sweep_hls(&root, retention);
-                    let made = video::hls(&media, &opts, &scratch, &|_| {});
+                    let made = video::hls(&media, &opts, &scratch, &progress);
                     let made = made.and_then(|_| {
                         std::fs::rename(&scratch, &dir).map_err(|e| {
                             TransformError::Internal(format!("storing the HLS package: {e}"))

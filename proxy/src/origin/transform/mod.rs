@@ -14,9 +14,11 @@ mod body;
 #[cfg(feature = "video-engine")]
 mod hls;
 mod image;
+mod keep;
 mod video;
 
 pub use avif_background::AvifBackground;
+pub(crate) use body::source_version;
 
 use super::sources::Fetched;
 use super::Body;
@@ -57,6 +59,25 @@ pub struct Transformer {
     pub image: crate::transform::image::ImageOptions,
     #[cfg(feature = "video-engine")]
     pub video: crate::transform::video::VideoOptions,
+    /// Where finished transforms are kept (`Job::store_key` says under which key).
+    pub store: Option<std::sync::Arc<crate::store::Store>>,
+    /// Past these a video request becomes a job (when `Job::may_defer`).
+    pub sync: SyncLimits,
+}
+
+/// The limits of synchronous video work (`[jobs]`).
+#[derive(Clone, Debug)]
+pub struct SyncLimits {
+    pub max_bytes: u64,
+    pub max_duration: std::time::Duration,
+    pub slow_codec_max_duration: std::time::Duration,
+}
+
+/// What the transform step made of a request.
+pub enum Outcome {
+    Done(Response<Body>),
+    /// Too big to do while the client waits: run it as a job (the reason says why).
+    Defer(String),
 }
 
 /// How the original reaches the transform.
@@ -74,7 +95,7 @@ pub enum SourceInput {
 }
 
 impl SourceInput {
-    fn fetched(&self) -> &Fetched {
+    pub fn fetched(&self) -> &Fetched {
         match self {
             SourceInput::Stream(f) | SourceInput::Local(f, _) => f,
             SourceInput::Ranged { fetched, .. } => fetched,
@@ -93,6 +114,8 @@ enum Produced {
         etag: String,
         meta: Output,
     },
+    /// Over the synchronous limits: the request becomes a job.
+    Deferred(String),
 }
 
 /// What the request is about, for headers and tags.
@@ -102,6 +125,26 @@ pub struct Job<'a> {
     pub spec: TransformSpec,
     /// Set when the edge negotiated AVIF: the format to answer with while it is encoded.
     pub avif_fallback: Option<filters::Format>,
+    /// The key the result is kept under in the store (`None`: not kept).
+    pub store_key: Option<String>,
+    /// Keep the result before answering (a job worker), not in the background.
+    pub keep_before_answer: bool,
+    /// Whether a request over the synchronous limits may become a job (not inside one).
+    pub may_defer: bool,
+    /// Where the encoder's percent goes (a job's progress).
+    pub progress: Option<std::sync::Arc<crate::jobs::Progress>>,
+}
+
+impl Job<'_> {
+    /// The encoder's progress callback for this job.
+    pub fn progress_fn(&self) -> impl Fn(f32) + Send + Sync + 'static {
+        let p = self.progress.clone();
+        move |pct| {
+            if let Some(p) = &p {
+                p.set(pct)
+            }
+        }
+    }
 }
 
 /// What the answer keeps of the source's answer, and when the work started.
@@ -163,13 +206,8 @@ fn err(e: TransformError) -> ApiError {
 
 impl Transformer {
     /// Runs the transform for `job` on the fetched original.
-    pub async fn run(&self, job: Job<'_>, input: SourceInput) -> Result<Response<Body>, ApiError> {
+    pub async fn run(&self, job: Job<'_>, input: SourceInput) -> Result<Outcome, ApiError> {
         let started = Instant::now();
-        if job.spec.needs_async() {
-            return Err(ApiError::bad_request(
-                "this clip is over the synchronous limit (duration over 60s or a slow codec); shorten it",
-            ));
-        }
         let fetched = input.fetched();
         let source = Source {
             started,
@@ -193,7 +231,8 @@ impl Transformer {
                         let out = self.image_bytes(&spec, bytes).await?;
                         return self
                             .respond(&job, &source, Produced::Memory(out), "image")
-                            .await;
+                            .await
+                            .map(Outcome::Done);
                     }
                     Err(input) => input,
                 }
@@ -213,7 +252,12 @@ impl Transformer {
             ),
             input => (self.run_video(&job, input).await?, "video"),
         };
-        self.respond(&job, &source, produced, engine).await
+        if let Produced::Deferred(reason) = produced {
+            return Ok(Outcome::Defer(reason));
+        }
+        self.respond(&job, &source, produced, engine)
+            .await
+            .map(Outcome::Done)
     }
 
     /// The response of a finished transform: output headers, tags and the body (bytes, or
@@ -239,6 +283,11 @@ impl Transformer {
                 etag,
                 meta,
             } => (meta, len, etag, Some((path, guard))),
+            Produced::Deferred(reason) => {
+                return Err(ApiError::internal(format!(
+                    "deferred work answered: {reason}"
+                )))
+            }
         };
         let mut tags = vec![
             format!("origin:{}", job.origin),
@@ -248,35 +297,52 @@ impl Transformer {
         if let Some(d) = &job.spec.derivative {
             tags.push(format!("derivative:{d}"));
         }
-        let mut b = Response::builder()
-            .status(200)
-            .header("content-type", out.content_type)
-            .header("content-length", len)
-            .header("etag", etag)
-            .header("cache-tag", tags.join(","))
-            .header("x-transform-source", engine)
-            .header(
-                "x-processing-time-ms",
-                source.started.elapsed().as_millis().to_string(),
-            )
-            .header(super::HDR_ORIGIN, job.origin);
+        // The headers that belong to the output, kept with it in the store.
+        let mut kept: Vec<(String, String)> = vec![
+            ("etag".into(), etag.clone()),
+            ("cache-tag".into(), tags.join(",")),
+            ("x-transform-source".into(), engine.into()),
+            (super::HDR_ORIGIN.into(), job.origin.into()),
+        ];
         if out.width > 0 {
-            b = b
-                .header("x-resolved-width", out.width.to_string())
-                .header("x-resolved-height", out.height.to_string());
+            kept.push(("x-resolved-width".into(), out.width.to_string()));
+            kept.push(("x-resolved-height".into(), out.height.to_string()));
+        }
+        for (k, v) in &out.headers {
+            kept.push((k.to_ascii_lowercase(), v.clone()));
         }
         let own_cc = out
             .headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("cache-control"));
+        let store_state = self
+            .keep(
+                job,
+                &out,
+                &kept,
+                len,
+                file.as_ref().map(|(p, _)| p.as_path()),
+            )
+            .await?;
+        let mut b = Response::builder()
+            .status(200)
+            .header("content-type", out.content_type)
+            .header("content-length", len)
+            .header(
+                "x-processing-time-ms",
+                source.started.elapsed().as_millis().to_string(),
+            );
+        for (k, v) in &kept {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        if let Some(state) = store_state {
+            b = b.header("x-store", state);
+        }
         if let Some(cc) = source.cache_control.as_deref().filter(|_| !own_cc) {
             b = b.header("cache-control", cc);
         }
         if let Some(lm) = source.last_modified.as_deref() {
             b = b.header("last-modified", lm);
-        }
-        for (k, v) in &out.headers {
-            b = b.header(k.as_str(), v.as_str());
         }
         let body = match file {
             None => Full::new(out.body).map_err(|never| match never {}).boxed(),

@@ -35,6 +35,7 @@ impl Transformer {
     ) -> Result<Produced, ApiError> {
         use crate::transform::video::{self, Media};
         let version = body::source_version(input.fetched());
+        let size = source_size(&input).await;
         let (media, src_guard) = match input {
             SourceInput::Local(_, path) => (Media::File(path), None),
             SourceInput::Ranged {
@@ -69,12 +70,19 @@ impl Transformer {
                 (Media::File(tmp.path().to_path_buf()), Some(tmp))
             }
         };
+        let made = job.spec.mode == Mode::Hls && self.hls_package_ready(job, &version);
+        if job.may_defer && !made {
+            if let Some(reason) = self.defer_reason(&job.spec, &media, size).await? {
+                return Ok(Produced::Deferred(reason));
+            }
+        }
         if job.spec.mode == Mode::Hls {
             return self.run_hls(job, media, src_guard, version).await;
         }
         let opts = self.video.clone();
         let spec = job.spec.clone();
         let out = TempFile::fresh(&self.limits.temp_dir, "out");
+        let progress = job.progress_fn();
         self.pool
             .run(move || {
                 let _src = src_guard;
@@ -91,9 +99,9 @@ impl Transformer {
                     }
                     Mode::Audio | Mode::Video => {
                         let f = if spec.mode == Mode::Audio {
-                            video::audio(&media, &spec, &opts, out.path(), &|_| {})?
+                            video::audio(&media, &spec, &opts, out.path(), &progress)?
                         } else {
-                            video::transcode(&media, &spec, &opts, out.path(), &|_| {})?
+                            video::transcode(&media, &spec, &opts, out.path(), &progress)?
                         };
                         let guard = if f.path == out.path() {
                             out
@@ -131,6 +139,66 @@ impl Transformer {
             .map_err(err)
     }
 
+    /// Why this request is over the synchronous limits (`[jobs]`), if it is: a source over
+    /// `sync_max_bytes`; an output longer than `sync_max_duration`, or than
+    /// `sync_slow_codec_max_duration` in h265/vp9/av1; an HLS package of a source longer than
+    /// that. The duration is the source's (probed: for a local file or a ranged object only
+    /// the header is read) less the start time, or the asked `duration` when shorter.
+    #[cfg(feature = "video-engine")]
+    async fn defer_reason(
+        &self,
+        spec: &filters::TransformSpec,
+        media: &crate::transform::video::Media,
+        size: Option<u64>,
+    ) -> Result<Option<String>, ApiError> {
+        let limits = &self.sync;
+        if !matches!(
+            spec.mode,
+            Mode::Video | Mode::Audio | Mode::Spritesheet | Mode::Hls
+        ) || spec.format == Some(filters::Format::Json)
+        {
+            return Ok(None);
+        }
+        if let Some(n) = size.filter(|n| *n > limits.max_bytes) {
+            return Ok(Some(format!(
+                "the source is {n} bytes, over jobs.sync_max_bytes ({})",
+                limits.max_bytes
+            )));
+        }
+        let m = media.clone();
+        let probe = self
+            .pool
+            .run(move || crate::transform::video::probe(&m))
+            .await
+            .map_err(err)?;
+        let start = spec.time_ms.unwrap_or(0) as f64 / 1000.0;
+        let left = (probe.duration - start).max(0.0);
+        let out = spec
+            .duration_ms
+            .map(|d| (d as f64 / 1000.0).min(left))
+            .unwrap_or(left);
+        let slow = limits.slow_codec_max_duration.as_secs_f64();
+        let heavy = spec.codec.is_some_and(filters::Codec::is_heavy);
+        Ok(if spec.mode == Mode::Hls && probe.duration > slow {
+            Some(format!(
+                "HLS of a {:.1}s source is over jobs.sync_slow_codec_max_duration ({slow}s)",
+                probe.duration
+            ))
+        } else if spec.mode != Mode::Hls && out > limits.max_duration.as_secs_f64() {
+            Some(format!(
+                "a {out:.1}s output is over jobs.sync_max_duration ({}s)",
+                limits.max_duration.as_secs_f64()
+            ))
+        } else if spec.mode == Mode::Video && heavy && out > slow {
+            Some(format!(
+                "a {out:.1}s {} output is over jobs.sync_slow_codec_max_duration ({slow}s)",
+                spec.codec.map(|c| c.as_str()).unwrap_or("")
+            ))
+        } else {
+            None
+        })
+    }
+
     #[cfg(not(feature = "video-engine"))]
     pub(super) async fn run_video(
         &self,
@@ -141,4 +209,18 @@ impl Transformer {
             "this build has no video engine".into(),
         )))
     }
+}
+
+/// The source's size in bytes when it says (a ranged answer's total, a length, a file's).
+#[cfg(feature = "video-engine")]
+async fn source_size(input: &SourceInput) -> Option<u64> {
+    if let SourceInput::Local(_, path) = input {
+        if let Ok(m) = tokio::fs::metadata(path).await {
+            return Some(m.len());
+        }
+    }
+    let f = input.fetched();
+    f.header("content-range")
+        .and_then(ranged::content_range_total)
+        .or_else(|| f.header("content-length").and_then(|v| v.parse().ok()))
 }
