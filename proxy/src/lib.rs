@@ -3,7 +3,7 @@
 //! `edge` is the caching reverse proxy, `origin` the in-process upstream that reads sources,
 //! `config` the TOML schema, `server` the wiring of both into one Pingora server, `reload`
 //! the graceful-upgrade command, `store` the metadata database and object store, `jobs` the
-//! queue of asynchronous transforms.
+//! queue of asynchronous transforms, `uploads` media put in by tenants.
 
 pub mod config;
 pub mod edge;
@@ -18,3 +18,4 @@ pub mod server;
 pub mod store;
 pub mod transform;
 pub mod unix_socket;
+pub mod uploads;

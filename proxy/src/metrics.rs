@@ -23,6 +23,7 @@ pub struct Metrics {
     pub connection_events: IntCounterVec,
     pub jobs: IntCounterVec,
     pub store: IntCounterVec,
+    pub uploads: IntCounterVec,
 }
 
 fn build() -> Metrics {
@@ -100,8 +101,17 @@ fn build() -> Metrics {
         &["result"],
     )
     .expect("static metric");
+    let uploads = IntCounterVec::new(
+        Opts::new(
+            "uploads_total",
+            "Uploads recorded: stored (a new object) or deduplicated (shared with the tenant's record of the same bytes)",
+        ),
+        &["result"],
+    )
+    .expect("static metric");
     for c in [
         Box::new(connection_events.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(uploads.clone()),
         Box::new(jobs.clone()),
         Box::new(store.clone()),
         Box::new(origin_connections.clone()),
@@ -128,6 +138,7 @@ fn build() -> Metrics {
         connection_events,
         jobs,
         store,
+        uploads,
     }
 }
 

@@ -211,6 +211,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     // connects on first use, after the fork of `--daemon`.
     let store = Arc::new(boot.block_on(crate::store::Store::open(&cfg))?);
     let queue = crate::jobs::Queue::new(store.clone(), cfg.jobs.clone());
+    let uploads = Arc::new(boot.block_on(crate::uploads::Uploads::open(&cfg, store.clone()))?);
     let origin = Arc::new(boot.block_on(OriginService::new(
         cfg.clone(),
         Some(store.clone()),
@@ -249,6 +250,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         fills: Default::default(),
         origin_socket: own_socket.to_string_lossy().into_owned(),
         queue: queue.clone(),
+        uploads: uploads.clone(),
         cfg: cfg.clone(),
     });
 
@@ -331,6 +333,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         crate::jobs::Workers {
             queue,
             runner: origin.clone(),
+            uploads: Some(uploads),
         },
     );
     workers.threads = Some(1);

@@ -136,8 +136,10 @@ impl Config {
             t.cert = validate::resolve(base, &t.cert);
             t.key = validate::resolve(base, &t.key);
         }
-        if let Some(SourceConfig::Local { root, .. }) = &mut store.objects {
-            *root = validate::resolve(base, root);
+        for objects in [&mut store.objects, &mut store.uploads] {
+            if let Some(SourceConfig::Local { root, .. }) = objects {
+                *root = validate::resolve(base, root);
+            }
         }
         Ok(Config {
             server,

@@ -391,6 +391,11 @@ pub struct StoreConfig {
     /// Where objects are kept: a folder (`kind = "local"`, `root`; default
     /// `{data_dir}/store`) or an S3/R2 bucket (`kind = "s3"`, the keys of an S3 source).
     pub objects: Option<super::origins::SourceConfig>,
+    /// Where uploaded originals are kept, at `{tenant}/{sha256}`: the same forms as
+    /// `objects`; default the folder `{data_dir}/uploads`.
+    pub uploads: Option<super::origins::SourceConfig>,
+    /// The largest upload accepted (413 above).
+    pub max_upload_bytes: super::units::ByteSize,
 }
 
 impl Default for StoreConfig {
@@ -401,6 +406,8 @@ impl Default for StoreConfig {
             max_connections: 8,
             transforms: true,
             objects: None,
+            uploads: None,
+            max_upload_bytes: ByteSize::gib(4),
         }
     }
 }

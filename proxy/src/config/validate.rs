@@ -164,21 +164,23 @@ pub(super) fn store(s: &StoreConfig, base: &Path, p: &mut Problems) {
         );
     }
     within(s.max_connections, 1..=1000, "store.max_connections", p);
-    match &s.objects {
-        None | Some(SourceConfig::S3 { .. }) => {}
-        Some(SourceConfig::Local { root, .. }) => {
-            let root = resolve(base, root);
-            if root.exists() && !root.is_dir() {
-                p.push(
-                    "store.objects.root",
-                    format!("{} is not a folder", root.display()),
-                );
+    for (key, objects) in [("objects", &s.objects), ("uploads", &s.uploads)] {
+        match objects {
+            None | Some(SourceConfig::S3 { .. }) => {}
+            Some(SourceConfig::Local { root, .. }) => {
+                let root = resolve(base, root);
+                if root.exists() && !root.is_dir() {
+                    p.push(
+                        format!("store.{key}.root"),
+                        format!("{} is not a folder", root.display()),
+                    );
+                }
             }
+            Some(SourceConfig::Remote { .. }) => p.push(
+                format!("store.{key}.kind"),
+                "objects are kept in a folder (\"local\") or a bucket (\"s3\"), not \"remote\"",
+            ),
         }
-        Some(SourceConfig::Remote { .. }) => p.push(
-            "store.objects.kind",
-            "objects are kept in a folder (\"local\") or a bucket (\"s3\"), not \"remote\"",
-        ),
     }
 }
 

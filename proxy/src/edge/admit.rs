@@ -22,6 +22,8 @@ pub(crate) enum Admit {
     Admin,
     /// `/jobs/{id}`, `/sse/job/{id}`.
     Jobs,
+    /// `POST /upload`, `GET|DELETE /media/{id}`.
+    Uploads,
     Purge,
     /// `debug=view`: shown after the admin check, which needs the session.
     Debug(Box<Resolution>),
@@ -106,6 +108,9 @@ impl Edge {
         }
         if super::jobs::is_job_route(path) {
             return Admit::Jobs;
+        }
+        if super::uploads::is_upload_route(path) {
+            return Admit::Uploads;
         }
         if method.as_str() == "PURGE" {
             return Admit::Purge;

@@ -29,6 +29,7 @@ pub mod resolve;
 pub mod respond;
 pub mod security;
 pub mod storage;
+pub mod uploads;
 
 pub use admit::{path_is_suspicious, peer_ip};
 pub use resolve::Resolution;
@@ -72,6 +73,8 @@ pub struct EdgeState {
     pub origin_socket: String,
     /// The job queue (and through it the metadata store) for the job API.
     pub queue: Arc<crate::jobs::Queue>,
+    /// Uploaded media (`POST /upload`, `/media/{id}`).
+    pub uploads: Arc<crate::uploads::Uploads>,
 }
 
 pub struct Edge {
@@ -152,6 +155,10 @@ impl Edge {
             }
             Admit::Jobs => {
                 jobs::handle(self, session, ctx).await;
+                return Ok(true);
+            }
+            Admit::Uploads => {
+                uploads::handle(self, session, ctx).await;
                 return Ok(true);
             }
             Admit::Purge => {

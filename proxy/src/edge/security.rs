@@ -257,6 +257,15 @@ impl Security {
             .any(|t| t.scopes.iter().any(|s| s == scope))
     }
 
+    /// The tenant of `presented` when it is a configured token carrying `scope`.
+    pub fn tenant_with_scope(&self, presented: &str, scope: &str) -> Option<&str> {
+        self.tokens
+            .iter()
+            .find(|t| crate::edge::admin::secret_eq(t.secret.as_bytes(), presented.as_bytes()))
+            .filter(|t| t.scopes.iter().any(|s| s == scope))
+            .map(|t| t.tenant.as_str())
+    }
+
     /// Whether `presented` is a configured token carrying `scope`.
     pub fn token_has_scope(&self, presented: &str, scope: &str) -> bool {
         self.tokens

@@ -201,11 +201,16 @@ fn backoff(cfg: &JobsConfig, attempts: i64) -> Duration {
 pub struct Workers {
     pub queue: Arc<Queue>,
     pub runner: Arc<dyn Runner>,
+    /// Upload objects whose removal a crash interrupted are removed first.
+    pub uploads: Option<Arc<crate::uploads::Uploads>>,
 }
 
 #[async_trait::async_trait]
 impl pingora_core::services::background::BackgroundService for Workers {
     async fn start(&self, shutdown: pingora_core::server::ShutdownWatch) {
+        if let Some(u) = &self.uploads {
+            u.sweep().await;
+        }
         let n = self.queue.workers();
         let workers: Vec<_> = (0..n)
             .map(|_| {

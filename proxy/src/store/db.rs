@@ -80,6 +80,33 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             updated_at BIGINT NOT NULL
         )",
     ],
+), (
+    2,
+    "uploads and their shared objects",
+    &[
+        "CREATE TABLE uploads (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            storage_key TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            content_type TEXT NOT NULL,
+            status TEXT NOT NULL,
+            deduplicated BIGINT NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL
+        )",
+        "CREATE INDEX uploads_hash ON uploads (tenant, sha256, status)",
+        // How many records reference each stored object; `deleting` while the last
+        // reference's delete removes the object (a new upload of those bytes waits).
+        "CREATE TABLE upload_objects (
+            storage_key TEXT PRIMARY KEY,
+            refs BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            updated_at BIGINT NOT NULL
+        )",
+    ],
 )];
 
 /// The pool and what is behind it.

@@ -10,6 +10,7 @@ pub mod db;
 pub mod jobs;
 pub mod objects;
 pub mod transforms;
+pub mod uploads;
 
 pub use db::{Backend, Db, DbError};
 pub use transforms::StoredTransform;

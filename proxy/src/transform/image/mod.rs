@@ -19,7 +19,7 @@
 mod color;
 mod decode;
 mod encode;
-mod exif;
+pub mod exif;
 mod heif;
 mod ops;
 mod probe;

@@ -1,0 +1,259 @@
+//! Uploads: a body streamed to a temp file while it is hashed (SHA-256; never whole in
+//! memory), classified by its bytes (an image or a video, else 415), deduplicated per
+//! tenant (the tenant's complete record of the same bytes → a new record sharing its
+//! object, no second write), stored at `{tenant}/{sha256}` in the uploads folder or bucket,
+//! and recorded with what the bytes say (EXIF camera, time and position of a JPEG; the
+//! EXIF never reaches an output, whose metadata policy is the transform's). Deletes remove
+//! the object only with the last record that shares it (`store::uploads` has the rules).
+//!
+//! It speaks no HTTP: the edge reads the body and writes the answers.
+
+use crate::error::{ApiError, ErrorCode};
+use crate::store::objects::ObjectStore;
+use crate::store::uploads::{Reserved, Upload};
+use crate::store::{Store, StoreError};
+use crate::transform::tempfile::TempFile;
+use serde_json::{json, Value};
+use sha2::Digest;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// Bytes kept from the start of a body for classification and EXIF.
+const HEAD: usize = 256 * 1024;
+/// How long an upload waits for the removal of the same bytes' object to finish.
+const BUSY_WAIT: Duration = Duration::from_secs(30);
+
+pub struct Uploads {
+    pub store: Arc<Store>,
+    pub objects: ObjectStore,
+    temp_dir: PathBuf,
+    pub max_bytes: u64,
+}
+
+/// An upload being received.
+pub struct Ingest {
+    tenant: String,
+    file: tokio::fs::File,
+    tmp: TempFile,
+    hasher: sha2::Sha256,
+    size: u64,
+    head: Vec<u8>,
+    max: u64,
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "upload");
+    ApiError::internal("the upload could not be stored")
+}
+
+impl Ingest {
+    /// Takes the next part of the body.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        self.size += chunk.len() as u64;
+        if self.size > self.max {
+            return Err(ApiError::new(
+                413,
+                ErrorCode::PayloadTooLarge,
+                format!("upload over store.max_upload_bytes ({} bytes)", self.max),
+            ));
+        }
+        self.hasher.update(chunk);
+        let room = HEAD.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
+        self.file.write_all(chunk).await.map_err(internal)
+    }
+}
+
+impl Uploads {
+    pub async fn open(cfg: &crate::config::Config, store: Arc<Store>) -> Result<Self, StoreError> {
+        let objects = ObjectStore::open(
+            cfg.store.uploads.as_ref(),
+            &cfg.server.data_dir.join("uploads"),
+        )
+        .await?;
+        let temp_dir = cfg.server.data_dir.join("tmp");
+        let _ = std::fs::create_dir_all(&temp_dir);
+        Ok(Uploads {
+            store,
+            objects,
+            temp_dir,
+            max_bytes: cfg.store.max_upload_bytes.0,
+        })
+    }
+
+    pub async fn begin(&self, tenant: &str) -> Result<Ingest, ApiError> {
+        let tmp = TempFile::fresh(&self.temp_dir, "upload");
+        let file = tokio::fs::File::create(tmp.path())
+            .await
+            .map_err(internal)?;
+        Ok(Ingest {
+            tenant: tenant.to_string(),
+            file,
+            tmp,
+            hasher: sha2::Sha256::new(),
+            size: 0,
+            head: Vec::new(),
+            max: self.max_bytes,
+        })
+    }
+
+    /// Stores and records a whole body.
+    pub async fn finish(&self, mut ingest: Ingest) -> Result<Upload, ApiError> {
+        ingest.file.flush().await.map_err(internal)?;
+        if ingest.size == 0 {
+            return Err(ApiError::bad_request("the upload is empty"));
+        }
+        let Some(kind) = crate::transform::sniff::sniff(&ingest.head) else {
+            return Err(ApiError::new(
+                415,
+                ErrorCode::UnsupportedMedia,
+                "the upload is not an image or a video",
+            ));
+        };
+        let sha256 = hex::encode(ingest.hasher.finalize_reset());
+        let key = format!("{}/{sha256}", ingest.tenant);
+        let db = &self.store.db;
+        let deadline = Instant::now() + BUSY_WAIT;
+        let reserved = loop {
+            match db.reserve_object(&key).await.map_err(internal)? {
+                Reserved::Busy if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Reserved::Busy => {
+                    let mut e = ApiError::new(
+                        503,
+                        ErrorCode::Overloaded,
+                        "the same bytes are being deleted; try again",
+                    );
+                    e.retry_after = Some(1);
+                    return Err(e);
+                }
+                r => break r,
+            }
+        };
+        let deduplicated = reserved == Reserved::Existing
+            && db
+                .has_complete_upload(&ingest.tenant, &sha256)
+                .await
+                .map_err(internal)?;
+        if !deduplicated {
+            // Also when another upload of these bytes is still in flight: the same bytes
+            // under the same key, written whole or not at all.
+            if let Err(e) = self
+                .objects
+                .put_file(&key, ingest.tmp.path(), kind.mime())
+                .await
+            {
+                self.release(&key).await;
+                return Err(internal(e));
+            }
+        }
+        let record = Upload {
+            id: crate::store::jobs::new_id(),
+            tenant: ingest.tenant.clone(),
+            sha256,
+            storage_key: key.clone(),
+            size: ingest.size as i64,
+            content_type: kind.mime().to_string(),
+            status: "complete".into(),
+            deduplicated,
+            metadata: metadata(kind, &ingest.head),
+            created_at: crate::store::db::now_ms(),
+        };
+        if let Err(e) = db.insert_upload(&record).await {
+            self.release(&key).await;
+            return Err(internal(e));
+        }
+        crate::metrics::METRICS
+            .uploads
+            .with_label_values(&[if deduplicated {
+                "deduplicated"
+            } else {
+                "stored"
+            }])
+            .inc();
+        Ok(record)
+    }
+
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<Upload, ApiError> {
+        self.store
+            .db
+            .upload(tenant, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::not_found(format!("no media {id}")))
+    }
+
+    /// Deletes the record, and its object when no other record shares it.
+    pub async fn delete(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
+        let key = self
+            .store
+            .db
+            .delete_upload(tenant, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::not_found(format!("no media {id}")))?;
+        self.release(&key).await;
+        Ok(())
+    }
+
+    /// Takes one reference to `key` away; with the last, the object goes.
+    async fn release(&self, key: &str) {
+        match self.store.db.release_object(key).await {
+            Ok(true) => self.remove_object(key).await,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(key, error = %e, "releasing an upload object"),
+        }
+    }
+
+    async fn remove_object(&self, key: &str) {
+        match self.objects.delete(key).await {
+            Ok(()) => {
+                if let Err(e) = self.store.db.forget_object(key).await {
+                    tracing::warn!(key, error = %e, "forgetting an upload object");
+                }
+            }
+            // Left `deleting`: finished at the next start.
+            Err(e) => tracing::warn!(key, error = %e, "removing an upload object"),
+        }
+    }
+
+    /// Finishes removals a crash interrupted.
+    pub async fn sweep(&self) {
+        match self.store.db.deleting_objects().await {
+            Ok(keys) => {
+                for k in keys {
+                    self.remove_object(&k).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "upload sweep"),
+        }
+    }
+}
+
+/// What the record keeps of the bytes: the kind, and a JPEG's EXIF camera, time and place.
+fn metadata(kind: crate::transform::sniff::Sniffed, head: &[u8]) -> Value {
+    use crate::transform::sniff::Sniffed;
+    let mut m = json!({
+        "kind": match kind {
+            Sniffed::AudioVideo(_) => "video",
+            _ => "image",
+        },
+    });
+    #[cfg(feature = "image-engine")]
+    if let Some(raw) = crate::transform::image::exif::jpeg_exif(head) {
+        let all = crate::transform::image::exif::to_json(&raw);
+        let mut exif = serde_json::Map::new();
+        for k in ["Make", "Model", "DateTimeOriginal", "latitude", "longitude"] {
+            if let Some(v) = all.get(k) {
+                exif.insert(k.to_string(), v.clone());
+            }
+        }
+        m["exif"] = Value::Object(exif);
+    }
+    #[cfg(not(feature = "image-engine"))]
+    let _ = head;
+    m
+}
