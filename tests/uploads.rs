@@ -16,6 +16,8 @@ fn config(db_line: &str) -> String {
     format!(
         "[server]\nlisten = [\"127.0.0.1:{{PORT}}\"]\nthreads = 2\n\
          [store]\n{db_line}\n\
+         [jobs]\nworkers = 1\npoll_interval = \"100ms\"\nretry_base = \"1s\"\n\
+         retry_max = \"1s\"\nmax_attempts = 2\n\
          [filters.ratelimit]\nenabled = false\n\
          [security]\ntokens = [\
          {{ token_env = \"T_ACME\", tenant = \"acme\", scopes = [\"upload\"] }}, \
@@ -88,6 +90,7 @@ async fn uploads(db_line: &str) {
         "{a}"
     );
     assert!(object(&edge, "acme", &sha).is_file());
+    derivatives(&edge, &a, &photo).await;
 
     // The same bytes again: a second record, the same object, no second write.
     let (s, b) = upload(&edge, Some(ACME), photo.clone()).await;
@@ -96,10 +99,15 @@ async fn uploads(db_line: &str) {
     assert_eq!(b["sha256"], sha.as_str());
     assert_ne!(a["id"], b["id"]);
     assert_eq!(objects_of(&edge, "acme"), 1);
+    assert_eq!(
+        b["metadata"], a["metadata"],
+        "a deduplicated record shares the derivatives"
+    );
     // Another tenant: never deduplicated against acme.
     let (s, c) = upload(&edge, Some(BETA), photo.clone()).await;
     assert_eq!((s, &c["deduplicated"]), (201, &Value::Bool(false)), "{c}");
     assert!(object(&edge, "beta", &sha).is_file());
+    multipart(&edge).await;
 
     let a_id = a["id"].as_str().unwrap();
     assert_eq!(media(&edge, reqwest::Method::GET, ACME, a_id).await, 200);
@@ -116,6 +124,15 @@ async fn uploads(db_line: &str) {
         "{v}"
     );
     assert_eq!(upload(&edge, Some(ACME), Vec::new()).await.0, 400);
+    // Bytes that start like a JPEG but are not one: 422, nothing stored or recorded.
+    let mut fake = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0,
+    ];
+    fake.extend(pattern(4096));
+    let fake_sha = hex::encode(sha2::Sha256::digest(&fake));
+    let (s, v) = upload(&edge, Some(ACME), fake).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(!object(&edge, "acme", &fake_sha).exists());
     // A body cut short of its Content-Length: nothing recorded, no temp file left.
     {
         use tokio::io::AsyncWriteExt;
@@ -144,7 +161,7 @@ async fn uploads(db_line: &str) {
     assert_eq!(leftovers(), 0);
     let m = metrics_of(&edge).await;
     assert!(
-        m.contains("media_edge_uploads_total{result=\"stored\"} 2"),
+        m.contains("media_edge_uploads_total{result=\"stored\"} 3"),
         "{m}"
     );
     assert!(
@@ -198,6 +215,97 @@ async fn uploads(db_line: &str) {
     }
 }
 
+/// An image record's derivatives: dimensions, ThumbHash, a `data:` placeholder and WebP
+/// thumbnails already in the store; the content-hash routes find the tenant's upload (not
+/// another tenant's, never anonymously here); no output carries the EXIF.
+async fn derivatives(edge: &Edge, a: &Value, photo: &[u8]) {
+    let m = &a["metadata"];
+    assert!(m["width"].as_u64().is_some_and(|w| w > 0), "{a}");
+    assert!(
+        m["thumbhash"].as_str().is_some_and(|t| !t.is_empty()),
+        "{a}"
+    );
+    let ph = m["placeholder"].as_str().unwrap_or_default();
+    assert!(ph.starts_with("data:image/webp;base64,"), "{a}");
+    assert!(ph.len() < 6000, "{}", ph.len());
+    let thumbs = a["urls"]["thumbnails"].as_array().expect("thumbnails");
+    assert_eq!(thumbs.len(), 3, "{a}");
+    let make = m["exif"]["Make"].as_str().unwrap().as_bytes().to_vec();
+    let auth = format!("Bearer {ACME}");
+    let no_exif = |what: &str, body: &[u8]| {
+        assert!(
+            !body.windows(4).any(|w| w == b"Exif"),
+            "{what} carries EXIF"
+        );
+        assert!(
+            !body.windows(make.len()).any(|w| w == make),
+            "{what} carries the camera make"
+        );
+    };
+    for t in thumbs {
+        let url = t["url"].as_str().unwrap();
+        let (s, h, body) = get(edge, url, &[("authorization", &auth)]).await;
+        assert_eq!(s, 200, "{url}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(h["content-type"], "image/webp", "{url}");
+        assert_eq!(h["x-store"], "HIT", "{url}: made at upload time");
+        assert_eq!(&body[8..12], b"WEBP");
+        no_exif(url, &body);
+    }
+    let sha = a["sha256"].as_str().unwrap();
+    let original = a["urls"]["original"].as_str().unwrap();
+    let (s, _, body) = get(edge, original, &[("authorization", &auth)]).await;
+    assert_eq!((s, body.as_slice()), (200, photo), "{original}");
+    let resized = format!("/proxy/image/{sha}?width=200&format=jpeg");
+    let (s, _, body) = get(edge, &resized, &[("authorization", &auth)]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(&body[..2], &[0xFF, 0xD8]);
+    no_exif(&resized, &body);
+    // Not another tenant's upload, not without a token, never by its internal path.
+    let beta = format!("Bearer {BETA}");
+    assert_eq!(
+        get(edge, &resized, &[("authorization", &beta)]).await.0,
+        404
+    );
+    assert_eq!(get(edge, &resized, &[]).await.0, 404);
+    assert_eq!(
+        get(edge, &format!("/_uploads/acme/{sha}"), &[]).await.0,
+        404
+    );
+}
+
+/// A multipart upload (curl's `-F`): the file part is the upload, other parts are dropped.
+async fn multipart(edge: &Edge) {
+    let png = sample("alpha.png");
+    let form = reqwest::multipart::Form::new()
+        .text("title", "a title")
+        .part(
+            "media",
+            reqwest::multipart::Part::bytes(png.clone()).file_name("alpha.png"),
+        );
+    let r = client()
+        .post(edge.url("/upload"))
+        .bearer_auth(BETA)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["sha256"], hex::encode(sha2::Sha256::digest(&png)));
+    assert_eq!(v["size"], png.len());
+    // No file part: 400.
+    let form = reqwest::multipart::Form::new().text("title", "no file");
+    let r = client()
+        .post(edge.url("/upload"))
+        .bearer_auth(BETA)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
+
 #[tokio::test]
 async fn sqlite_uploads_dedup_and_delete() {
     uploads("").await;
@@ -207,4 +315,145 @@ async fn sqlite_uploads_dedup_and_delete() {
 async fn postgres_uploads_dedup_and_delete() {
     let pg = Postgres::start().await;
     uploads(&format!("database_url = \"{}\"", pg.url)).await;
+}
+
+/// Polls `GET /media/{id}` until the record leaves `processing` (at most `limit`).
+async fn settled(edge: &Edge, token: &str, id: &str, limit: Duration) -> Value {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let r = client()
+            .get(edge.url(&format!("/media/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        if v["status"] != "processing" {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still processing: {v}\n{}",
+            edge.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A video upload: `processing`, then `complete` with an HLS playlist that ffprobe plays
+/// (every part from the store) and a poster; bytes that only look like a video end
+/// `failed` with the reason.
+async fn video_uploads(db_line: &str) {
+    let edge = start(db_line).await;
+    let clip = edge.dir.path().join("clip.mp4");
+    make_test_video(&clip, 8, "320x240");
+    let bytes = std::fs::read(&clip).unwrap();
+    let (s, v) = upload(&edge, Some(ACME), bytes.clone()).await;
+    assert_eq!(s, 201, "{v}\n{}", edge.log());
+    assert_eq!(
+        (&v["status"], &v["content_type"]),
+        (&Value::from("processing"), &Value::from("video/mp4")),
+        "{v}"
+    );
+    assert!(v["metadata"]["job_id"].is_string(), "{v}");
+    let id = v["id"].as_str().unwrap();
+    let done = settled(&edge, ACME, id, Duration::from_secs(240)).await;
+    assert_eq!(done["status"], "complete", "{done}\n{}", edge.log());
+    let hls = done["urls"]["hls"].as_str().expect("hls url");
+    let poster = done["urls"]["poster"].as_str().expect("poster url");
+    let auth = format!("Bearer {ACME}");
+    let (s, h, body) = get(&edge, hls, &[("authorization", &auth)]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(h["x-store"], "HIT");
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.starts_with("#EXTM3U") && text.contains("#EXT-X-ENDLIST"),
+        "{text}"
+    );
+    let segments: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert!(segments.len() >= 2, "8 s in 6 s segments: {text}");
+    // Every part was kept by the job: a store hit, no packaging on request.
+    let sha = v["sha256"].as_str().unwrap();
+    for seg in &segments {
+        let url = format!("/proxy/video/{seg}");
+        assert!(url.contains(sha), "{url}");
+        let (s, h, _) = get(&edge, &url, &[("authorization", &auth)]).await;
+        assert_eq!((s, h["x-store"].to_str().unwrap()), (200, "HIT"), "{url}");
+    }
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-headers"])
+        .arg(format!("Authorization: {auth}\r\n"))
+        .args([
+            "-show_entries",
+            "format=duration:stream=codec_type,width",
+            "-of",
+            "json",
+        ])
+        .arg(edge.url(hls))
+        .output()
+        .expect("ffprobe");
+    let probe: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dur: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    assert!((dur - 8.0).abs() < 1.0, "{probe}");
+    let types: Vec<_> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_type"].clone())
+        .collect();
+    assert!(
+        types.contains(&Value::from("video")) && types.contains(&Value::from("audio")),
+        "{probe}"
+    );
+    let (s, h, body) = get(&edge, poster, &[("authorization", &auth)]).await;
+    assert_eq!(
+        (s, h["content-type"].to_str().unwrap()),
+        (200, "image/jpeg")
+    );
+    assert_eq!(&body[..2], &[0xFF, 0xD8]);
+
+    // An MP4 header on garbage: accepted (it looks like a video), then failed with why.
+    let mut fake = bytes[..64].to_vec();
+    fake.extend(pattern(64 * 1024));
+    let (s, v) = upload(&edge, Some(ACME), fake).await;
+    assert_eq!((s, &v["status"]), (201, &Value::from("processing")), "{v}");
+    let failed = settled(
+        &edge,
+        ACME,
+        v["id"].as_str().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["metadata"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    assert!(failed["urls"]["hls"].is_null(), "{failed}");
+}
+
+#[tokio::test]
+async fn sqlite_video_upload_to_hls() {
+    video_uploads("").await;
+}
+
+#[tokio::test]
+async fn postgres_video_upload_to_hls() {
+    let pg = Postgres::start().await;
+    video_uploads(&format!("database_url = \"{}\"", pg.url)).await;
 }

@@ -187,7 +187,7 @@ async fn hls_package_is_served_and_cached() {
     assert!((durations[0] - 6.0).abs() < 0.2, "{durations:?}");
     let work = tempfile::tempdir().unwrap();
     for (i, seg) in segs.iter().enumerate() {
-        assert_eq!(*seg, format!("clip.mp4?mode=hls&segment={i}"));
+        assert_eq!(*seg, format!("clip.mp4?mode=hls&segment={i}.ts"));
         let (s, h, body) = get(&edge, &format!("/samples/{seg}"), &[]).await;
         assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
         assert_eq!(hv(&h, "content-type"), "video/mp2t");

@@ -12,9 +12,13 @@
 //!   `gravity` and `timestamp` (seconds, or any `time` spelling) → `mode=frame`. A still image
 //!   has one frame, itself; the origin service answers it resized.
 //! - `metadata`: no parameters → `format=json` (image metadata or video probe).
+//! - `video`: the video modes (`video`, `hls`, `frame`, `spritesheet`, `audio`) with their
+//!   parameters as they are; no `mode` → `mode=hls` (the playlist; its segment URIs are
+//!   relative, so they come back on this route).
 //!
 //! The signing parameters (`signature`, `expires`, `kid`) are checked by the edge on the URL
-//! as the client sent it and are dropped from the rewritten query.
+//! as the client sent it and are dropped from the rewritten query, as is `tenant` (a signed
+//! URL's way to name whose uploads to look in; the edge reads it).
 
 use crate::params::parse_time;
 use crate::FilterError;
@@ -25,6 +29,7 @@ pub enum ContentRoute {
     Image,
     Thumbnail,
     Metadata,
+    Video,
 }
 
 /// Largest thumbnail width.
@@ -53,6 +58,7 @@ pub fn content_route(path: &str) -> Option<(ContentRoute, &str)> {
         "image" => ContentRoute::Image,
         "thumbnail" => ContentRoute::Thumbnail,
         "metadata" => ContentRoute::Metadata,
+        "video" => ContentRoute::Video,
         _ => return None,
     };
     Some((route, hash))
@@ -75,7 +81,7 @@ pub fn rewrite(
     }
     let hash = hash.to_ascii_lowercase();
     let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .filter(|(k, _)| !matches!(k.as_ref(), "signature" | "expires" | "kid"));
+        .filter(|(k, _)| !matches!(k.as_ref(), "signature" | "expires" | "kid" | "tenant"));
     let mut out = form_urlencoded::Serializer::new(String::new());
     match route {
         ContentRoute::Image => {
@@ -136,6 +142,28 @@ pub fn rewrite(
                         })
                     }
                 }
+            }
+        }
+        ContentRoute::Video => {
+            let mut moded = false;
+            for (k, v) in pairs {
+                if k == "mode" {
+                    if !matches!(
+                        v.as_ref(),
+                        "video" | "hls" | "frame" | "spritesheet" | "audio"
+                    ) {
+                        return Err(FilterError::invalid(
+                            &k,
+                            &v,
+                            "video, hls, frame, spritesheet or audio on /proxy/video",
+                        ));
+                    }
+                    moded = true;
+                }
+                out.append_pair(&k, &v);
+            }
+            if !moded {
+                out.append_pair("mode", "hls");
             }
         }
         ContentRoute::Metadata => {
@@ -256,6 +284,20 @@ mod tests {
         assert!(rw(&format!("/proxy/thumbnail/{H}"), "timestamp=soon").is_err());
         let e = rw(&format!("/proxy/thumbnail/{H}"), "mode=video").unwrap_err();
         assert!(e.to_string().contains("unknown thumbnail option"), "{e}");
+    }
+
+    #[test]
+    fn video_defaults_to_the_hls_playlist() {
+        let v = rw(&format!("/proxy/video/{H}"), "").unwrap().unwrap();
+        assert_eq!(
+            (v.route, v.query.as_str()),
+            (ContentRoute::Video, "mode=hls")
+        );
+        let v = rw(&format!("/proxy/video/{H}"), "mode=hls&segment=2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.query, "mode=hls&segment=2");
+        assert!(rw(&format!("/proxy/video/{H}"), "mode=image").is_err());
     }
 
     #[test]

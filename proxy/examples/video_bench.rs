@@ -2,7 +2,7 @@
 //! `media_edge::transform::video` and prints its wall time, so the script can set it
 //! beside the `ffmpeg` CLI doing the same work.
 //!
-//! `video_bench frame|sprite|transcode INPUT OUTPUT`
+//! `video_bench frame|sprite|transcode|hls INPUT OUTPUT` (for `hls`, OUTPUT is a folder).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ use media_edge::transform::video::{self, VideoOptions};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(op), Some(input), Some(output)) = (args.get(1), args.get(2), args.get(3)) else {
-        eprintln!("usage: video_bench frame|sprite|transcode INPUT OUTPUT");
+        eprintln!("usage: video_bench frame|sprite|transcode|hls INPUT OUTPUT");
         return ExitCode::from(2);
     };
     let (input, output) = (Path::new(input), Path::new(output));
@@ -49,6 +49,15 @@ fn main() -> ExitCode {
             video::transcode(input, &spec, &opts, output, &|_| {})
                 .map(|o| format!("{}x{} {:.2}s", o.width, o.height, o.duration_secs))
         }
+        "hls" => video::hls(input, &opts, output, &|_| {}).map(|o| {
+            format!(
+                "{}x{} {:.2}s {} segments",
+                o.width,
+                o.height,
+                o.duration_secs,
+                o.segments.len()
+            )
+        }),
         other => {
             eprintln!("unknown op {other}");
             return ExitCode::from(2);

@@ -91,7 +91,11 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
-                println!("{}: ok ({} origins)", file.display(), c.origins.len());
+                println!(
+                    "{}: ok ({} origins)",
+                    file.display(),
+                    c.configured_origins().len()
+                );
                 ExitCode::SUCCESS
             }
             Err(errs) => {

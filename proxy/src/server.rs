@@ -165,6 +165,10 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         .canonicalize()
         .map_err(io_at("data dir", &data_dir))?;
     cfg.server.data_dir = data_dir.clone();
+    // The built-in uploads origin reads `{data_dir}/uploads` unless a bucket is configured.
+    let uploads_dir = data_dir.join("uploads");
+    std::fs::create_dir_all(&uploads_dir).map_err(io_at("uploads folder", &uploads_dir))?;
+    cfg.refresh_uploads_origin();
 
     let limits = StorageLimits {
         memory_bytes: cfg.cache.memory_bytes.0,
@@ -211,11 +215,16 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     // connects on first use, after the fork of `--daemon`.
     let store = Arc::new(boot.block_on(crate::store::Store::open(&cfg))?);
     let queue = crate::jobs::Queue::new(store.clone(), cfg.jobs.clone());
-    let uploads = Arc::new(boot.block_on(crate::uploads::Uploads::open(&cfg, store.clone()))?);
     let origin = Arc::new(boot.block_on(OriginService::new(
         cfg.clone(),
         Some(store.clone()),
         Some(queue.clone()),
+    ))?);
+    let uploads = Arc::new(boot.block_on(crate::uploads::Uploads::open(
+        cfg.clone(),
+        store.clone(),
+        origin.clone(),
+        queue.clone(),
     ))?);
     drop(boot);
 

@@ -6,6 +6,9 @@
 #   frame      frame at 30 s → 640 px wide JPEG      target: ours ≤ 0.8× CLI wall time
 #   sprite     20-frame spritesheet (5x4, 160 px)    target: ours ≤ 0.5× CLI (fps=…,tile)
 #   transcode  1080p → 640x360 h264 CRF 23 medium    target: ours ≥ 0.95× CLI fps
+#   hls        HLS package: 720p h264 CRF 23 veryfast, AAC, 6 s segments (IDR at each),
+#              VOD playlist + poster JPEG at 1 s   target: ours ≥ 0.95× CLI speed
+#              (CLI: ffmpeg -f hls -hls_time 6 -force_key_frames, then one poster frame)
 #
 # Both sides are timed as whole processes with /usr/bin/time -v (wall clock and peak RSS),
 # best of $REPS runs. The in-process side is the release example `video_bench`
@@ -88,6 +91,22 @@ run our-transcode "$BENCH" transcode "$SRC" "$TMP/our.mp4"
 R=$(ratio "$CW" "$WALL")
 printf '%-10s %12s %12s %10s %10s %8s  %s\n' transcode "$CW" "$WALL" "$CR" "$RSS" "$R" "≥ 0.95 (fps, $FRAMES frames)"
 
+hls_cli() {
+  rm -rf "$TMP/cli-hls"; mkdir -p "$TMP/cli-hls"
+  ffmpeg -hide_banner -loglevel error -y -i "$SRC" -vf "scale=-2:720" \
+    -c:v libx264 -crf 23 -preset veryfast -force_key_frames "expr:gte(t,n_forced*6)" \
+    -c:a aac -f hls -hls_time 6 -hls_playlist_type vod \
+    -hls_segment_filename "$TMP/cli-hls/segment_%03d.ts" "$TMP/cli-hls/index.m3u8"
+  ffmpeg -hide_banner -loglevel error -y -ss 1 -i "$SRC" -frames:v 1 -vf "scale=-2:720" \
+    -q:v 5 "$TMP/cli-hls/poster.jpg"
+}
+export -f hls_cli; export SRC TMP
+run cli-hls bash -c hls_cli
+CW=$WALL CR=$RSS
+run our-hls bash -c 'rm -rf "$TMP/our-hls"; exec "$0" hls "$SRC" "$TMP/our-hls"' "$BENCH"
+R=$(ratio "$CW" "$WALL")
+printf '%-10s %12s %12s %10s %10s %8s  %s\n' hls "$CW" "$WALL" "$CR" "$RSS" "$R" "≥ 0.95 (speed)"
+
 echo
 echo "in-process times (from video_bench):"
-for op in frame sprite transcode; do head -1 "$TMP/out-our-$op-1.log"; done
+for op in frame sprite transcode hls; do head -1 "$TMP/out-our-$op-1.log"; done

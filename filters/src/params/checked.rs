@@ -110,10 +110,12 @@ pub(super) fn derivative_name(name: &str, v: &str) -> Result<String, FilterError
 
 /// An HLS part: `poster` or a segment number 0..=99999, written without leading zeros.
 pub(super) fn hls_part(name: &str, v: &str) -> Result<String, FilterError> {
-    if v == "poster" {
-        return Ok(v.to_string());
+    // Playlists name segments `N.ts` (players that check extensions want one); the same part.
+    if v == "poster" || v == "poster.jpg" {
+        return Ok("poster".to_string());
     }
-    let n = parse_ranged_uint(name, v, 0, 99_999)
+    let n = v.strip_suffix(".ts").unwrap_or(v);
+    let n = parse_ranged_uint(name, n, 0, 99_999)
         .map_err(|_| FilterError::invalid(name, v, "a segment number 0..=99999 or poster"))?;
     Ok(n.to_string())
 }

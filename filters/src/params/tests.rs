@@ -292,6 +292,11 @@ fn hls_parts() {
     assert_eq!(s.to_canonical_query(), "mode=hls&segment=3");
     let s = TransformSpec::from_canonical_query("mode=hls&segment=poster").unwrap();
     assert_eq!(s.segment.as_deref(), Some("poster"));
+    // The playlist's spelling (with the extension players check) is the same part.
+    let s = TransformSpec::from_canonical_query("mode=hls&segment=7.ts").unwrap();
+    assert_eq!(s.to_canonical_query(), "mode=hls&segment=7");
+    let s = TransformSpec::from_canonical_query("mode=hls&segment=poster.jpg").unwrap();
+    assert_eq!(s.segment.as_deref(), Some("poster"));
     assert_eq!(
         TransformSpec::from_canonical_query("mode=hls")
             .unwrap()
@@ -300,6 +305,8 @@ fn hls_parts() {
     );
     for bad in [
         "mode=hls&segment=x",
+        "mode=hls&segment=3.mp4",
+        "mode=hls&segment=.ts",
         "mode=hls&segment=-1",
         "mode=hls&segment=100000",
     ] {

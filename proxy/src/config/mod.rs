@@ -23,7 +23,8 @@ mod validate;
 mod tests;
 
 pub use origins::{
-    compile_matcher, substitute, MatcherError, OriginConfig, RemoteAuth, SourceConfig, TtlConfig,
+    compile_matcher, substitute, uploads_origin, valid_tenant, MatcherError, OriginConfig,
+    RemoteAuth, SourceConfig, TtlConfig, UPLOADS_ORIGIN, UPLOADS_PREFIX,
 };
 pub use problems::{ConfigErrors, ConfigProblem};
 pub use schema::{
@@ -69,6 +70,15 @@ impl Config {
     /// The built-in default config.
     pub fn default_config() -> Result<Config, ConfigErrors> {
         Config::parse(DEFAULT_CONFIG, Path::new("."))
+    }
+
+    /// Rebuilds the built-in uploads origin (the last) for the final `server.data_dir`.
+    pub fn refresh_uploads_origin(&mut self) {
+        let (o, m) = uploads_origin(self.store.uploads.as_ref(), &self.server.data_dir);
+        if let (Some(lo), Some(lm)) = (self.origins.last_mut(), self.matchers.last_mut()) {
+            *lo = o;
+            *lm = m;
+        }
     }
 
     /// Reads and validates a config file; relative paths inside resolve against its folder.
@@ -141,6 +151,12 @@ impl Config {
                 *root = validate::resolve(base, root);
             }
         }
+        // The built-in uploads origin goes last (the configured ones keep their indices);
+        // matching gives it its own prefix ([`Config::match_origin`]).
+        let (mut origins, mut matchers) = (origins, matchers);
+        let (o, m) = uploads_origin(store.uploads.as_ref(), &server.data_dir);
+        origins.push(o);
+        matchers.push(m);
         Ok(Config {
             server,
             cache,

@@ -181,17 +181,80 @@ pub fn compile_matcher(pattern: &str) -> Result<Regex, MatcherError> {
 impl Config {
     /// The first origin whose matcher matches `path` (no capture groups: cheaper).
     pub fn origin_index(&self, path: &str) -> Option<usize> {
-        self.matchers.iter().position(|re| re.is_match(path))
+        let builtin = self.matchers.len().checked_sub(1)?;
+        if path.starts_with(UPLOADS_PREFIX) {
+            return self.matchers[builtin].is_match(path).then_some(builtin);
+        }
+        self.matchers[..builtin]
+            .iter()
+            .position(|re| re.is_match(path))
     }
 
     /// The origin whose matcher matches `path`, with its capture groups (`$0` is the whole
-    /// match), for [`substitute`].
+    /// match), for [`substitute`]. Paths under [`UPLOADS_PREFIX`] are the built-in uploads
+    /// origin's (the last) alone; it matches nothing else.
     pub fn match_origin<'h>(&self, path: &'h str) -> Option<(usize, Captures<'h>)> {
-        self.matchers
+        let builtin = self.matchers.len().checked_sub(1)?;
+        if path.starts_with(UPLOADS_PREFIX) {
+            return self.matchers[builtin].captures(path).map(|c| (builtin, c));
+        }
+        self.matchers[..builtin]
             .iter()
             .enumerate()
             .find_map(|(i, re)| re.captures(path).map(|c| (i, c)))
     }
+
+    /// The configured origins, without the built-in uploads origin.
+    pub fn configured_origins(&self) -> &[OriginConfig] {
+        &self.origins[..self.origins.len().saturating_sub(1)]
+    }
+}
+
+/// The path prefix of the built-in origin that serves uploaded originals,
+/// `/_uploads/{tenant}/{sha256}`. Never reachable by a client's own path: the edge routes a
+/// tenant's content-hash requests there.
+pub const UPLOADS_PREFIX: &str = "/_uploads/";
+/// The built-in uploads origin's name.
+pub const UPLOADS_ORIGIN: &str = "_uploads";
+
+/// Whether `t` can name a tenant: 1-64 of `A-Z a-z 0-9 . _ -`, not starting with a dot (it
+/// names a folder).
+pub fn valid_tenant(t: &str) -> bool {
+    (1..=64).contains(&t.len())
+        && !t.starts_with('.')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The built-in origin over the uploads folder or bucket (`store.uploads`, default
+/// `{data_dir}/uploads`), the last of `Config::origins`: paths under [`UPLOADS_PREFIX`]
+/// match it alone, every other path only the configured origins.
+pub fn uploads_origin(
+    uploads: Option<&SourceConfig>,
+    data_dir: &std::path::Path,
+) -> (OriginConfig, Regex) {
+    let mut source = uploads.cloned().unwrap_or_else(|| SourceConfig::Local {
+        root: data_dir.join("uploads"),
+        path: source_path(),
+    });
+    match &mut source {
+        SourceConfig::Local { path, .. }
+        | SourceConfig::S3 { path, .. }
+        | SourceConfig::Remote { path, .. } => *path = source_path(),
+    }
+    let matcher = format!("^{UPLOADS_PREFIX}([A-Za-z0-9_-][A-Za-z0-9._-]{{0,63}}/[0-9a-f]{{64}})$");
+    let re = Regex::new(&matcher).expect("a constant pattern");
+    (
+        OriginConfig {
+            name: UPLOADS_ORIGIN.into(),
+            matcher,
+            ttl: TtlConfig::default(),
+            options: filters::ResolveOptions::default(),
+            auth: None,
+            sources: vec![source],
+        },
+        re,
+    )
 }
 
 /// Expands a source path template with the groups of a match: `$0`..`$9` are the groups (one

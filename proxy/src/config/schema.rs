@@ -396,6 +396,10 @@ pub struct StoreConfig {
     pub uploads: Option<super::origins::SourceConfig>,
     /// The largest upload accepted (413 above).
     pub max_upload_bytes: super::units::ByteSize,
+    /// Widths of the WebP thumbnails made of every uploaded image (and kept in the store).
+    pub thumbnail_widths: Vec<u32>,
+    /// Width of an uploaded image's blur placeholder (a tiny WebP recorded as a `data:` URI).
+    pub placeholder_width: u32,
 }
 
 impl Default for StoreConfig {
@@ -408,6 +412,8 @@ impl Default for StoreConfig {
             objects: None,
             uploads: None,
             max_upload_bytes: ByteSize::gib(4),
+            thumbnail_widths: vec![160, 320, 640],
+            placeholder_width: 24,
         }
     }
 }

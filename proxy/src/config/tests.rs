@@ -154,7 +154,14 @@ fn defaults_are_todays_values() {
     assert_eq!(ttl.redirects, Dur(Duration::from_secs(300)));
     assert_eq!(ttl.client_error, Dur(Duration::from_secs(60)));
     assert_eq!(ttl.server_error, Dur(Duration::ZERO));
-    assert!(c.origins.is_empty() && c.matchers.is_empty());
+    // Only the built-in uploads origin, which takes its own prefix and nothing else.
+    assert!(c.configured_origins().is_empty());
+    assert_eq!(c.origins.len(), 1);
+    assert_eq!(c.origins[0].name, super::UPLOADS_ORIGIN);
+    let h = "a".repeat(64);
+    assert_eq!(c.origin_index(&format!("/_uploads/t1/{h}")), Some(0));
+    assert_eq!(c.origin_index(&format!("/_uploads/../{h}")), None);
+    assert_eq!(c.origin_index("/samples/a.jpg"), None);
 }
 
 /// A key left out, `Section::default()` and the documented value in `conf/media-edge.toml`

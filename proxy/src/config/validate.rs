@@ -118,6 +118,18 @@ pub(super) fn security(s: &SecurityConfig, base: &Path, p: &mut Problems) {
     if let Some(f) = &s.trusted_proxies_file {
         file_exists(f, base, "security.trusted_proxies_file".into(), p);
     }
+    for (i, t) in s.tokens.iter().enumerate() {
+        // The tenant names folders and keys (`{tenant}/{sha256}`).
+        if !super::origins::valid_tenant(&t.tenant) {
+            p.push(
+                format!("security.tokens[{i}].tenant"),
+                format!(
+                    "{:?} must be 1-64 of A-Z a-z 0-9 . _ - and not start with a dot",
+                    t.tenant
+                ),
+            );
+        }
+    }
 }
 
 pub(super) fn external(x: &ExternalConfig, p: &mut Problems) {
@@ -164,6 +176,18 @@ pub(super) fn store(s: &StoreConfig, base: &Path, p: &mut Problems) {
         );
     }
     within(s.max_connections, 1..=1000, "store.max_connections", p);
+    if s.thumbnail_widths.len() > 8 {
+        p.push("store.thumbnail_widths", "at most 8 widths");
+    }
+    for (i, w) in s.thumbnail_widths.iter().enumerate() {
+        within(
+            *w,
+            16..=filters::content::THUMB_MAX_WIDTH,
+            &format!("store.thumbnail_widths[{i}]"),
+            p,
+        );
+    }
+    within(s.placeholder_width, 4..=64, "store.placeholder_width", p);
     for (key, objects) in [("objects", &s.objects), ("uploads", &s.uploads)] {
         match objects {
             None | Some(SourceConfig::S3 { .. }) => {}

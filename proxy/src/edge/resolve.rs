@@ -7,6 +7,7 @@
 //! external fetches are allowed. Pure over the config: no I/O, no counting, no answers.
 
 use super::Edge;
+use crate::config::UPLOADS_PREFIX;
 use crate::error::ApiError;
 use crate::origin::EXTERNAL_PATH;
 
@@ -45,12 +46,19 @@ impl Edge {
         let rewritten;
         let content =
             filters::content::rewrite(path, query, &cfg.content.prefix).map_err(to_api)?;
+        let tenant_path;
         let (path, query) = if let Some(c) = &content {
-            // `/proxy/{image,thumbnail,metadata}/{sha256}`: a path under the content prefix.
-            (
-                c.path.as_str(),
-                Some(c.query.as_str()).filter(|q| !q.is_empty()),
-            )
+            // `/proxy/{image,thumbnail,metadata,video}/{sha256}`: the requesting tenant's
+            // upload (the uploads origin falls back to the content prefix when the tenant
+            // has none), else a path under the content prefix.
+            let path = match self.content_tenant(path, query, headers) {
+                Some(t) => {
+                    tenant_path = format!("{UPLOADS_PREFIX}{t}/{}", c.hash);
+                    tenant_path.as_str()
+                }
+                None => c.path.as_str(),
+            };
+            (path, Some(c.query.as_str()).filter(|q| !q.is_empty()))
         } else if path == "/proxy/external" {
             let mut url = None;
             let mut opts = Vec::new();
@@ -87,6 +95,10 @@ impl Edge {
                 .map_err(to_api)?;
         let (origin, source_path) = match &resolved.source {
             filters::Source::Path(p) => {
+                // Uploads are reached through the content-hash routes only.
+                if p.starts_with(UPLOADS_PREFIX) && content.is_none() {
+                    return Err(ApiError::no_matching_origin(p));
+                }
                 let Some(origin) = cfg.origin_index(p) else {
                     if content.is_some() {
                         return Err(ApiError::not_found(format!(
@@ -131,6 +143,27 @@ impl Edge {
             vary_accept,
             external: None,
         })
+    }
+
+    /// Whose uploads a content-hash request looks in: the tenant of its bearer token (a
+    /// token that may read), or the `tenant` parameter of a validly signed URL.
+    fn content_tenant<'a>(
+        &'a self,
+        path: &str,
+        query: Option<&'a str>,
+        headers: &http::HeaderMap,
+    ) -> Option<std::borrow::Cow<'a, str>> {
+        let sec = &self.state.security;
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+        if let Some(t) = sec.reader_tenant(auth) {
+            return Some(t.into());
+        }
+        let q = query?;
+        let named = form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "tenant")
+            .map(|(_, v)| v.into_owned())?;
+        (crate::config::valid_tenant(&named) && sec.signed(&format!("{path}?{q}")))
+            .then_some(named.into())
     }
 
     /// An external URL request: allowed only when `external.enabled`.

@@ -250,6 +250,28 @@ impl Security {
         }
     }
 
+    /// The tenant of a request's bearer token when it may read (`read`, `upload` or
+    /// `admin` scope).
+    pub fn reader_tenant(&self, authorization: Option<&str>) -> Option<&str> {
+        self.token(authorization)
+            .filter(|t| {
+                t.scopes
+                    .iter()
+                    .any(|s| matches!(s.as_str(), "read" | "upload" | "admin"))
+            })
+            .map(|t| t.tenant.as_str())
+    }
+
+    /// Whether `path_and_query` carries a valid, unexpired signature of a configured key.
+    pub fn signed(&self, path_and_query: &str) -> bool {
+        let keys: Vec<(&str, &[u8])> = self
+            .keys
+            .iter()
+            .map(|(id, s)| (id.as_str(), s.as_slice()))
+            .collect();
+        !keys.is_empty() && filters::signature::verify(path_and_query, unix_now(), &keys).is_ok()
+    }
+
     /// Whether any configured token carries `scope`.
     pub fn has_scope_tokens(&self, scope: &str) -> bool {
         self.tokens

@@ -13,8 +13,45 @@ pub fn is_upload_route(path: &str) -> bool {
     path == "/upload" || path.starts_with("/media/")
 }
 
-/// The record as the API answers it.
-fn record(u: &Upload) -> serde_json::Value {
+/// The record as the API answers it, with the URLs of its original and derivatives: the
+/// content-hash routes, signed for the tenant (`tenant=`, 24 h) when a signing key is set,
+/// else asked with the tenant's bearer token.
+fn record(edge: &Edge, u: &Upload) -> serde_json::Value {
+    let cfg = &edge.state.cfg.security;
+    let url = |path_and_query: String| -> String {
+        let sep = if path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let with_tenant = format!("{path_and_query}{sep}tenant={}", u.tenant);
+        crate::edge::security::sign_url(cfg, &with_tenant, 86_400, None).unwrap_or(path_and_query)
+    };
+    let h = &u.sha256;
+    let m = &u.metadata;
+    let mut urls = serde_json::Map::new();
+    if m.get("kind").and_then(|k| k.as_str()) == Some("video") {
+        if u.status == "complete" {
+            urls.insert("hls".into(), json!(url(format!("/proxy/video/{h}"))));
+            urls.insert(
+                "poster".into(),
+                json!(url(format!("/proxy/video/{h}?mode=hls&segment=poster"))),
+            );
+        }
+    } else {
+        urls.insert("original".into(), json!(url(format!("/proxy/image/{h}"))));
+        let thumbs: Vec<_> = m
+            .get("thumbnails")
+            .and_then(|t| t.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_u64())
+            .map(|w| {
+                json!({"width": w, "url": url(format!("/proxy/thumbnail/{h}?width={w}&format=webp"))})
+            })
+            .collect();
+        urls.insert("thumbnails".into(), json!(thumbs));
+    }
     json!({
         "id": u.id,
         "tenant": u.tenant,
@@ -24,6 +61,7 @@ fn record(u: &Upload) -> serde_json::Value {
         "status": u.status,
         "deduplicated": u.deduplicated,
         "metadata": u.metadata,
+        "urls": urls,
         "created_at": u.created_at,
         "url": format!("/media/{}", u.id),
     })
@@ -49,6 +87,76 @@ fn tenant(edge: &Edge, session: &Session, scope: &str) -> Result<String, ApiErro
         .tenant_with_scope(presented, scope)
         .map(str::to_string)
         .ok_or_else(|| ApiError::forbidden(format!("the token has no {scope} scope")))
+}
+
+/// The boundary of a `multipart/form-data` body.
+fn multipart_boundary(session: &Session) -> Option<String> {
+    let ct = session
+        .req_header()
+        .headers
+        .get("content-type")?
+        .to_str()
+        .ok()?;
+    if !ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/")
+    {
+        return None;
+    }
+    multer::parse_boundary(ct).ok()
+}
+
+/// A multipart body's file (its first part with a file name, or the part named `file`) into
+/// the ingest; the other parts are read and dropped (the whole body counts against the upload limit).
+async fn read_multipart(
+    session: &mut Session,
+    boundary: String,
+    ingest: &mut crate::uploads::Ingest,
+    max_bytes: u64,
+) -> Result<(), ApiError> {
+    let truncated = || ApiError::bad_request("the upload body is truncated");
+    let body = futures::stream::unfold(session, |s| async move {
+        match s.read_request_body().await {
+            Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk), s)),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), s)),
+        }
+    });
+    // The whole body counts against the upload limit (parts, headers and boundaries).
+    let limit = multer::SizeLimit::new().whole_stream(max_bytes.saturating_add(64 * 1024));
+    let mut mp = multer::Multipart::with_constraints(
+        body,
+        boundary,
+        multer::Constraints::new().size_limit(limit),
+    );
+    let bad = |e: multer::Error| match e {
+        multer::Error::StreamReadFailed(_) | multer::Error::IncompleteStream => truncated(),
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+            ApiError::new(
+                413,
+                ErrorCode::PayloadTooLarge,
+                format!("upload over store.max_upload_bytes ({max_bytes} bytes)"),
+            )
+        }
+        e => ApiError::bad_request(format!("a malformed multipart body: {e}")),
+    };
+    let mut taken = false;
+    while let Some(mut field) = mp.next_field().await.map_err(bad)? {
+        let take = !taken && (field.file_name().is_some() || field.name() == Some("file"));
+        taken |= take;
+        while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            if take {
+                ingest.write(&chunk).await?;
+            }
+        }
+    }
+    if !taken {
+        return Err(ApiError::bad_request(
+            "a multipart upload needs a file part (one with a filename, or named \"file\")",
+        ));
+    }
+    Ok(())
 }
 
 pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
@@ -102,17 +210,22 @@ async fn answer(
             ));
         }
         let mut ingest = uploads.begin(&tenant).await?;
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => ingest.write(&chunk).await?,
-                Ok(None) => break,
-                // The client closed before its Content-Length (or a chunk) was whole: the
-                // temp file goes with `ingest`, nothing is recorded.
-                Err(_) => return Err(ApiError::bad_request("the upload body is truncated")),
+        match multipart_boundary(session) {
+            Some(boundary) => {
+                read_multipart(session, boundary, &mut ingest, uploads.max_bytes).await?
             }
+            None => loop {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) => ingest.write(&chunk).await?,
+                    Ok(None) => break,
+                    // The client closed before its Content-Length (or a chunk) was whole:
+                    // the temp file goes with `ingest`, nothing is recorded.
+                    Err(_) => return Err(ApiError::bad_request("the upload body is truncated")),
+                }
+            },
         }
         let u = uploads.finish(ingest).await?;
-        return Ok((201, record(&u)));
+        return Ok((201, record(edge, &u)));
     }
     let id = path.trim_start_matches("/media/");
     if !crate::jobs::api::valid_id(id) {
@@ -122,7 +235,7 @@ async fn answer(
         "GET" | "HEAD" => {
             let tenant =
                 tenant(edge, session, "upload").or_else(|_| tenant(edge, session, "read"))?;
-            Ok((200, record(&uploads.get(&tenant, id).await?)))
+            Ok((200, record(edge, &uploads.get(&tenant, id).await?)))
         }
         "DELETE" => {
             let tenant = tenant(edge, session, "upload")?;

@@ -43,10 +43,33 @@ impl Progress {
     }
 }
 
-/// What runs a job: fetch, transform, keep the result; returns the result's store key.
+/// A result made (or found) in the store.
+pub struct Made {
+    pub key: String,
+    pub content_type: String,
+    /// The body, when it was asked for and is small enough.
+    pub body: Option<bytes::Bytes>,
+}
+
+/// What runs a job: fetch, transform, keep the result in the store.
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync {
-    async fn run(&self, job: &JobRow, progress: Arc<Progress>) -> Result<String, JobError>;
+    /// Makes `path?query` (the origin service's request target) unless the store has it,
+    /// and keeps it; with `body_max > 0` also returns a body of at most that many bytes.
+    async fn produce(
+        &self,
+        path: &str,
+        query: &str,
+        progress: Arc<Progress>,
+        body_max: usize,
+    ) -> Result<Made, JobError>;
+
+    /// Runs a job; its result's store key.
+    async fn run(&self, job: &JobRow, progress: Arc<Progress>) -> Result<String, JobError> {
+        self.produce(&job.path, &job.query, progress, 0)
+            .await
+            .map(|m| m.key)
+    }
 }
 
 pub struct Queue {
@@ -55,6 +78,8 @@ pub struct Queue {
     /// This process, as the lease owner of the jobs it runs.
     owner: String,
     wake: tokio::sync::Notify,
+    /// A job of this node ended (uploads waiting on it are settled).
+    ended: tokio::sync::Notify,
 }
 
 impl Queue {
@@ -64,6 +89,7 @@ impl Queue {
             cfg,
             owner: format!("{}-{}", std::process::id(), crate::store::jobs::new_id()),
             wake: tokio::sync::Notify::new(),
+            ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -186,6 +212,7 @@ impl Queue {
                 let _ = db.fail(&job.id, &self.owner, &e.message, retry).await;
             }
         }
+        self.ended.notify_one();
     }
 }
 
@@ -210,6 +237,18 @@ impl pingora_core::services::background::BackgroundService for Workers {
     async fn start(&self, shutdown: pingora_core::server::ShutdownWatch) {
         if let Some(u) = &self.uploads {
             u.sweep().await;
+            // Uploads whose job ended (here, or on another node) are settled soon after.
+            let (u, queue, mut stop) = (u.clone(), self.queue.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    u.settle_all().await;
+                    tokio::select! {
+                        _ = queue.ended.notified() => {}
+                        _ = tokio::time::sleep(queue.cfg.poll_interval.0 * 4) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
         }
         let n = self.queue.workers();
         let workers: Vec<_> = (0..n)

@@ -10,7 +10,7 @@ use super::sources::Fetched;
 use super::transform::{self, Outcome, SourceInput};
 use super::{error_response, transformed, uncacheable, Body, OriginService};
 use crate::error::{ApiError, ErrorCode};
-use crate::jobs::{JobError, Progress, Runner};
+use crate::jobs::{JobError, Made, Progress, Runner};
 use crate::metrics::METRICS;
 use crate::store::jobs::{JobRow, NewJob};
 use crate::store::StoredTransform;
@@ -204,6 +204,33 @@ fn stored_response(
         .unwrap_or_else(|e| error_response(&ApiError::internal(format!("stored answer: {e}"))))
 }
 
+/// Whether a canonical query asks for an HLS playlist (not one of its parts).
+fn hls_playlist(query: &str) -> bool {
+    let pairs: Vec<_> = form_urlencoded::parse(query.as_bytes()).collect();
+    pairs.iter().any(|(k, v)| k == "mode" && v == "hls")
+        && !pairs.iter().any(|(k, _)| k == "segment")
+}
+
+impl OriginService {
+    /// `query` as the edge would pass it on for `path` (the canonical transform query).
+    fn canonical_query(&self, path: &str, query: &str) -> Result<String, ApiError> {
+        let headers = http::HeaderMap::new();
+        let parts = filters::RequestParts {
+            path,
+            query: Some(query),
+            headers: &headers,
+        };
+        let opts = self
+            .cfg
+            .origin_index(path)
+            .map(|i| self.cfg.origins[i].options.clone())
+            .unwrap_or_default();
+        filters::resolve(&parts, &self.cfg.filters, &opts)
+            .map(|r| r.spec.to_canonical_query())
+            .map_err(|e| ApiError::new(e.status(), e.code(), e.to_string()))
+    }
+}
+
 /// What the job's answer says went wrong (its JSON error message, or its status).
 async fn failure(r: Response<Body>) -> JobError {
     let status = r.status().as_u16();
@@ -232,24 +259,49 @@ async fn failure(r: Response<Body>) -> JobError {
 
 #[async_trait::async_trait]
 impl Runner for OriginService {
-    async fn run(&self, job: &JobRow, progress: Arc<Progress>) -> Result<String, JobError> {
+    async fn produce(
+        &self,
+        path: &str,
+        query: &str,
+        progress: Arc<Progress>,
+        body_max: usize,
+    ) -> Result<Made, JobError> {
         let purpose = Purpose::Job(progress);
         let r = self
-            .serve(
-                false,
-                &job.path,
-                Some(&job.query),
-                &http::HeaderMap::new(),
-                &purpose,
-            )
+            .serve(false, path, Some(query), &http::HeaderMap::new(), &purpose)
             .await;
         match r {
             Ok(r) if r.status() == 200 => {
-                // The result is in the store by now; its body is not needed.
+                // The result is in the store by now.
                 let key = r.extensions().get::<StoreKey>().map(|k| k.0.clone());
-                key.ok_or_else(|| JobError {
+                let key = key.ok_or_else(|| JobError {
                     message: "the result was not kept (no store)".into(),
                     retryable: false,
+                })?;
+                let content_type = r
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/octet-stream")
+                    .to_string();
+                let body = match body_max {
+                    0 => None,
+                    max => {
+                        let mut out = Vec::new();
+                        let mut stream = r.into_body().into_data_stream();
+                        while let Ok(Some(chunk)) = stream.try_next().await {
+                            out.extend_from_slice(&chunk);
+                            if out.len() > max {
+                                break;
+                            }
+                        }
+                        (out.len() <= max).then(|| bytes::Bytes::from(out))
+                    }
+                };
+                Ok(Made {
+                    key,
+                    content_type,
+                    body,
                 })
             }
             Ok(r) => Err(failure(r).await),
@@ -258,5 +310,33 @@ impl Runner for OriginService {
                 retryable: e.status >= 500 || e.code == ErrorCode::Timeout,
             }),
         }
+    }
+
+    /// Runs a job; an HLS playlist's job also keeps every part of its package (segments and
+    /// poster) in the store, so any node serves them without packaging again.
+    async fn run(&self, job: &JobRow, progress: Arc<Progress>) -> Result<String, JobError> {
+        let playlist = hls_playlist(&job.query);
+        let body_max = if playlist { 1 << 20 } else { 0 };
+        let made = self
+            .produce(&job.path, &job.query, progress, body_max)
+            .await?;
+        if playlist {
+            let text = made.body.as_deref().unwrap_or_default();
+            let text = String::from_utf8_lossy(text);
+            let parts = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once('?').map(|(_, q)| q.to_string()))
+                .chain(std::iter::once("mode=hls&segment=poster".to_string()));
+            for q in parts {
+                let q = self.canonical_query(&job.path, &q).map_err(|e| JobError {
+                    message: e.message,
+                    retryable: false,
+                })?;
+                let p = Arc::new(Progress::default());
+                self.produce(&job.path, &q, p, 0).await?;
+            }
+        }
+        Ok(made.key)
     }
 }

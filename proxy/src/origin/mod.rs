@@ -192,8 +192,32 @@ impl OriginService {
     }
 
     /// Answers `path` (an original, or a transform when `query` holds one) for a client or
-    /// a job worker.
+    /// a job worker. A tenant's upload path (`/_uploads/{tenant}/{sha256}`) the tenant does
+    /// not have falls back to the same hash under the content prefix.
     pub(crate) async fn serve(
+        &self,
+        head: bool,
+        path: &str,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+        purpose: &durable::Purpose,
+    ) -> Result<Response<Body>, ApiError> {
+        let r = self.serve_path(head, path, query, headers, purpose).await;
+        let upload_hash = path
+            .strip_prefix(crate::config::UPLOADS_PREFIX)
+            .and_then(|rest| rest.rsplit_once('/'))
+            .map(|(_, hash)| hash);
+        match (r, upload_hash) {
+            (Err(e), Some(hash)) if e.status == 404 => {
+                let public = format!("{}{hash}", self.cfg.content.prefix);
+                self.serve_path(head, &public, query, headers, purpose)
+                    .await
+            }
+            (r, _) => r,
+        }
+    }
+
+    async fn serve_path(
         &self,
         head: bool,
         path: &str,

@@ -107,6 +107,10 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             updated_at BIGINT NOT NULL
         )",
     ],
+), (
+    3,
+    "processing uploads",
+    &["CREATE INDEX uploads_status ON uploads (status, created_at)"],
 )];
 
 /// The pool and what is behind it.

@@ -130,18 +130,6 @@ impl Db {
         )
     }
 
-    /// Whether the tenant has a complete record of these bytes.
-    pub async fn has_complete_upload(&self, tenant: &str, sha256: &str) -> Result<bool, DbError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM uploads WHERE tenant = $1 AND sha256 = $2 AND status = 'complete'",
-        )
-        .bind(tenant)
-        .bind(sha256)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n > 0)
-    }
-
     pub async fn insert_upload(&self, u: &Upload) -> Result<(), DbError> {
         let now = now_ms();
         sqlx::query(
@@ -190,6 +178,38 @@ impl Db {
             .fetch_optional(&self.pool)
             .await?;
         Ok(r.as_ref().map(row).transpose()?)
+    }
+
+    /// The oldest `processing` records, at most `limit`.
+    pub async fn processing_uploads(&self, limit: i64) -> Result<Vec<Upload>, DbError> {
+        let q = format!(
+            "SELECT {COLUMNS} FROM uploads WHERE status = 'processing' \
+             ORDER BY created_at LIMIT $1"
+        );
+        let rows = sqlx::query(&q).bind(limit).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+    }
+
+    /// Moves a `processing` record on (to `complete` or `failed`, with its derivatives in
+    /// `metadata`); false when it was not `processing` any more.
+    pub async fn finish_upload(
+        &self,
+        id: &str,
+        status: &str,
+        metadata: &serde_json::Value,
+    ) -> Result<bool, DbError> {
+        let n = sqlx::query(
+            "UPDATE uploads SET status = $1, metadata = $2, updated_at = $3 \
+             WHERE id = $4 AND status = 'processing'",
+        )
+        .bind(status)
+        .bind(metadata.to_string())
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     /// Removes the record; its storage key when there was one.

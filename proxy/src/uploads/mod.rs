@@ -8,6 +8,8 @@
 //!
 //! It speaks no HTTP: the edge reads the body and writes the answers.
 
+pub mod derive;
+
 use crate::error::{ApiError, ErrorCode};
 use crate::store::objects::ObjectStore;
 use crate::store::uploads::{Reserved, Upload};
@@ -30,6 +32,7 @@ pub struct Uploads {
     pub objects: ObjectStore,
     temp_dir: PathBuf,
     pub max_bytes: u64,
+    pub derive: derive::Deriver,
 }
 
 /// An upload being received.
@@ -67,7 +70,12 @@ impl Ingest {
 }
 
 impl Uploads {
-    pub async fn open(cfg: &crate::config::Config, store: Arc<Store>) -> Result<Self, StoreError> {
+    pub async fn open(
+        cfg: Arc<crate::config::Config>,
+        store: Arc<Store>,
+        runner: Arc<dyn crate::jobs::Runner>,
+        queue: Arc<crate::jobs::Queue>,
+    ) -> Result<Self, StoreError> {
         let objects = ObjectStore::open(
             cfg.store.uploads.as_ref(),
             &cfg.server.data_dir.join("uploads"),
@@ -80,6 +88,7 @@ impl Uploads {
             objects,
             temp_dir,
             max_bytes: cfg.store.max_upload_bytes.0,
+            derive: derive::Deriver { cfg, runner, queue },
         })
     }
 
@@ -133,24 +142,17 @@ impl Uploads {
                 r => break r,
             }
         };
-        let deduplicated = reserved == Reserved::Existing
-            && db
-                .has_complete_upload(&ingest.tenant, &sha256)
+        // The tenant's complete record of these bytes, whose object (and derivatives) a
+        // deduplicated record shares.
+        let existing = match reserved {
+            Reserved::Existing => db
+                .upload_by_hash(&ingest.tenant, &sha256)
                 .await
-                .map_err(internal)?;
-        if !deduplicated {
-            // Also when another upload of these bytes is still in flight: the same bytes
-            // under the same key, written whole or not at all.
-            if let Err(e) = self
-                .objects
-                .put_file(&key, ingest.tmp.path(), kind.mime())
-                .await
-            {
-                self.release(&key).await;
-                return Err(internal(e));
-            }
-        }
-        let record = Upload {
+                .map_err(internal)?,
+            _ => None,
+        };
+        let deduplicated = existing.is_some();
+        let mut record = Upload {
             id: crate::store::jobs::new_id(),
             tenant: ingest.tenant.clone(),
             sha256,
@@ -162,6 +164,25 @@ impl Uploads {
             metadata: metadata(kind, &ingest.head),
             created_at: crate::store::db::now_ms(),
         };
+        if let Some(e) = existing {
+            record.metadata = e.metadata;
+            record.content_type = e.content_type;
+        } else {
+            // Also when another upload of these bytes is still in flight: the same bytes
+            // under the same key, written whole or not at all.
+            if let Err(e) = self
+                .objects
+                .put_file(&key, ingest.tmp.path(), kind.mime())
+                .await
+            {
+                self.release(&key).await;
+                return Err(internal(e));
+            }
+            if let Err(e) = self.derive_new(&mut record, kind).await {
+                self.release(&key).await;
+                return Err(e);
+            }
+        }
         if let Err(e) = db.insert_upload(&record).await {
             self.release(&key).await;
             return Err(internal(e));
@@ -177,13 +198,71 @@ impl Uploads {
         Ok(record)
     }
 
+    /// Makes a new object's derivatives: an image's at once, a video's by a job (the record
+    /// is `processing` until it ends).
+    async fn derive_new(
+        &self,
+        record: &mut Upload,
+        kind: crate::transform::sniff::Sniffed,
+    ) -> Result<(), ApiError> {
+        let mut m = std::mem::take(&mut record.metadata);
+        let r = match kind {
+            crate::transform::sniff::Sniffed::AudioVideo(_) => {
+                record.status = "processing".into();
+                self.derive.video(record, &mut m).await
+            }
+            _ => self.derive.image(record, &mut m).await,
+        };
+        record.metadata = m;
+        r
+    }
+
     pub async fn get(&self, tenant: &str, id: &str) -> Result<Upload, ApiError> {
-        self.store
-            .db
+        let db = &self.store.db;
+        let u = db
             .upload(tenant, id)
             .await
             .map_err(internal)?
-            .ok_or_else(|| ApiError::not_found(format!("no media {id}")))
+            .ok_or_else(|| ApiError::not_found(format!("no media {id}")))?;
+        if u.status == "processing" && self.settle(&u).await {
+            return db
+                .upload(tenant, id)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| ApiError::not_found(format!("no media {id}")));
+        }
+        Ok(u)
+    }
+
+    /// Moves a `processing` record on when its job has ended; true when it moved.
+    async fn settle(&self, u: &Upload) -> bool {
+        let Some((status, metadata)) = self.derive.settled(u).await else {
+            return false;
+        };
+        match self.store.db.finish_upload(&u.id, status, &metadata).await {
+            Ok(moved) => {
+                if moved {
+                    tracing::info!(upload = %u.id, status, "upload processed");
+                }
+                moved
+            }
+            Err(e) => {
+                tracing::warn!(upload = %u.id, error = %e, "settling an upload");
+                false
+            }
+        }
+    }
+
+    /// Settles every `processing` record whose job has ended (run by the job workers).
+    pub async fn settle_all(&self) {
+        match self.store.db.processing_uploads(500).await {
+            Ok(list) => {
+                for u in list {
+                    self.settle(&u).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing processing uploads"),
+        }
     }
 
     /// Deletes the record, and its object when no other record shares it.

@@ -37,7 +37,7 @@ impl Transformer {
     /// `mode=hls`: the package is made once per source version (coalesced, written to a
     /// scratch directory and renamed into place, so a crash never leaves half a package),
     /// kept under `{data_dir}/hls` for `hls_retention`, and served part by part: the
-    /// playlist (segment URIs rewritten to `?mode=hls&segment=N` on the same path), a
+    /// playlist (segment URIs rewritten to `?mode=hls&segment=N.ts` on the same path), a
     /// segment, or the poster.
     pub(super) async fn run_hls(
         &self,
@@ -130,7 +130,8 @@ impl Transformer {
 }
 
 /// The package's playlist with each segment file name replaced by its URL on the source's
-/// path (relative, so it works behind any prefix): `clip.mp4?mode=hls&segment=3`.
+/// path (relative, so it works behind any prefix): `clip.mp4?mode=hls&segment=3.ts` (the
+/// extension is for players that check one).
 fn rewrite_playlist(text: &str, base: &str) -> String {
     let mut out = String::with_capacity(text.len() + 64);
     for line in text.lines() {
@@ -141,7 +142,7 @@ fn rewrite_playlist(text: &str, base: &str) -> String {
             .and_then(|n| n.parse::<u32>().ok());
         match seg {
             Some(n) if !l.starts_with('#') => {
-                out.push_str(&format!("{base}?mode=hls&segment={n}"));
+                out.push_str(&format!("{base}?mode=hls&segment={n}.ts"));
             }
             _ => out.push_str(line),
         }
