@@ -14,6 +14,9 @@ if [ "${1:-}" = "--with-test-tools" ]; then
   # PostgreSQL server binaries (initdb, postgres) for the metadata-store tests, which start a
   # throwaway cluster as an unprivileged user; the service itself is not started.
   $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  # The official Cloudflare Python SDK, for the drop-in purge API test.
+  python3 -m pip install -q --disable-pip-version-check cloudflare==5.9.0 2>/dev/null \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages cloudflare==5.9.0
   if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
     cargo install s3s-fs --version 0.14.1 --features binary --locked
   fi

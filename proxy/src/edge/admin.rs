@@ -16,7 +16,7 @@ use serde_json::json;
 use std::sync::atomic::Ordering;
 
 const MAX_ADMIN_BODY: usize = 1 << 20;
-const MAX_PURGE_ITEMS: usize = 10_000;
+pub(super) const MAX_PURGE_ITEMS: usize = 10_000;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +37,7 @@ pub fn secret_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn bearer(session: &Session) -> Option<&str> {
+pub(super) fn bearer(session: &Session) -> Option<&str> {
     session
         .req_header()
         .headers
@@ -50,7 +50,7 @@ fn bearer(session: &Session) -> Option<&str> {
         .map(str::trim)
 }
 
-async fn read_body(session: &mut Session) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn read_body(session: &mut Session) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
@@ -114,7 +114,36 @@ async fn purge_keys(edge: &Edge, keys: &[String]) -> usize {
     removed
 }
 
-/// Whether the request carries the admin bearer token.
+/// Records a purge of tags, keys (as [`key_of`] reads them) and path prefixes, and removes
+/// the keys from storage: the resolved keys, how many were in storage, whether the purge
+/// log has it on disk.
+pub(super) async fn apply_purge(
+    edge: &Edge,
+    tags: &[String],
+    keys: &[String],
+    prefixes: &[String],
+) -> (Vec<String>, usize, bool) {
+    let keys: Vec<String> = keys.iter().map(|k| key_of(edge, k)).collect();
+    let persisted = record_purges(
+        edge,
+        vec![
+            (PurgeKind::Tag, tags.to_vec()),
+            (PurgeKind::Key, keys.clone()),
+            (PurgeKind::Prefix, prefixes.to_vec()),
+        ],
+    )
+    .await;
+    let removed = purge_keys(edge, &keys).await;
+    for (kind, n) in [
+        ("tag", tags.len()),
+        ("key", keys.len()),
+        ("prefix", prefixes.len()),
+    ] {
+        METRICS.purges.with_label_values(&[kind]).inc_by(n as u64);
+    }
+    (keys, removed, persisted)
+}
+
 /// Whether the request carries the admin bearer token, or a tenant token with the `admin` scope.
 pub fn is_admin(edge: &Edge, session: &Session) -> bool {
     let presented = bearer(session);
@@ -130,6 +159,14 @@ pub fn is_admin(edge: &Edge, session: &Session) -> bool {
 /// `/admin/*`.
 pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
     let rid = ctx.request_id.clone();
+    if session
+        .req_header()
+        .uri
+        .path()
+        .starts_with(super::cf_api::PREFIX)
+    {
+        return super::cf_api::handle(edge, session, &rid).await;
+    }
     if edge.state.admin_token.is_none() && !edge.state.security.has_scope_tokens("admin") {
         let e = ApiError::not_found("admin API is disabled (set the admin token env var)");
         return respond_error(session, &rid, &e).await;
@@ -182,29 +219,8 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
                 )
                 .await;
             }
-            let keys: Vec<String> = req.keys.iter().map(|k| key_of(edge, k)).collect();
-            let persisted = record_purges(
-                edge,
-                vec![
-                    (PurgeKind::Tag, req.tags.clone()),
-                    (PurgeKind::Key, keys.clone()),
-                    (PurgeKind::Prefix, req.prefixes.clone()),
-                ],
-            )
-            .await;
-            let removed = purge_keys(edge, &keys).await;
-            METRICS
-                .purges
-                .with_label_values(&["tag"])
-                .inc_by(req.tags.len() as u64);
-            METRICS
-                .purges
-                .with_label_values(&["key"])
-                .inc_by(keys.len() as u64);
-            METRICS
-                .purges
-                .with_label_values(&["prefix"])
-                .inc_by(req.prefixes.len() as u64);
+            let (keys, removed, persisted) =
+                apply_purge(edge, &req.tags, &req.keys, &req.prefixes).await;
             let v = json!({"purged": {"tags": req.tags, "keys": keys, "prefixes": req.prefixes}, "removed_from_storage": removed, "persisted": persisted});
             respond_json(session, &rid, 200, &v).await;
         }

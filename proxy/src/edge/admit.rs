@@ -103,7 +103,7 @@ impl Edge {
         if path == "/metrics" && method == http::Method::GET {
             return Admit::Metrics;
         }
-        if path == "/admin" || path.starts_with("/admin/") {
+        if path == "/admin" || path.starts_with("/admin/") || path.starts_with("/client/v4/") {
             return Admit::Admin;
         }
         if super::jobs::is_job_route(path) {

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod admit;
+pub mod cf_api;
 pub mod conns;
 pub mod drain;
 pub mod fast_hit;
