@@ -3,8 +3,10 @@
 //! `edge` is the caching reverse proxy, `origin` the in-process upstream that reads sources,
 //! `config` the TOML schema, `server` the wiring of both into one Pingora server, `reload`
 //! the graceful-upgrade command, `store` the metadata database and object store, `jobs` the
-//! queue of asynchronous transforms, `uploads` media put in by tenants.
+//! queue of asynchronous transforms, `uploads` media put in by tenants, `analytics` the
+//! request log and what is read from it.
 
+pub mod analytics;
 pub mod config;
 pub mod edge;
 pub mod error;

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub jobs: IntCounterVec,
     pub store: IntCounterVec,
     pub uploads: IntCounterVec,
+    pub request_log_dropped: IntCounter,
 }
 
 fn build() -> Metrics {
@@ -109,8 +110,14 @@ fn build() -> Metrics {
         &["result"],
     )
     .expect("static metric");
+    let request_log_dropped = IntCounter::new(
+        "request_log_dropped_total",
+        "Request-log rows dropped: the writer's queue was full, or a batch failed to write",
+    )
+    .expect("static metric");
     for c in [
         Box::new(connection_events.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(request_log_dropped.clone()),
         Box::new(uploads.clone()),
         Box::new(jobs.clone()),
         Box::new(store.clone()),
@@ -139,6 +146,7 @@ fn build() -> Metrics {
         jobs,
         store,
         uploads,
+        request_log_dropped,
     }
 }
 

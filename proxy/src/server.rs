@@ -215,6 +215,8 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     // connects on first use, after the fork of `--daemon`.
     let store = Arc::new(boot.block_on(crate::store::Store::open(&cfg))?);
     let queue = crate::jobs::Queue::new(store.clone(), cfg.jobs.clone());
+    // The request log's channel opens now; its writer runs as a background service.
+    let request_log = crate::analytics::Writer::new(store.clone(), &cfg.analytics);
     let origin = Arc::new(boot.block_on(OriginService::new(
         cfg.clone(),
         Some(store.clone()),
@@ -361,6 +363,11 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     ));
     server.add_service(bg);
     server.add_service(workers);
+    if let Some(w) = request_log {
+        let mut svc = pingora_core::services::background::background_service("request-log", w);
+        svc.threads = Some(1);
+        server.add_service(svc);
+    }
     tracing::info!(listen = ?cfg.server.listen, data_dir = %data_dir.display(), threads, max_connections, open_files, "media-edge starting");
     server.run_forever();
 }

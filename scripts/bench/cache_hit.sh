@@ -14,7 +14,7 @@
 # 1 GiB object once with curl while we sample its memory; peak RSS (VmHWM)
 # is printed in MB.
 #
-# Usage: scripts/bench/cache_hit.sh [--nginx-only] [--no-rss] [--rss-only] [-h]
+# Usage: scripts/bench/cache_hit.sh [--nginx-only] [--me-only] [--no-rss] [--rss-only] [-h]
 #
 # Environment:
 #   MEDIA_EDGE_BIN  media-edge binary (default target/release/media-edge,
@@ -27,6 +27,8 @@
 #   RSS_FILL        sparse (default, instant) | random (urandom, slower)
 #   ME_SERVER_EXTRA extra lines for media-edge's [server] table
 #                   (e.g. 'work_stealing = false')
+#   ME_EXTRA        extra sections for media-edge's config
+#                   (e.g. $'[analytics]\nenabled = false': the request log's cost)
 #   KEEP_TMP=1      keep the temp dir (configs, logs, raw wrk output)
 #   VERBOSE=1       print raw wrk output
 set -euo pipefail
@@ -49,6 +51,7 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 while (($#)); do
     case "$1" in
     --nginx-only) run_me=0; run_rss=0 ;;
+    --me-only) run_nginx=0; run_rss=0 ;;
     --no-rss) run_rss=0 ;;
     --rss-only) run_nginx=0; run_me=0; run_rss=1 ;;
     --rss) run_rss=1 ;;
@@ -312,6 +315,7 @@ path = "$1"
 EOF
     )"
     cfg="${cfg/threads = 2/threads = 2${ME_SERVER_EXTRA:+$'\n'$ME_SERVER_EXTRA}}"
+    cfg="${cfg}${ME_EXTRA:+$'\n'$ME_EXTRA}"
     cfg="${cfg//@PORT@/$me_port}"
     cfg="${cfg//@DIR@/$OBJ}"
     printf '%s\n' "$cfg" >"$TMP/$name.toml"

@@ -28,8 +28,9 @@ pub use origins::{
 };
 pub use problems::{ConfigErrors, ConfigProblem};
 pub use schema::{
-    AuthRule, CacheConfig, ContentConfig, ExternalConfig, JobsConfig, RouteAuth, SecurityConfig,
-    ServerConfig, SigningKey, StoreConfig, TlsListener, TokenConfig, TransformConfig,
+    AnalyticsConfig, AuthRule, CacheConfig, ContentConfig, ExternalConfig, JobsConfig, RouteAuth,
+    SecurityConfig, ServerConfig, SigningKey, StoreConfig, TlsListener, TokenConfig,
+    TransformConfig,
 };
 pub use units::{parse_duration, parse_size, ByteSize, Dur, UnitError};
 
@@ -59,11 +60,17 @@ pub struct Config {
     pub store: StoreConfig,
     /// Asynchronous transforms.
     pub jobs: JobsConfig,
+    /// The request log and analytics.
+    pub analytics: AnalyticsConfig,
     /// The folder relative paths in the file resolve against.
     pub base: PathBuf,
     pub origins: Vec<OriginConfig>,
     /// Compiled matchers, one per origin, same order.
     pub matchers: Vec<Regex>,
+    /// The text it was read from (`GET /admin/config` shows it, redacted).
+    pub text: String,
+    /// The file it was read from, when there was one.
+    pub file: Option<PathBuf>,
 }
 
 impl Config {
@@ -87,7 +94,31 @@ impl Config {
             ConfigErrors::single(path.display().to_string(), format!("cannot read: {e}"))
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base)
+        let mut cfg = Config::parse(&text, base)?;
+        cfg.file = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// The config text with secrets masked: a database URL's password, and any literal
+    /// value of a key ending in `secret`, `password` or `token` (the `*_env` keys, which
+    /// name environment variables, stay).
+    pub fn redacted_text(&self) -> String {
+        static SECRET: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+            Regex::new(r#"\b(database_url|\w*(?:secret|password|token))(\s*=\s*)"([^"\n]*)""#)
+                .expect("a constant pattern")
+        });
+        SECRET
+            .replace_all(&self.text, |c: &regex::Captures<'_>| {
+                let value = if &c[1] == "database_url" {
+                    crate::store::db::redact(&c[3])
+                } else if c[3].is_empty() {
+                    String::new()
+                } else {
+                    "***".to_string()
+                };
+                format!("{}{}\"{value}\"", &c[1], &c[2])
+            })
+            .into_owned()
     }
 
     /// Parses and validates config text. Every problem is collected before returning.
@@ -120,6 +151,8 @@ impl Config {
         let store = store.inspect(|s| validate::store(s, base, &mut p));
         let jobs: Option<JobsConfig> = p.section(table("jobs"), "jobs");
         let jobs = jobs.inspect(|j| validate::jobs(j, &mut p));
+        let analytics: Option<AnalyticsConfig> = p.section(table("analytics"), "analytics");
+        let analytics = analytics.inspect(|a| validate::analytics(a, &mut p));
         let items = validate::origin_items(&doc, &mut p);
         let (origins, matchers) = validate::origins(items, base, &mut p);
         let server = server.inspect(|s| validate::server(s, base, &mut p));
@@ -135,8 +168,9 @@ impl Config {
             Some(content),
             Some(mut store),
             Some(jobs),
+            Some(analytics),
         ) = (
-            server, cache, filters, transform, security, external, content, store, jobs,
+            server, cache, filters, transform, security, external, content, store, jobs, analytics,
         )
         else {
             // Not reached: a section that did not deserialize left a problem.
@@ -167,7 +201,10 @@ impl Config {
             content,
             store,
             jobs,
+            analytics,
             base: base.to_path_buf(),
+            text: text.to_string(),
+            file: None,
             origins,
             matchers,
         })

@@ -418,6 +418,31 @@ impl Default for StoreConfig {
     }
 }
 
+/// The request log and the analytics read from it (`[analytics]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Record every request into the metadata store (off the hot path).
+    pub enabled: bool,
+    /// How long records are kept (pruned in the background).
+    pub retention: Dur,
+    /// Records waiting to be written at most; beyond, new ones are dropped and counted.
+    pub queue: usize,
+    /// Store a hash of the client IP instead of the address.
+    pub hash_client_ip: bool,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            enabled: true,
+            retention: Dur::secs(7 * 86_400),
+            queue: 65_536,
+            hash_client_ip: false,
+        }
+    }
+}
+
 /// Asynchronous transforms (`[jobs]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

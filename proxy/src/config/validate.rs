@@ -8,15 +8,15 @@
 use super::origins::{compile_matcher, OriginConfig, SourceConfig};
 use super::problems::Problems;
 use super::schema::{
-    CacheConfig, ContentConfig, ExternalConfig, JobsConfig, SecurityConfig, ServerConfig,
-    StoreConfig, TransformConfig,
+    AnalyticsConfig, CacheConfig, ContentConfig, ExternalConfig, JobsConfig, SecurityConfig,
+    ServerConfig, StoreConfig, TransformConfig,
 };
 use regex::Regex;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// The top-level sections, in the order `check-config` names them.
-pub(super) const SECTIONS: [&str; 10] = [
+pub(super) const SECTIONS: [&str; 11] = [
     "server",
     "cache",
     "filters",
@@ -26,6 +26,7 @@ pub(super) const SECTIONS: [&str; 10] = [
     "content",
     "store",
     "jobs",
+    "analytics",
     "origins",
 ];
 
@@ -206,6 +207,13 @@ pub(super) fn store(s: &StoreConfig, base: &Path, p: &mut Problems) {
             ),
         }
     }
+}
+
+pub(super) fn analytics(a: &AnalyticsConfig, p: &mut Problems) {
+    if a.retention.0 < std::time::Duration::from_secs(3600) {
+        p.push("analytics.retention", "at least 1h");
+    }
+    within(a.queue, 1..=10_000_000, "analytics.queue", p);
 }
 
 pub(super) fn jobs(j: &JobsConfig, p: &mut Problems) {

@@ -225,6 +225,15 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
             respond_json(session, &rid, 200, &v).await;
         }
         ("GET", "/admin/jobs") => super::jobs::admin_list(edge, session, &rid).await,
+        ("GET", "/admin/config") => super::admin_config::get(edge, session, &rid).await,
+        ("POST", "/admin/config/validate") => match read_body(session).await {
+            Ok(b) => super::admin_config::validate(edge, session, &rid, &b).await,
+            Err(e) => respond_error(session, &rid, &e).await,
+        },
+        ("GET", "/admin/analytics") => super::analytics::handle(edge, session, &rid, false).await,
+        ("GET", "/admin/analytics/errors") => {
+            super::analytics::handle(edge, session, &rid, true).await
+        }
         ("POST", "/admin/jobs/retry") | ("POST", "/admin/cache/bust") => {
             let body = match read_body(session).await {
                 Ok(b) => b,

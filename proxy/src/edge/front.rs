@@ -198,7 +198,17 @@ impl FrontDoor {
             0
         };
         let error = written.is_err().then_some("WriteError").or(ctx.error_code);
-        log_request(&head.req.method, status, result, sent, error, &ctx);
+        ctx.tier = "memory";
+        log_request(
+            &edge.state.cfg,
+            &head.req.method,
+            head.req.uri.path(),
+            status,
+            result,
+            sent,
+            error,
+            &ctx,
+        );
         match written {
             Ok(()) => Served::Yes,
             Err(e) => {

@@ -16,7 +16,9 @@
 //! socket.
 
 pub mod admin;
+pub mod admin_config;
 pub mod admit;
+pub mod analytics;
 pub mod cf_api;
 pub mod conns;
 pub mod drain;
@@ -115,6 +117,8 @@ pub struct Ctx {
     rate_limited: Option<ApiError>,
     /// The client-supplied URL of an external fetch.
     external_url: Option<String>,
+    /// The cache tier a hit came from (`memory`, `disk`; empty otherwise).
+    pub tier: &'static str,
 }
 
 impl Edge {
@@ -237,6 +241,7 @@ impl ProxyHttp for Edge {
             rate_class: None,
             rate_limited: None,
             external_url: None,
+            tier: "",
         }
     }
 
@@ -293,10 +298,11 @@ impl ProxyHttp for Edge {
         &self,
         _session: &mut Session,
         meta: &CacheMeta,
-        _hit_handler: &mut HitHandler,
+        hit_handler: &mut HitHandler,
         _is_fresh: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
+        ctx.tier = TieredStorage::tier_of(hit_handler);
         let tags = meta
             .headers()
             .get("cache-tag")
@@ -514,7 +520,9 @@ impl ProxyHttp for Edge {
         let sent = session.body_bytes_sent() as u64;
         let error = e.map(|e| e.etype().as_str()).or(ctx.error_code);
         respond::log_request(
+            &self.state.cfg,
             &session.req_header().method,
+            session.req_header().uri.path(),
             status,
             result,
             sent,

@@ -115,7 +115,9 @@ pub fn proxy_failure(e: &Error, rate_limited: Option<ApiError>) -> Option<ApiErr
 /// Counts and logs one answered request (metrics by status and cache result, bytes, latency;
 /// one `tracing` line), whichever path answered it.
 pub(crate) fn log_request(
+    cfg: &crate::config::Config,
     method: &http::Method,
+    path: &str,
     status: u16,
     result: &str,
     sent: u64,
@@ -125,6 +127,11 @@ pub(crate) fn log_request(
     crate::metrics::count_request(status);
     METRICS.bytes_out.inc_by(sent);
     let ms = ctx.started.elapsed().as_secs_f64();
+    if crate::analytics::enabled() {
+        crate::analytics::record(request_row(
+            cfg, method, path, status, result, sent, error, ctx, ms,
+        ));
+    }
     crate::metrics::observe_request(result, ms);
     tracing::info!(
         request_id = %ctx.request_id,
@@ -139,4 +146,83 @@ pub(crate) fn log_request(
         error = error.unwrap_or(""),
         "request"
     );
+}
+
+/// The request-log row of an answered request.
+#[allow(clippy::too_many_arguments)]
+fn request_row(
+    cfg: &crate::config::Config,
+    method: &http::Method,
+    path: &str,
+    status: u16,
+    result: &str,
+    sent: u64,
+    error: Option<&str>,
+    ctx: &Ctx,
+    secs: f64,
+) -> crate::store::requests::RequestRow {
+    let spec = ctx.resolved.as_ref().map(|r| &r.spec);
+    let route = if path.starts_with("/admin") || path.starts_with("/client/v4/") {
+        "admin"
+    } else if path == "/health" {
+        "health"
+    } else if path == "/metrics" {
+        "metrics"
+    } else if super::uploads::is_upload_route(path) {
+        "upload"
+    } else if super::jobs::is_job_route(path) {
+        "jobs"
+    } else if method.as_str() == "PURGE" {
+        "purge"
+    } else {
+        match spec {
+            Some(s) if s.is_passthrough() => "original",
+            Some(_) => "transform",
+            None => "refused",
+        }
+    };
+    let cache = match result {
+        "" | "uninitialized" | "disabled" => String::new(),
+        r => r.to_ascii_uppercase().replace('-', "_"),
+    };
+    let origin = ctx.origin.and_then(|i| cfg.origins.get(i));
+    let source = match (origin.and_then(|o| o.sources.first()), &ctx.external_url) {
+        (_, Some(_)) => "external",
+        (Some(crate::config::SourceConfig::Local { .. }), _) => "local",
+        (Some(crate::config::SourceConfig::S3 { .. }), _) => "s3",
+        (Some(crate::config::SourceConfig::Remote { .. }), _) => "remote",
+        (None, None) => "",
+    };
+    let mut path_logged: String = path.chars().take(512).collect();
+    if path_logged.len() < path.len() {
+        path_logged.push('…');
+    }
+    crate::store::requests::RequestRow {
+        at: crate::store::db::now_ms(),
+        route,
+        method: method.as_str().chars().take(16).collect(),
+        path: path_logged,
+        status,
+        cache,
+        tier: if result == "hit" || result == "stale" {
+            ctx.tier
+        } else {
+            ""
+        },
+        origin: origin.map(|o| o.name.clone()).unwrap_or_default(),
+        derivative: ctx
+            .resolved
+            .as_ref()
+            .and_then(|r| r.derivative.clone())
+            .unwrap_or_default(),
+        source: source.to_string(),
+        mode: spec
+            .filter(|s| !s.is_passthrough())
+            .map(|s| s.mode.as_str().to_string())
+            .unwrap_or_default(),
+        bytes: sent,
+        us: (secs * 1_000_000.0) as u64,
+        client: crate::analytics::client_label(ctx.client_ip, cfg.analytics.hash_client_ip),
+        error: error.unwrap_or("").to_string(),
+    }
 }

@@ -111,6 +111,30 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
     3,
     "processing uploads",
     &["CREATE INDEX uploads_status ON uploads (status, created_at)"],
+), (
+    4,
+    "request log",
+    &[
+        "CREATE TABLE requests (
+            at BIGINT NOT NULL,
+            route TEXT NOT NULL,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            status BIGINT NOT NULL,
+            cache TEXT NOT NULL,
+            tier TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            derivative TEXT NOT NULL,
+            source TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            bytes BIGINT NOT NULL,
+            us BIGINT NOT NULL,
+            lat BIGINT NOT NULL,
+            client TEXT NOT NULL,
+            error TEXT NOT NULL
+        )",
+        "CREATE INDEX requests_at ON requests (at)",
+    ],
 )];
 
 /// The pool and what is behind it.

@@ -9,6 +9,7 @@
 pub mod db;
 pub mod jobs;
 pub mod objects;
+pub mod requests;
 pub mod transforms;
 pub mod uploads;
 

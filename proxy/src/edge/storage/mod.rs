@@ -138,6 +138,15 @@ impl TieredStorage {
         self.disk.as_ref().is_none_or(DiskTier::is_indexed)
     }
 
+    /// Which tier a hit is served from (`memory` or `disk`).
+    pub fn tier_of(handler: &HitHandler) -> &'static str {
+        if handler.as_any().is::<DiskHit>() {
+            "disk"
+        } else {
+            "memory"
+        }
+    }
+
     /// Counts a [`Self::fresh_mem_hit`] the edge answered with.
     pub fn count_fast_hit(&self) {
         self.stats.mem_hits.fetch_add(1, Ordering::Relaxed);
