@@ -148,6 +148,26 @@ async fn uploads(db_line: &str) {
         sock.write_all(&photo[..photo.len() / 3]).await.unwrap();
         drop(sock);
     }
+    // A Content-Length over the limit: 413 before a byte of the body is read.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\n\
+             Content-Length: 999999999999\r\n\r\n"
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut answer))
+            .await
+            .expect("answered without the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let tmp = edge.dir.path().join("data/tmp");
     let leftovers = || {

@@ -42,7 +42,7 @@ fn row(i: u64, now: i64) -> RequestRow {
         source: ["local", "s3", "remote"][(i % 3) as usize].into(),
         mode: modes[(i % 5) as usize].into(),
         bytes: 1000 + (i % 90_000),
-        ms: (i * 31) % 400 + if r > 80 { 100 } else { 0 },
+        us: ((i * 31) % 400 + if r > 80 { 100 } else { 0 }) * 1000 + i % 997,
         client: format!("10.0.{}.{}", (i / 256) % 256, i % 256),
         error: if status >= 400 {
             "NOT_FOUND".into()

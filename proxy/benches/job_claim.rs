@@ -1,6 +1,7 @@
 //! Job claim latency with 1,000 queued jobs, on SQLite (a temp file, WAL) and, when
 //! `MEDIA_EDGE_BENCH_PG` holds a `postgres://` URL, on PostgreSQL: the time of one
-//! `Db::claim` (an immediate transaction on SQLite, `FOR UPDATE SKIP LOCKED` on Postgres)
+//! `Db::claim` (one `UPDATE … WHERE id = (SELECT …)` statement: atomic under SQLite's write
+//! lock, with `FOR UPDATE SKIP LOCKED` on Postgres)
 //! while the queue holds 1,000 jobs (each claimed job is completed and replaced, untimed).
 //! One claimer, then four claiming at once (their claims never return the same job: the
 //! bench counts duplicates and fails on any).

@@ -36,56 +36,43 @@ pub struct RequestRow {
     pub error: String,
 }
 
-const COLS: usize = 16;
-
-/// Rows a single statement inserts at most (SQLite's bound parameters stay well under its
-/// limit).
+/// Rows written in one transaction at most.
 pub const BATCH: usize = 500;
 
 impl Db {
-    /// Inserts up to [`BATCH`] rows in one statement.
+    /// Inserts a batch in one transaction (one prepared single-row statement, run per row:
+    /// faster on both databases than one statement with thousands of parameters).
     pub async fn insert_requests(&self, rows: &[RequestRow]) -> Result<(), DbError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut sql = String::from(
-            "INSERT INTO requests (at, route, method, path, status, cache, tier, origin, \
-             derivative, source, mode, bytes, us, lat, client, error) VALUES ",
-        );
-        for i in 0..rows.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            for c in 0..COLS {
-                if c > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("${}", i * COLS + c + 1));
-            }
-            sql.push(')');
-        }
-        let mut q = sqlx::query(&sql);
+        let mut tx = self.pool.begin().await?;
         for r in rows {
-            q = q
-                .bind(r.at)
-                .bind(r.route)
-                .bind(r.method.clone())
-                .bind(r.path.clone())
-                .bind(i64::from(r.status))
-                .bind(r.cache.clone())
-                .bind(r.tier)
-                .bind(r.origin.clone())
-                .bind(r.derivative.clone())
-                .bind(r.source.clone())
-                .bind(r.mode.clone())
-                .bind(r.bytes as i64)
-                .bind(r.us as i64)
-                .bind(latency_bucket(r.us) as i64)
-                .bind(r.client.clone())
-                .bind(r.error.clone());
+            sqlx::query(
+                "INSERT INTO requests (at, route, method, path, status, cache, tier, origin, \
+                 derivative, source, mode, bytes, us, lat, client, error) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(r.at)
+            .bind(r.route)
+            .bind(r.method.as_str())
+            .bind(r.path.as_str())
+            .bind(i64::from(r.status))
+            .bind(r.cache.as_str())
+            .bind(r.tier)
+            .bind(r.origin.as_str())
+            .bind(r.derivative.as_str())
+            .bind(r.source.as_str())
+            .bind(r.mode.as_str())
+            .bind(r.bytes as i64)
+            .bind(r.us as i64)
+            .bind(latency_bucket(r.us) as i64)
+            .bind(r.client.as_str())
+            .bind(r.error.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
-        q.execute(&self.pool).await?;
+        tx.commit().await?;
         Ok(())
     }
 
