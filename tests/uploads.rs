@@ -197,6 +197,21 @@ async fn uploads(db_line: &str) {
     assert_eq!(media(&edge, reqwest::Method::DELETE, ACME, b_id).await, 200);
     assert!(!object(&edge, "acme", &sha).exists());
     assert!(object(&edge, "beta", &sha).is_file());
+    // What the edge cached of it went with it (cached before: a thumbnail, a resize).
+    let auth = format!("Bearer {ACME}");
+    for url in [
+        format!("/proxy/image/{sha}?width=200&format=jpeg"),
+        a["urls"]["thumbnails"][0]["url"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ] {
+        assert_eq!(
+            get(&edge, &url, &[("authorization", &auth)]).await.0,
+            404,
+            "{url}"
+        );
+    }
 
     // Races, many times: two deletes of the last two records leave no object; a delete
     // racing an upload of the same bytes never removes what the upload's record references.
@@ -314,6 +329,32 @@ async fn multipart(edge: &Edge) {
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["sha256"], hex::encode(sha2::Sha256::digest(&png)));
     assert_eq!(v["size"], png.len());
+    // A part header without an end: refused once it outgrows the parser's bound, not
+    // kept whole in memory.
+    let mut endless =
+        b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\nX-Pad: ".to_vec();
+    endless.extend(std::iter::repeat_n(b'a', 4 << 20));
+    let r = client()
+        .post(edge.url("/upload"))
+        .bearer_auth(BETA)
+        .header("content-type", "multipart/form-data; boundary=B")
+        .body(endless)
+        .send()
+        .await;
+    if let Ok(r) = r {
+        // (The server may close before the client has sent it all: also a refusal.)
+        let s = r.status().as_u16();
+        let v: Value =
+            serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+        assert_eq!(s, 400, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("part headers"),
+            "{v}"
+        );
+    }
     // No file part: 400.
     let form = reqwest::multipart::Form::new().text("title", "no file");
     let r = client()

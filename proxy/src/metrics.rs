@@ -346,6 +346,49 @@ pub fn render(stats: &crate::edge::storage::TierStats) -> String {
 mod tests {
     use super::*;
 
+    /// Every series the Grafana dashboard (`conf/grafana/media-edge.json`) queries is one
+    /// `/metrics` exports.
+    #[test]
+    fn the_grafana_dashboard_queries_exported_series() {
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../conf/grafana/media-edge.json"))
+                .expect("the dashboard is JSON");
+        // One sample of each labelled family, as traffic would make them.
+        let m = &*METRICS;
+        m.requests.with_label_values(&["200"]).inc();
+        m.cache_results.with_label_values(&["HIT"]).inc();
+        m.origin_latency.with_label_values(&["o"]).observe(0.01);
+        m.request_latency.with_label_values(&["hit"]).observe(0.01);
+        m.purges.with_label_values(&["tag"]).inc();
+        m.front_door.with_label_values(&["answered"]).inc();
+        m.jobs.with_label_values(&["queued"]).inc();
+        m.store.with_label_values(&["hit"]).inc();
+        m.uploads.with_label_values(&["stored"]).inc();
+        let text = render(&crate::edge::storage::TierStats::default());
+        let exported: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let name = regex::Regex::new(r"media_edge_[a-z_]+").unwrap();
+        let mut queried = 0;
+        for panel in dash["panels"].as_array().expect("panels") {
+            for t in panel["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                for n in name.find_iter(expr) {
+                    queried += 1;
+                    assert!(
+                        exported.contains(n.as_str()),
+                        "{} queries {} which /metrics does not export",
+                        panel["title"],
+                        n.as_str()
+                    );
+                }
+            }
+        }
+        assert!(queried >= 12, "{queried}");
+    }
+
     #[test]
     fn every_status_label_is_pre_resolved() {
         for s in 0..1000 {

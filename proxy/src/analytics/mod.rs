@@ -32,13 +32,33 @@ pub fn enabled() -> bool {
     SENDER.get().is_some()
 }
 
-/// The client as recorded: the address, or the first 16 hex digits of its SHA-256.
+/// The key client IPs are hashed with: `MEDIA_EDGE_IP_HASH_KEY` (set it, the same on every
+/// node, for hashes that hold across restarts and a fleet), else random for this process.
+/// Without a secret key the whole IPv4 space could be hashed back in seconds.
+static IP_KEY: std::sync::LazyLock<Vec<u8>> =
+    std::sync::LazyLock::new(|| match std::env::var("MEDIA_EDGE_IP_HASH_KEY") {
+        Ok(k) if !k.is_empty() => k.into_bytes(),
+        _ => {
+            use sha2::Digest;
+            let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+            let mut h = sha2::Sha256::new();
+            h.update(seed.as_bytes());
+            h.update(crate::store::jobs::new_id().as_bytes());
+            h.finalize().to_vec()
+        }
+    });
+
+/// The client as recorded: the address, or the first 16 hex digits of a keyed SHA-256 of it.
 pub fn client_label(ip: Option<std::net::IpAddr>, hash: bool) -> String {
     match ip {
         None => String::new(),
         Some(ip) if hash => {
             use sha2::Digest;
-            hex::encode(&sha2::Sha256::digest(ip.to_string().as_bytes())[..8])
+            let mut h = sha2::Sha256::new();
+            h.update(IP_KEY.as_slice());
+            h.update([0]);
+            h.update(ip.to_string().as_bytes());
+            hex::encode(&h.finalize()[..8])
         }
         Some(ip) => ip.to_string(),
     }

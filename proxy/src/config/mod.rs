@@ -99,24 +99,29 @@ impl Config {
         Ok(cfg)
     }
 
-    /// The config text with secrets masked: a database URL's password, and any literal
-    /// value of a key ending in `secret`, `password` or `token` (the `*_env` keys, which
-    /// name environment variables, stay).
+    /// The config text with secrets masked: the password of any URL with user info (a
+    /// database URL, a remote origin), and any literal value of a key ending in `secret`,
+    /// `password` or `token` (the `*_env` keys, which name environment variables, stay);
+    /// basic and literal strings alike.
     pub fn redacted_text(&self) -> String {
         static SECRET: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
-            Regex::new(r#"\b(database_url|\w*(?:secret|password|token))(\s*=\s*)"([^"\n]*)""#)
+            Regex::new(r#"\b(\w*(?:secret|password|token))(\s*=\s*)("[^"\n]*"|'[^'\n]*')"#)
                 .expect("a constant pattern")
         });
+        static USERINFO: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+            Regex::new(r#"(://[^:@/\s"']+):[^@/\s"']*@"#).expect("a constant pattern")
+        });
+        static QUERY_PASSWORD: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+            Regex::new(r#"([?&](?:password|pass|pwd|secret|token)=)[^&\s"']*"#)
+                .expect("a constant pattern")
+        });
+        let text = USERINFO.replace_all(&self.text, "$1:***@");
+        let text = QUERY_PASSWORD.replace_all(&text, "$1***");
         SECRET
-            .replace_all(&self.text, |c: &regex::Captures<'_>| {
-                let value = if &c[1] == "database_url" {
-                    crate::store::db::redact(&c[3])
-                } else if c[3].is_empty() {
-                    String::new()
-                } else {
-                    "***".to_string()
-                };
-                format!("{}{}\"{value}\"", &c[1], &c[2])
+            .replace_all(&text, |c: &regex::Captures<'_>| {
+                let quote = &c[3][..1];
+                let masked = if c[3].len() > 2 { "***" } else { "" };
+                format!("{}{}{quote}{masked}{quote}", &c[1], &c[2])
             })
             .into_owned()
     }

@@ -402,12 +402,12 @@ fn absurd_durations_are_refused_not_overflowed() {
 #[test]
 fn redacted_text_masks_secrets_and_keeps_env_names() {
     let text = "[server]\nlisten = [\"127.0.0.1:8080\"]\n\
-        [store]\ndatabase_url = \"postgres://media:hunter2@db:5432/media\"\n\
+        [store]\ndatabase_url = 'postgres://media:hunter2@db:5432/media?sslpassword=x&password=pw2'\n\
         [security]\nsigning_keys = [{ id = \"a\", secret_env = \"SIGN\" }]\n\
         tokens = [{ token_env = \"ACME\", tenant = \"acme\", scopes = [\"read\"] }]\n";
     let cfg = Config::parse(text, Path::new(".")).expect("valid");
     let r = cfg.redacted_text();
-    assert!(!r.contains("hunter2"), "{r}");
+    assert!(!r.contains("hunter2") && !r.contains("pw2"), "{r}");
     assert!(r.contains("postgres://media:***@db:5432/media"), "{r}");
     assert!(r.contains("secret_env = \"SIGN\""), "{r}");
     assert!(r.contains("token_env = \"ACME\""), "{r}");

@@ -47,7 +47,9 @@ async fn answer(
     let query = session.req_header().uri.query().map(str::to_string);
     let q = query.as_deref();
     let hours = number(q, "hours", 24, 24 * 90)?;
-    let since = crate::store::db::now_ms() - hours * 3_600_000;
+    // The last `hours` clock hours, this one included (the rollups are by the hour).
+    use crate::store::requests::{floor, HOUR};
+    let since = floor(crate::store::db::now_ms(), HOUR) - (hours - 1) * HOUR;
     let db = &edge.state.queue.store.db;
     if errors {
         let limit = number(q, "limit", 50, 1000)?;
@@ -61,7 +63,7 @@ async fn answer(
     // About 60 points whatever the window, on whole minutes.
     let bucket_ms = ((hours * 3_600_000 / 60) / 60_000).max(1) * 60_000;
     let groups = db.request_groups(since).await.map_err(failed)?;
-    let latencies = db.request_latencies(since, "admin").await.map_err(failed)?;
+    let latencies = db.request_latencies(since).await.map_err(failed)?;
     let series = db.request_series(since, bucket_ms).await.map_err(failed)?;
     Ok(crate::analytics::report(
         hours, &groups, &latencies, &series, bucket_ms,

@@ -89,6 +89,10 @@ fn tenant(edge: &Edge, session: &Session, scope: &str) -> Result<String, ApiErro
         .ok_or_else(|| ApiError::forbidden(format!("the token has no {scope} scope")))
 }
 
+/// Bytes of a multipart body the parser may hold at once beyond what it has handed out
+/// (a boundary and a part's headers, with the read that brought them).
+const MULTIPART_HELD: u64 = 256 * 1024;
+
 /// The boundary of a `multipart/form-data` body.
 fn multipart_boundary(session: &Session) -> Option<String> {
     let ct = session
@@ -115,12 +119,33 @@ async fn read_multipart(
     ingest: &mut crate::uploads::Ingest,
     max_bytes: u64,
 ) -> Result<(), ApiError> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
     let truncated = || ApiError::bad_request("the upload body is truncated");
-    let body = futures::stream::unfold(session, |s| async move {
-        match s.read_request_body().await {
-            Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk), s)),
-            Ok(None) => None,
-            Err(e) => Some((Err(std::io::Error::other(e.to_string())), s)),
+    // Bytes read from the client and bytes handed out as part contents: what lies between
+    // is what the parser holds (boundaries, part headers). It may not grow past
+    // MULTIPART_HELD, or a part header without an end would be kept whole in memory.
+    let (received, yielded, overflow) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (r, y, o) = (received.clone(), yielded.clone(), overflow.clone());
+    let body = futures::stream::unfold(session, move |s| {
+        let (r, y, o) = (r.clone(), y.clone(), o.clone());
+        async move {
+            if r.load(Relaxed).saturating_sub(y.load(Relaxed)) > MULTIPART_HELD {
+                o.store(true, Relaxed);
+                return Some((Err(std::io::Error::other("multipart headers too large")), s));
+            }
+            match s.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    r.fetch_add(chunk.len() as u64, Relaxed);
+                    Some((Ok::<_, std::io::Error>(chunk), s))
+                }
+                Ok(None) => None,
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), s)),
+            }
         }
     });
     // The whole body counts against the upload limit (parts, headers and boundaries).
@@ -130,7 +155,11 @@ async fn read_multipart(
         boundary,
         multer::Constraints::new().size_limit(limit),
     );
-    let bad = |e: multer::Error| match e {
+    let bad = |e: multer::Error| {
+        match e {
+        _ if overflow.load(Relaxed) => ApiError::bad_request(format!(
+            "a malformed multipart body: over {MULTIPART_HELD} bytes of boundaries and part headers at once"
+        )),
         multer::Error::StreamReadFailed(_) | multer::Error::IncompleteStream => truncated(),
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
             ApiError::new(
@@ -140,12 +169,14 @@ async fn read_multipart(
             )
         }
         e => ApiError::bad_request(format!("a malformed multipart body: {e}")),
+    }
     };
     let mut taken = false;
     while let Some(mut field) = mp.next_field().await.map_err(bad)? {
         let take = !taken && (field.file_name().is_some() || field.name() == Some("file"));
         taken |= take;
         while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            yielded.fetch_add(chunk.len() as u64, Relaxed);
             if take {
                 ingest.write(&chunk).await?;
             }
@@ -239,7 +270,13 @@ async fn answer(
         }
         "DELETE" => {
             let tenant = tenant(edge, session, "upload")?;
-            uploads.delete(&tenant, id).await?;
+            if let Some(key) = uploads.delete(&tenant, id).await? {
+                // The object is gone: so is everything the edge cached of it (the original
+                // and every transform carry its path tag).
+                let tag = format!("path:{}{key}", crate::config::UPLOADS_PREFIX);
+                super::admin::record_purges(edge, vec![(super::purge::PurgeKind::Tag, vec![tag])])
+                    .await;
+            }
             Ok((200, json!({"deleted": id})))
         }
         m => Err(ApiError::new(

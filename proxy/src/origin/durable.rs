@@ -289,10 +289,21 @@ impl Runner for OriginService {
                     max => {
                         let mut out = Vec::new();
                         let mut stream = r.into_body().into_data_stream();
-                        while let Ok(Some(chunk)) = stream.try_next().await {
-                            out.extend_from_slice(&chunk);
-                            if out.len() > max {
-                                break;
+                        loop {
+                            match stream.try_next().await {
+                                Ok(Some(chunk)) => {
+                                    out.extend_from_slice(&chunk);
+                                    if out.len() > max {
+                                        break;
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    return Err(JobError {
+                                        message: format!("reading the result: {e}"),
+                                        retryable: true,
+                                    })
+                                }
                             }
                         }
                         (out.len() <= max).then(|| bytes::Bytes::from(out))

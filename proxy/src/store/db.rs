@@ -134,6 +134,36 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             error TEXT NOT NULL
         )",
         "CREATE INDEX requests_at ON requests (at)",
+        // Rollups the writer keeps with every batch, so analytics read a few thousand rows
+        // whatever the traffic: breakdown groups an hour, latency buckets an hour (the admin
+        // API's own requests left out), and requests a minute for the series.
+        "CREATE TABLE request_hours (
+            hour BIGINT NOT NULL,
+            route TEXT NOT NULL,
+            status BIGINT NOT NULL,
+            cache TEXT NOT NULL,
+            tier TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            derivative TEXT NOT NULL,
+            source TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            n BIGINT NOT NULL,
+            bytes BIGINT NOT NULL,
+            us BIGINT NOT NULL,
+            PRIMARY KEY (hour, route, status, cache, tier, origin, derivative, source, mode)
+        )",
+        "CREATE TABLE request_latency_hours (
+            hour BIGINT NOT NULL,
+            lat BIGINT NOT NULL,
+            n BIGINT NOT NULL,
+            PRIMARY KEY (hour, lat)
+        )",
+        "CREATE TABLE request_minutes (
+            minute BIGINT PRIMARY KEY,
+            n BIGINT NOT NULL,
+            hits BIGINT NOT NULL,
+            errors BIGINT NOT NULL
+        )",
     ],
 )];
 

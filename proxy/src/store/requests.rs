@@ -1,7 +1,9 @@
 //! The `requests` table: one row a request (written in batches by `crate::analytics`), and
-//! the analytics read from it. Every query is one pass over the window (the `at` index
-//! bounds it) with a `GROUP BY` whose groups are few; percentiles are exact, computed from
-//! the per-millisecond counts. The same SQL runs on SQLite and PostgreSQL.
+//! beside it, in the same transaction, three rollups the analytics read: breakdown groups
+//! an hour, latency buckets an hour, requests a minute. So a 24 h report reads a few
+//! thousand rows whatever the traffic; the raw rows serve the recent-errors list (the `at`
+//! index bounds it). Rollups are upserts (`ON CONFLICT … DO UPDATE`), so several nodes can
+//! write one PostgreSQL database. The same SQL runs on SQLite and PostgreSQL.
 
 use super::db::{Db, DbError};
 use serde::Serialize;
@@ -72,17 +74,155 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
+        let r = Rollup::of(rows);
+        for (k, v) in &r.hours {
+            sqlx::query(
+                "INSERT INTO request_hours (hour, route, status, cache, tier, origin, \
+                 derivative, source, mode, n, bytes, us) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (hour, route, status, cache, tier, origin, derivative, source, mode) \
+                 DO UPDATE SET n = request_hours.n + excluded.n, \
+                 bytes = request_hours.bytes + excluded.bytes, us = request_hours.us + excluded.us",
+            )
+            .bind(k.0)
+            .bind(k.1)
+            .bind(k.2)
+            .bind(k.3.as_str())
+            .bind(k.4)
+            .bind(k.5.as_str())
+            .bind(k.6.as_str())
+            .bind(k.7.as_str())
+            .bind(k.8.as_str())
+            .bind(v.0)
+            .bind(v.1)
+            .bind(v.2)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ((hour, lat), n) in &r.latencies {
+            sqlx::query(
+                "INSERT INTO request_latency_hours (hour, lat, n) VALUES ($1, $2, $3) \
+                 ON CONFLICT (hour, lat) DO UPDATE SET n = request_latency_hours.n + excluded.n",
+            )
+            .bind(*hour)
+            .bind(*lat)
+            .bind(*n)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (minute, (n, hits, errors)) in &r.minutes {
+            sqlx::query(
+                "INSERT INTO request_minutes (minute, n, hits, errors) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (minute) DO UPDATE SET n = request_minutes.n + excluded.n, \
+                 hits = request_minutes.hits + excluded.hits, \
+                 errors = request_minutes.errors + excluded.errors",
+            )
+            .bind(*minute)
+            .bind(*n)
+            .bind(*hits)
+            .bind(*errors)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Removes the rows older than `before` (ms since the epoch); how many.
+    /// Removes the rows (and rollups) older than `before` (ms since the epoch); how many
+    /// request rows.
     pub async fn prune_requests(&self, before: i64) -> Result<u64, DbError> {
-        let r = sqlx::query("DELETE FROM requests WHERE at < $1")
-            .bind(before)
-            .execute(&self.pool)
+        // Ten minutes of rows a statement, oldest first: a long-due prune never holds
+        // SQLite's write lock (which job claims and uploads also need) for long.
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(at) FROM requests")
+            .fetch_one(&self.pool)
             .await?;
-        Ok(r.rows_affected())
+        let mut removed = 0;
+        let mut upto = oldest.unwrap_or(before);
+        while upto < before {
+            upto = (upto + 10 * MINUTE).min(before);
+            let r = sqlx::query("DELETE FROM requests WHERE at < $1")
+                .bind(upto)
+                .execute(&self.pool)
+                .await?;
+            removed += r.rows_affected();
+        }
+        for q in [
+            "DELETE FROM request_hours WHERE hour < $1",
+            "DELETE FROM request_latency_hours WHERE hour < $1",
+            "DELETE FROM request_minutes WHERE minute < $1",
+        ] {
+            sqlx::query(q)
+                .bind(floor(before, HOUR))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(removed)
+    }
+}
+
+pub const HOUR: i64 = 3_600_000;
+pub const MINUTE: i64 = 60_000;
+
+/// `t` rounded down to a multiple of `unit`.
+pub fn floor(t: i64, unit: i64) -> i64 {
+    t.div_euclid(unit) * unit
+}
+
+type HourKey<'a> = (
+    i64,
+    &'a str,
+    i64,
+    &'a String,
+    &'a str,
+    &'a String,
+    &'a String,
+    &'a String,
+    &'a String,
+);
+
+/// A batch's contribution to the rollups, in key order (every writer locks rollup rows in
+/// the same order, so two nodes' batches never deadlock on PostgreSQL).
+struct Rollup<'a> {
+    hours: std::collections::BTreeMap<HourKey<'a>, (i64, i64, i64)>,
+    latencies: std::collections::BTreeMap<(i64, i64), i64>,
+    minutes: std::collections::BTreeMap<i64, (i64, i64, i64)>,
+}
+
+impl<'a> Rollup<'a> {
+    fn of(rows: &'a [RequestRow]) -> Rollup<'a> {
+        let mut r = Rollup {
+            hours: Default::default(),
+            latencies: Default::default(),
+            minutes: Default::default(),
+        };
+        for row in rows {
+            let hour = floor(row.at, HOUR);
+            let key = (
+                hour,
+                row.route,
+                i64::from(row.status),
+                &row.cache,
+                row.tier,
+                &row.origin,
+                &row.derivative,
+                &row.source,
+                &row.mode,
+            );
+            let h = r.hours.entry(key).or_default();
+            h.0 += 1;
+            h.1 += row.bytes as i64;
+            h.2 += row.us as i64;
+            if row.route != "admin" {
+                *r.latencies
+                    .entry((hour, latency_bucket(row.us) as i64))
+                    .or_default() += 1;
+            }
+            let m = r.minutes.entry(floor(row.at, MINUTE)).or_default();
+            m.0 += 1;
+            m.1 += i64::from(row.cache == "HIT");
+            m.2 += i64::from(row.status >= 400);
+        }
+        r
     }
 }
 
@@ -131,8 +271,8 @@ impl Db {
     pub async fn request_groups(&self, since: i64) -> Result<Vec<Group>, DbError> {
         let rows = sqlx::query(
             "SELECT route, status, cache, tier, origin, derivative, source, mode, \
-             COUNT(*) AS n, CAST(SUM(bytes) AS BIGINT) AS b, CAST(SUM(us) AS BIGINT) AS t \
-             FROM requests WHERE at >= $1 \
+             CAST(SUM(n) AS BIGINT) AS n, CAST(SUM(bytes) AS BIGINT) AS b, \
+             CAST(SUM(us) AS BIGINT) AS t FROM request_hours WHERE hour >= $1 \
              GROUP BY route, status, cache, tier, origin, derivative, source, mode",
         )
         .bind(since)
@@ -149,7 +289,7 @@ impl Db {
                     derivative: r.try_get("derivative")?,
                     source: r.try_get("source")?,
                     mode: r.try_get("mode")?,
-                    count: r.try_get("n")?,
+                    count: sum(r, "n")?,
                     bytes: sum(r, "b")?,
                     us: sum(r, "t")?,
                 })
@@ -158,38 +298,33 @@ impl Db {
             .map_err(DbError::from)
     }
 
-    /// `(latency bucket in µs, count)` of the window's requests other than
-    /// `exclude_route`, by latency.
-    pub async fn request_latencies(
-        &self,
-        since: i64,
-        exclude_route: &str,
-    ) -> Result<Vec<(i64, i64)>, DbError> {
+    /// `(latency bucket in µs, count)` of the window's requests (the admin API's own are
+    /// not counted), by latency.
+    pub async fn request_latencies(&self, since: i64) -> Result<Vec<(i64, i64)>, DbError> {
         let rows = sqlx::query(
-            "SELECT lat, COUNT(*) AS n FROM requests WHERE at >= $1 AND route <> $2 \
-             GROUP BY lat ORDER BY lat",
+            "SELECT lat, CAST(SUM(n) AS BIGINT) AS n FROM request_latency_hours \
+             WHERE hour >= $1 GROUP BY lat ORDER BY lat",
         )
         .bind(since)
-        .bind(exclude_route)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("lat")?, r.try_get("n")?)))
+            .map(|r| Ok((r.try_get("lat")?, sum(r, "n")?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(DbError::from)
     }
 
-    /// `(bucket start, requests, hits, errors)` over time, `bucket_ms` wide.
+    /// `(bucket start, requests, hits, errors)` over time, `bucket_ms` wide (a multiple of a
+    /// minute).
     pub async fn request_series(
         &self,
         since: i64,
         bucket_ms: i64,
     ) -> Result<Vec<(i64, i64, i64, i64)>, DbError> {
         let rows = sqlx::query(
-            "SELECT (at / $2) * $2 AS bucket, COUNT(*) AS n, \
-             CAST(SUM(CASE WHEN cache = 'HIT' THEN 1 ELSE 0 END) AS BIGINT) AS hits, \
-             CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) AS errors \
-             FROM requests WHERE at >= $1 GROUP BY 1 ORDER BY 1",
+            "SELECT (minute / $2) * $2 AS bucket, CAST(SUM(n) AS BIGINT) AS n, \
+             CAST(SUM(hits) AS BIGINT) AS hits, CAST(SUM(errors) AS BIGINT) AS errors \
+             FROM request_minutes WHERE minute >= $1 GROUP BY 1 ORDER BY 1",
         )
         .bind(since)
         .bind(bucket_ms)
@@ -199,7 +334,7 @@ impl Db {
             .map(|r| {
                 Ok((
                     r.try_get("bucket")?,
-                    r.try_get("n")?,
+                    sum(r, "n")?,
                     sum(r, "hits")?,
                     sum(r, "errors")?,
                 ))
@@ -251,6 +386,52 @@ fn sum(r: &sqlx::any::AnyRow, col: &str) -> Result<i64, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
+    fn row(at: i64, route: &'static str, cache: &str, status: u16, us: u64) -> super::RequestRow {
+        super::RequestRow {
+            at,
+            route,
+            method: "GET".into(),
+            path: "/p".into(),
+            status,
+            cache: cache.into(),
+            tier: "",
+            origin: "o".into(),
+            derivative: String::new(),
+            source: "local".into(),
+            mode: String::new(),
+            bytes: 10,
+            us,
+            client: String::new(),
+            error: String::new(),
+        }
+    }
+
+    #[test]
+    fn rollups_add_up_by_hour_and_minute() {
+        use super::{Rollup, HOUR, MINUTE};
+        let t = 10 * HOUR + 5 * MINUTE;
+        let rows = [
+            row(t, "original", "HIT", 200, 120),
+            row(t + 1000, "original", "HIT", 200, 180),
+            row(t + MINUTE, "original", "MISS", 502, 40_000),
+            row(t + HOUR, "admin", "", 401, 90),
+        ];
+        let r = Rollup::of(&rows);
+        assert_eq!(r.hours.len(), 3, "two groups in hour 10, one in hour 11");
+        let hits: i64 = r
+            .hours
+            .iter()
+            .filter(|(k, _)| k.3 == "HIT")
+            .map(|(_, v)| v.0)
+            .sum();
+        assert_eq!(hits, 2);
+        assert_eq!(r.minutes[&(10 * HOUR + 5 * MINUTE)], (2, 2, 0));
+        assert_eq!(r.minutes[&(10 * HOUR + 6 * MINUTE)], (1, 0, 1));
+        // The admin API's own request is in the groups, not in the latencies.
+        assert_eq!(r.latencies.values().sum::<i64>(), 3);
+        assert_eq!(r.latencies[&(10 * HOUR, 40_000)], 1);
+    }
+
     #[test]
     fn latency_buckets_keep_two_digits() {
         use super::latency_bucket as b;

@@ -53,8 +53,18 @@ pub fn target(
     Ok((path, r.spec.to_canonical_query()))
 }
 
-/// A failed derivative as the upload's answer: the bytes looked like media but are not.
+/// A failed derivative as the upload's answer: the bytes looked like media but are not
+/// (422), or the node could not make it now (503, to be tried again).
 fn unusable(e: JobError) -> ApiError {
+    if e.retryable {
+        let mut a = ApiError::new(
+            503,
+            ErrorCode::Overloaded,
+            format!("the upload could not be processed now: {}", e.message),
+        );
+        a.retry_after = Some(5);
+        return a;
+    }
     ApiError::new(
         422,
         ErrorCode::UnsupportedMedia,

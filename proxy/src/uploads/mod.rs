@@ -265,8 +265,9 @@ impl Uploads {
         }
     }
 
-    /// Deletes the record, and its object when no other record shares it.
-    pub async fn delete(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
+    /// Deletes the record, and its object when no other record shares it: the object's
+    /// key when it went (what was cached of it is to be purged).
+    pub async fn delete(&self, tenant: &str, id: &str) -> Result<Option<String>, ApiError> {
         let key = self
             .store
             .db
@@ -274,16 +275,21 @@ impl Uploads {
             .await
             .map_err(internal)?
             .ok_or_else(|| ApiError::not_found(format!("no media {id}")))?;
-        self.release(&key).await;
-        Ok(())
+        Ok(self.release(&key).await.then_some(key))
     }
 
-    /// Takes one reference to `key` away; with the last, the object goes.
-    async fn release(&self, key: &str) {
+    /// Takes one reference to `key` away; with the last, the object goes (true).
+    async fn release(&self, key: &str) -> bool {
         match self.store.db.release_object(key).await {
-            Ok(true) => self.remove_object(key).await,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(key, error = %e, "releasing an upload object"),
+            Ok(true) => {
+                self.remove_object(key).await;
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "releasing an upload object");
+                false
+            }
         }
     }
 
