@@ -28,7 +28,10 @@ fn row<'a>(v: &'a Value, table: &str, key: &str) -> &'a Value {
 }
 
 async fn analytics(db_line: &str) {
-    let edge = Edge::start(&samples_config(&format!("[store]\n{db_line}\n"))).await;
+    let edge = Edge::start(&samples_config(&format!(
+        "[store]\n{db_line}\n[analytics]\nenabled = true\n"
+    )))
+    .await;
     // 6 of the same original (1 miss, then hits), 3 of one transform, 2 missing, 1 refused.
     for _ in 0..6 {
         assert_eq!(get(&edge, "/samples/photo.jpg", &[]).await.0, 200);

@@ -28,7 +28,7 @@
 #   ME_SERVER_EXTRA extra lines for media-edge's [server] table
 #                   (e.g. 'work_stealing = false')
 #   ME_EXTRA        extra sections for media-edge's config
-#                   (e.g. $'[analytics]\nenabled = false': the request log's cost)
+#                   (e.g. $'[analytics]\nenabled = true': the request log's cost)
 #   KEEP_TMP=1      keep the temp dir (configs, logs, raw wrk output)
 #   VERBOSE=1       print raw wrk output
 set -euo pipefail

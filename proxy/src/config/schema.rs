@@ -422,7 +422,8 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsConfig {
-    /// Record every request into the metadata store (off the hot path).
+    /// Record every request into the metadata store (off the hot path, but its writer
+    /// shares the CPU: off by default until it costs hits no throughput; see BENCHMARKS).
     pub enabled: bool,
     /// How long records are kept (pruned in the background).
     pub retention: Dur,
@@ -435,7 +436,7 @@ pub struct AnalyticsConfig {
 impl Default for AnalyticsConfig {
     fn default() -> Self {
         AnalyticsConfig {
-            enabled: true,
+            enabled: false,
             retention: Dur::secs(7 * 86_400),
             queue: 65_536,
             hash_client_ip: false,
