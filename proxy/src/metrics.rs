@@ -25,6 +25,7 @@ pub struct Metrics {
     pub store: IntCounterVec,
     pub uploads: IntCounterVec,
     pub request_log_dropped: IntCounter,
+    pub config_applied: IntCounter,
 }
 
 fn build() -> Metrics {
@@ -115,8 +116,14 @@ fn build() -> Metrics {
         "Request-log rows dropped: the writer's queue was full, or a batch failed to write",
     )
     .expect("static metric");
+    let config_applied = IntCounter::new(
+        "config_applied_total",
+        "Config changes applied live (POST /admin/config)",
+    )
+    .expect("static metric");
     for c in [
         Box::new(connection_events.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(config_applied.clone()),
         Box::new(request_log_dropped.clone()),
         Box::new(uploads.clone()),
         Box::new(jobs.clone()),
@@ -147,6 +154,7 @@ fn build() -> Metrics {
         store,
         uploads,
         request_log_dropped,
+        config_applied,
     }
 }
 

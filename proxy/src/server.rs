@@ -14,7 +14,6 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Why the server did not start, with the path or key concerned.
 #[derive(Debug, thiserror::Error)]
@@ -240,12 +239,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
                 message: "not a valid header value".into(),
             }
         })?;
-    let state = Arc::new(EdgeState {
-        via,
-        storage,
-        lock,
-        purge,
-        admin_token,
+    let live = crate::edge::Live {
         purge_allowed: filters::CidrSet::parse(&cfg.server.purge_allowed).map_err(|e| {
             StartError::Config {
                 key: "server.purge_allowed",
@@ -257,13 +251,22 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
             &cfg.filters.ratelimit,
             &cfg.base,
         )?,
-        started: Instant::now(),
-        fills: Default::default(),
-        origin_socket: own_socket.to_string_lossy().into_owned(),
-        queue: queue.clone(),
-        uploads: uploads.clone(),
         cfg: cfg.clone(),
-    });
+    };
+    let trusted = live.security.trusted.clone();
+    let state = Arc::new(EdgeState::new(
+        live,
+        via,
+        storage,
+        lock,
+        purge,
+        admin_token,
+        own_socket.to_string_lossy().into_owned(),
+        queue.clone(),
+        uploads.clone(),
+        origin.clone(),
+        opts.clone(),
+    ));
 
     let open_files = crate::edge::conns::raise_open_files_limit();
     // Three quarters of the descriptors for client connections, the rest for origin
@@ -320,7 +323,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         let conns = crate::edge::conns::Connections::new(
             max_connections,
             cfg.server.max_connections_per_ip,
-            state.security.trusted.clone(),
+            trusted,
         );
         let front = crate::edge::front::FrontDoor::new(
             edge_proxy,

@@ -119,6 +119,10 @@ impl Config {
         let text = QUERY_PASSWORD.replace_all(&text, "$1***");
         SECRET
             .replace_all(&text, |c: &regex::Captures<'_>| {
+                // The `Via` hop's name is public (every response carries it).
+                if &c[1] == "via_token" {
+                    return c[0].to_string();
+                }
                 let quote = &c[3][..1];
                 let masked = if c[3].len() > 2 { "***" } else { "" };
                 format!("{}{}{quote}{masked}{quote}", &c[1], &c[2])

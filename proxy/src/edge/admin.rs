@@ -91,7 +91,7 @@ fn key_of(edge: &Edge, item: &str) -> String {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    match edge.resolve(path, query, &http::HeaderMap::new()) {
+    match edge.resolve(&edge.state.live(), path, query, &http::HeaderMap::new()) {
         Ok(r) => r.resolved.cache_key,
         Err(_) => Edge::original_key(path),
     }
@@ -144,16 +144,28 @@ pub(super) async fn apply_purge(
     (keys, removed, persisted)
 }
 
-/// Whether the request carries the admin bearer token, or a tenant token with the `admin` scope.
-pub fn is_admin(edge: &Edge, session: &Session) -> bool {
-    let presented = bearer(session);
+/// Whether `presented` is the admin token, or a tenant token with the `admin` scope.
+pub fn is_admin_token(edge: &Edge, presented: &str) -> bool {
     let env_token = edge
         .state
         .admin_token
         .as_deref()
-        .zip(presented)
-        .is_some_and(|(t, b)| secret_eq(t.as_bytes(), b.as_bytes()));
-    env_token || presented.is_some_and(|b| edge.state.security.token_has_scope(b, "admin"))
+        .is_some_and(|t| secret_eq(t.as_bytes(), presented.as_bytes()));
+    env_token
+        || edge
+            .state
+            .live()
+            .security
+            .token_has_scope(presented, "admin")
+}
+
+/// Whether the request carries the admin bearer token, a tenant token with the `admin`
+/// scope, or a dashboard session ([`super::dashboard`]).
+pub fn is_admin(edge: &Edge, session: &Session) -> bool {
+    match bearer(session) {
+        Some(b) => is_admin_token(edge, b),
+        None => super::dashboard::has_session(edge, session),
+    }
 }
 
 /// `/admin/*`.
@@ -167,11 +179,14 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
     {
         return super::cf_api::handle(edge, session, &rid).await;
     }
-    if edge.state.admin_token.is_none() && !edge.state.security.has_scope_tokens("admin") {
+    if edge.state.admin_token.is_none() && !edge.state.live().security.has_scope_tokens("admin") {
         let e = ApiError::not_found("admin API is disabled (set the admin token env var)");
         return respond_error(session, &rid, &e).await;
     }
-    if bearer(session).is_none() {
+    if super::dashboard::handle(edge, session, &rid).await {
+        return;
+    }
+    if bearer(session).is_none() && !super::dashboard::has_session(edge, session) {
         return respond_error(
             session,
             &rid,
@@ -230,6 +245,10 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
             Ok(b) => super::admin_config::validate(edge, session, &rid, &b).await,
             Err(e) => respond_error(session, &rid, &e).await,
         },
+        ("POST", "/admin/config") => match read_body(session).await {
+            Ok(b) => super::admin_config::apply(edge, session, &rid, &b).await,
+            Err(e) => respond_error(session, &rid, &e).await,
+        },
         ("GET", "/admin/analytics") => super::analytics::handle(edge, session, &rid, false).await,
         ("GET", "/admin/analytics/errors") => {
             super::analytics::handle(edge, session, &rid, true).await
@@ -273,7 +292,7 @@ pub async fn handle(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
 /// `PURGE /path`: purge one URL's key, from allowed networks only.
 pub async fn purge_one(edge: &Edge, session: &mut Session, ctx: &mut Ctx) {
     let rid = ctx.request_id.clone();
-    let allowed = peer_ip(session).is_some_and(|ip| edge.state.purge_allowed.contains(ip));
+    let allowed = peer_ip(session).is_some_and(|ip| edge.state.live().purge_allowed.contains(ip));
     if !allowed && !is_admin(edge, session) {
         respond_error(
             session,

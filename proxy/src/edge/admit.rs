@@ -71,13 +71,14 @@ impl Edge {
             Admit::Refuse(e)
         };
         if let Some(peer) = peer {
-            let sec = &self.state.security;
+            let sec = &ctx.live.security;
             if let Err(e) = sec.check_peer(peer, req.uri.path()) {
                 return refuse(ctx, e);
             }
             ctx.client_ip = Some(sec.client_ip(peer, &req.headers));
         }
-        let token = &self.state.cfg.server.via_token;
+        let live = ctx.live.clone();
+        let token = &live.cfg.server.via_token;
         let looped = req
             .headers
             .get_all("via")
@@ -132,7 +133,7 @@ impl Edge {
                 ApiError::bad_request(format!("path {path:?} is not allowed")),
             );
         }
-        let resolution = match self.resolve(path, req.uri.query(), &req.headers) {
+        let resolution = match self.resolve(&live, path, req.uri.query(), &req.headers) {
             Ok(r) => r,
             Err(e) => return refuse(ctx, e),
         };
@@ -148,11 +149,11 @@ impl Edge {
         } = resolution;
         let class = filters::ratelimit::classify_resolved(path, &resolved);
         let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        if let Err(e) = self.state.security.authorize(
+        if let Err(e) = live.security.authorize(
             class,
             pq,
             header(req, "authorization"),
-            origin.and_then(|o| self.state.cfg.origins[o].auth),
+            origin.and_then(|o| live.cfg.origins[o].auth),
         ) {
             return refuse(ctx, e);
         }
@@ -180,7 +181,7 @@ impl Edge {
         if ctx.is_fill {
             return Ok(());
         }
-        let sec = &self.state.security;
+        let sec = &ctx.live.security;
         if !sec.limit_hits() {
             ctx.rate_class = Some(class);
             return Ok(());

@@ -96,7 +96,7 @@ pub async fn handle(edge: &Edge, session: &mut Session, rid: &str) {
         return fail(session, rid, 405, 10405, "Method not allowed").await;
     }
     let admin_on =
-        edge.state.admin_token.is_some() || edge.state.security.has_scope_tokens("admin");
+        edge.state.admin_token.is_some() || edge.state.live().security.has_scope_tokens("admin");
     if !admin_on || bearer(session).is_none() {
         return fail(session, rid, 401, 10000, "Authentication error").await;
     }

@@ -112,7 +112,7 @@ impl Edge {
             http::header::IF_UNMODIFIED_SINCE,
         ];
         let st = &self.state;
-        if !st.cfg.cache.enabled || ctx.is_fill {
+        if !ctx.live.cfg.cache.enabled || ctx.is_fill {
             return None;
         }
         if !(req.method == http::Method::HEAD || req.method == http::Method::GET)
@@ -147,7 +147,8 @@ impl Edge {
         let tags = tags.map(Into::into);
         let mut header = h.clone();
         header.set_version(http::Version::HTTP_11);
-        self.decorate_object(&mut header, Some(key), "HIT").ok()?;
+        self.decorate_object(&ctx.live, &mut header, Some(key), "HIT")
+            .ok()?;
         // What every hit of this key sets itself (names fixed by the key's spec).
         let replaced: Vec<&'static str> = request_headers(ctx, None)
             .into_iter()
@@ -177,7 +178,7 @@ impl Edge {
         ctx: &Ctx,
         x_cache: &'static str,
     ) -> Result<()> {
-        self.decorate_object(resp, ctx.key.as_deref(), x_cache)?;
+        self.decorate_object(&ctx.live, resp, ctx.key.as_deref(), x_cache)?;
         self.decorate_request(resp, ctx)?;
         metrics::count_cache_result(x_cache);
         Ok(())
@@ -187,6 +188,7 @@ impl Edge {
     /// our `Via` hop, `Accept-Ranges`; `Cache-Tag` (unless kept) and internal headers removed.
     fn decorate_object(
         &self,
+        live: &super::Live,
         resp: &mut ResponseHeader,
         key: Option<&str>,
         x_cache: &'static str,
@@ -195,7 +197,7 @@ impl Edge {
         if let Some(k) = key {
             resp.insert_header("x-cache-key", k)?;
         }
-        let token = &self.state.cfg.server.via_token;
+        let token = &live.cfg.server.via_token;
         let joined = match resp.headers.get("via").and_then(|v| v.to_str().ok()) {
             Some(existing) if !existing.is_empty() => Some(format!("{existing}, 1.1 {token}")),
             _ => None,
@@ -204,7 +206,7 @@ impl Edge {
             Some(v) => resp.insert_header("via", v)?,
             None => resp.insert_header("via", self.state.via.clone())?,
         }
-        if !self.state.cfg.server.keep_cache_tag {
+        if !live.cfg.server.keep_cache_tag {
             resp.remove_header("cache-tag");
         }
         resp.remove_header(crate::origin::HDR_ORIGIN);

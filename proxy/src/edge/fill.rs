@@ -56,6 +56,6 @@ impl Edge {
 
     /// A fill whose object is too big to cache: stopped at its header, not read to the end.
     pub(crate) fn fill_too_big(&self, ctx: &Ctx, content_length: Option<u64>) -> bool {
-        ctx.is_fill && content_length.is_some_and(|l| l > self.state.cfg.cache.max_object.0)
+        ctx.is_fill && content_length.is_some_and(|l| l > ctx.live.cfg.cache.max_object.0)
     }
 }

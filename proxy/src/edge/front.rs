@@ -200,7 +200,6 @@ impl FrontDoor {
         let error = written.is_err().then_some("WriteError").or(ctx.error_code);
         ctx.tier = "memory";
         log_request(
-            &edge.state.cfg,
             &head.req.method,
             head.req.uri.path(),
             status,

@@ -244,7 +244,7 @@ pub async fn admin_bust(edge: &Edge, session: &mut Session, rid: &str, body: &[u
     };
     let scope = match (&req.path, &req.origin) {
         (Some(p), None) if p.starts_with('/') => format!("path:{p}"),
-        (None, Some(o)) if edge.state.cfg.origins.iter().any(|c| &c.name == o) => {
+        (None, Some(o)) if edge.state.live().cfg.origins.iter().any(|c| &c.name == o) => {
             format!("origin:{o}")
         }
         (None, Some(o)) => {

@@ -21,6 +21,7 @@ pub mod admit;
 pub mod analytics;
 pub mod cf_api;
 pub mod conns;
+pub mod dashboard;
 pub mod drain;
 pub mod fast_hit;
 pub mod fill;
@@ -59,17 +60,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use storage::TieredStorage;
 
+/// What a live config change replaces as one (`POST /admin/config`): the config and what is
+/// built from it. A request works with the one it started with ([`Ctx::live`]).
+pub struct Live {
+    pub cfg: Arc<Config>,
+    pub security: security::Security,
+    pub purge_allowed: filters::CidrSet,
+}
+
 /// Everything the edge shares across requests.
 pub struct EdgeState {
-    pub cfg: Arc<Config>,
+    live: arc_swap::ArcSwap<Live>,
     /// Our `Via` hop, `1.1 {via_token}`, built once.
     pub via: http::HeaderValue,
     pub storage: &'static TieredStorage,
     pub lock: &'static CacheKeyLockImpl,
     pub purge: PurgeLog,
     pub admin_token: Option<String>,
-    pub purge_allowed: filters::CidrSet,
-    pub security: security::Security,
     pub started: Instant,
     /// Keys with a background fill in flight ([`fill`]).
     pub fills: parking_lot::Mutex<HashSet<String>>,
@@ -78,6 +85,59 @@ pub struct EdgeState {
     pub queue: Arc<crate::jobs::Queue>,
     /// Uploaded media (`POST /upload`, `/media/{id}`).
     pub uploads: Arc<crate::uploads::Uploads>,
+    /// The origin service, told of a live config change with the edge.
+    pub origin: Arc<crate::origin::OriginService>,
+    /// What the command line set over the file (kept through a live config change).
+    pub overrides: crate::server::RunOptions,
+    /// One config change at a time.
+    pub applying: tokio::sync::Mutex<()>,
+    /// The key the dashboard's session cookies are signed with (random, per process).
+    pub session_key: [u8; 32],
+}
+
+impl EdgeState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        live: Live,
+        via: http::HeaderValue,
+        storage: &'static TieredStorage,
+        lock: &'static CacheKeyLockImpl,
+        purge: PurgeLog,
+        admin_token: Option<String>,
+        origin_socket: String,
+        queue: Arc<crate::jobs::Queue>,
+        uploads: Arc<crate::uploads::Uploads>,
+        origin: Arc<crate::origin::OriginService>,
+        overrides: crate::server::RunOptions,
+    ) -> EdgeState {
+        EdgeState {
+            live: arc_swap::ArcSwap::from_pointee(live),
+            via,
+            storage,
+            lock,
+            purge,
+            admin_token,
+            started: Instant::now(),
+            fills: Default::default(),
+            origin_socket,
+            queue,
+            uploads,
+            origin,
+            overrides,
+            applying: tokio::sync::Mutex::new(()),
+            session_key: rand::random(),
+        }
+    }
+
+    /// The config (and what is built from it) as of now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Replaces the config for every request that starts from now on.
+    pub fn set_live(&self, live: Live) {
+        self.live.store(Arc::new(live));
+    }
 }
 
 pub struct Edge {
@@ -86,6 +146,8 @@ pub struct Edge {
 
 /// Per-request state.
 pub struct Ctx {
+    /// The config this request started with.
+    pub live: Arc<Live>,
     pub request_id: String,
     pub key: Option<String>,
     pub path: String,
@@ -185,7 +247,7 @@ impl Edge {
             external,
             ..
         } = resolution;
-        let allowed = self.state.cfg.server.debug_view || admin::is_admin(self, session);
+        let allowed = ctx.live.cfg.server.debug_view || admin::is_admin(self, session);
         if !allowed {
             let e =
                 ApiError::forbidden("debug=view needs the admin token or server.debug_view = true");
@@ -193,7 +255,7 @@ impl Edge {
             return;
         }
         let mut v = serde_json::to_value(&resolved.diagnostics).unwrap_or_default();
-        v["origin"] = match origin.map(|o| &self.state.cfg.origins[o]) {
+        v["origin"] = match origin.map(|o| &ctx.live.cfg.origins[o]) {
             Some(o) => serde_json::json!({ "name": o.name, "matcher": o.matcher,
                 "sources": o.sources.iter().map(|s| s.kind()).collect::<Vec<_>>() }),
             None => serde_json::json!({ "name": "external", "url": external }),
@@ -206,9 +268,9 @@ impl Edge {
     /// The status-class TTL of this request's origin (or of external fetches) for `status`.
     fn class_ttl(&self, ctx: &Ctx, status: u16) -> Option<Duration> {
         match ctx.origin {
-            Some(o) => self.state.cfg.origins[o].ttl.for_status(status),
+            Some(o) => ctx.live.cfg.origins[o].ttl.for_status(status),
             None if ctx.external_url.is_some() && (200..300).contains(&status) => {
-                Some(self.state.cfg.external.ttl.0).filter(|d| !d.is_zero())
+                Some(ctx.live.cfg.external.ttl.0).filter(|d| !d.is_zero())
             }
             None => None,
         }
@@ -221,6 +283,7 @@ impl ProxyHttp for Edge {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
+            live: self.state.live(),
             request_id: String::new(),
             key: None,
             path: String::new(),
@@ -245,9 +308,9 @@ impl ProxyHttp for Edge {
         }
     }
 
-    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Ctx) -> bool {
+    fn allow_spawning_subrequest(&self, session: &Session, ctx: &Ctx) -> bool {
         // Only a ranged miss may start a background fill.
-        self.state.cfg.cache.range_miss_passthrough
+        ctx.live.cfg.cache.range_miss_passthrough
             && session
                 .req_header()
                 .headers
@@ -261,7 +324,7 @@ impl ProxyHttp for Edge {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        if !self.state.cfg.cache.enabled || ctx.key.is_none() {
+        if !ctx.live.cfg.cache.enabled || ctx.key.is_none() {
             return Ok(());
         }
         session
@@ -269,7 +332,7 @@ impl ProxyHttp for Edge {
             .enable(self.state.storage, None, None, Some(self.state.lock), None);
         session
             .cache
-            .set_max_file_size_bytes(self.state.cfg.cache.max_object.0 as usize);
+            .set_max_file_size_bytes(ctx.live.cfg.cache.max_object.0 as usize);
         Ok(())
     }
 
@@ -279,7 +342,7 @@ impl ProxyHttp for Edge {
     }
 
     fn cache_miss(&self, session: &mut Session, ctx: &mut Ctx) {
-        if ctx.single_range && self.state.cfg.cache.range_miss_passthrough && !ctx.is_fill {
+        if ctx.single_range && ctx.live.cfg.cache.range_miss_passthrough && !ctx.is_fill {
             // Answer the range from the source and fill the whole object in the background,
             // instead of making this client wait for (and the edge read) the whole object.
             session
@@ -321,7 +384,7 @@ impl ProxyHttp for Edge {
     async fn proxy_upstream_filter(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // Only requests that reach the origin count against rate limits (hits are exempt).
         if let (Some(class), Some(ip)) = (ctx.rate_class, ctx.client_ip) {
-            if let Err(e) = self.state.security.rate_check(class, ip) {
+            if let Err(e) = ctx.live.security.rate_check(class, ip) {
                 ctx.rate_limited = Some(e);
                 return Error::e_explain(ErrorType::HTTPStatus(429), "rate limited");
             }
@@ -329,10 +392,10 @@ impl ProxyHttp for Edge {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let mut peer = HttpPeer::new_uds(&self.state.origin_socket, false, String::new())?;
         peer.options.connection_timeout = Some(Duration::from_secs(2));
-        peer.options.read_timeout = Some(self.state.cfg.server.origin_timeout.0);
+        peer.options.read_timeout = Some(ctx.live.cfg.server.origin_timeout.0);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(Box::new(peer))
     }
@@ -366,7 +429,7 @@ impl ProxyHttp for Edge {
                 .resolved
                 .as_ref()
                 .is_some_and(|r| r.spec.format == Some(filters::Format::Avif));
-        if negotiated_avif && self.state.cfg.transform.avif_background {
+        if negotiated_avif && ctx.live.cfg.transform.avif_background {
             let accept = header(session.req_header(), "accept");
             let fallback = filters::negotiate_format(accept, false, false);
             upstream.insert_header(crate::origin::HDR_AVIF_FALLBACK, fallback.as_str())?;
@@ -417,7 +480,7 @@ impl ProxyHttp for Edge {
             return Error::e_explain(ErrorType::Custom("fill too big"), "object over max_object");
         }
         if let (Some(t), Some(o)) = (ctx.upstream_started, ctx.origin) {
-            let name = &self.state.cfg.origins[o].name;
+            let name = &ctx.live.cfg.origins[o].name;
             METRICS
                 .origin_latency
                 .with_label_values(&[name.as_str()])
@@ -432,7 +495,7 @@ impl ProxyHttp for Edge {
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        let cache = &self.state.cfg.cache;
+        let cache = &ctx.live.cfg.cache;
         let limits = policy::Limits {
             max_object: cache.max_object.0,
             stale_while_revalidate: cache.stale_while_revalidate.0,
@@ -520,7 +583,6 @@ impl ProxyHttp for Edge {
         let sent = session.body_bytes_sent() as u64;
         let error = e.map(|e| e.etype().as_str()).or(ctx.error_code);
         respond::log_request(
-            &self.state.cfg,
             &session.req_header().method,
             session.req_header().uri.path(),
             status,

@@ -36,11 +36,12 @@ impl Edge {
     /// the negotiated format (not the raw header) enters the key.
     pub fn resolve(
         &self,
+        live: &super::Live,
         path: &str,
         query: Option<&str>,
         headers: &http::HeaderMap,
     ) -> std::result::Result<Resolution, ApiError> {
-        let cfg = &self.state.cfg;
+        let cfg = &live.cfg;
         let to_api = |e: filters::FilterError| ApiError::new(e.status(), e.code(), e.to_string());
         // `/proxy/external?url=..&<params>`: the same as the cdn-cgi form with an absolute URL.
         let rewritten;
@@ -51,7 +52,7 @@ impl Edge {
             // `/proxy/{image,thumbnail,metadata,video}/{sha256}`: the requesting tenant's
             // upload (the uploads origin falls back to the content prefix when the tenant
             // has none), else a path under the content prefix.
-            let path = match self.content_tenant(path, query, headers) {
+            let path = match self.content_tenant(live, path, query, headers) {
                 Some(t) => {
                     tenant_path = format!("{UPLOADS_PREFIX}{t}/{}", c.hash);
                     tenant_path.as_str()
@@ -78,7 +79,7 @@ impl Edge {
             }
             if opts.is_empty() {
                 let spec = filters::TransformSpec::new(filters::Mode::Original);
-                return self.finish_external(spec, url, None);
+                return self.finish_external(live, spec, url, None);
             }
             rewritten = format!("/cdn-cgi/image/{}/{url}", opts.join(","));
             (rewritten.as_str(), None)
@@ -120,8 +121,7 @@ impl Edge {
         let vary_accept = resolved.spec.format == Some(filters::Format::Auto);
         if vary_accept {
             let accept = headers.get("accept").and_then(|v| v.to_str().ok());
-            let negotiated =
-                filters::negotiate_format(accept, false, self.state.cfg.transform.avif);
+            let negotiated = filters::negotiate_format(accept, false, cfg.transform.avif);
             if matches!(negotiated, filters::Format::Avif | filters::Format::Webp) {
                 resolved.spec.format = Some(negotiated);
             }
@@ -129,7 +129,12 @@ impl Edge {
         }
         if let filters::Source::External(url) = &resolved.source {
             let url = url.clone();
-            return self.finish_external(resolved.spec.clone(), url, Some((resolved, vary_accept)));
+            return self.finish_external(
+                live,
+                resolved.spec.clone(),
+                url,
+                Some((resolved, vary_accept)),
+            );
         }
         let upstream_path = if resolved.spec.is_passthrough() {
             source_path
@@ -149,11 +154,12 @@ impl Edge {
     /// token that may read), or the `tenant` parameter of a validly signed URL.
     fn content_tenant<'a>(
         &'a self,
+        live: &'a super::Live,
         path: &str,
         query: Option<&'a str>,
         headers: &http::HeaderMap,
     ) -> Option<std::borrow::Cow<'a, str>> {
-        let sec = &self.state.security;
+        let sec = &live.security;
         let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
         if let Some(t) = sec.reader_tenant(auth) {
             return Some(t.into());
@@ -169,11 +175,12 @@ impl Edge {
     /// An external URL request: allowed only when `external.enabled`.
     fn finish_external(
         &self,
+        live: &super::Live,
         spec: filters::TransformSpec,
         url: String,
         resolved: Option<(filters::Resolved, bool)>,
     ) -> std::result::Result<Resolution, ApiError> {
-        if !self.state.cfg.external.enabled {
+        if !live.cfg.external.enabled {
             return Err(ApiError::forbidden(
                 "external fetches are not enabled on this node",
             ));

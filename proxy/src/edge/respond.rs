@@ -22,7 +22,7 @@ pub async fn respond_error(session: &mut Session, request_id: &str, e: &ApiError
 
 /// The head of an uncacheable answer the edge writes itself: status, `Content-Type`,
 /// `Content-Length`, `Cache-Control: no-store` and, when given, `X-Request-ID`.
-fn own_head(
+pub(super) fn own_head(
     status: u16,
     content_type: &str,
     len: usize,
@@ -115,7 +115,6 @@ pub fn proxy_failure(e: &Error, rate_limited: Option<ApiError>) -> Option<ApiErr
 /// Counts and logs one answered request (metrics by status and cache result, bytes, latency;
 /// one `tracing` line), whichever path answered it.
 pub(crate) fn log_request(
-    cfg: &crate::config::Config,
     method: &http::Method,
     path: &str,
     status: u16,
@@ -129,7 +128,15 @@ pub(crate) fn log_request(
     let ms = ctx.started.elapsed().as_secs_f64();
     if crate::analytics::enabled() {
         crate::analytics::record(request_row(
-            cfg, method, path, status, result, sent, error, ctx, ms,
+            &ctx.live.cfg,
+            method,
+            path,
+            status,
+            result,
+            sent,
+            error,
+            ctx,
+            ms,
         ));
     }
     crate::metrics::observe_request(result, ms);

@@ -37,7 +37,8 @@ pub struct Security {
     require_cloudflare_edge: bool,
     cfg: SecurityConfig,
     limits: RateLimitConfig,
-    limiter: Rate,
+    /// Shared with the security state a live config change replaces, when the limits stay.
+    limiter: std::sync::Arc<Rate>,
 }
 
 const WINDOW: Duration = Duration::from_secs(60);
@@ -135,11 +136,19 @@ impl Security {
             require_cloudflare_edge: cfg.require_cloudflare_edge,
             cfg: cfg.clone(),
             limits: limits.clone(),
-            limiter: Rate::new(WINDOW),
+            limiter: std::sync::Arc::new(Rate::new(WINDOW)),
         })
     }
 
     /// The client address for limits and logs.
+    /// Keeps `old`'s rate-limit counts when the limits are the same (a config change that
+    /// does not touch `[filters.ratelimit]` does not reset anyone's window).
+    pub fn keep_counts(&mut self, old: &Security) {
+        if format!("{:?}", self.limits) == format!("{:?}", old.limits) {
+            self.limiter = old.limiter.clone();
+        }
+    }
+
     pub fn client_ip(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
         filters::client_ip::resolve(peer, headers, &self.trusted)
     }
@@ -289,6 +298,14 @@ impl Security {
     }
 
     /// Whether `presented` is a configured token carrying `scope`.
+    /// The secrets of the tokens with `scope`.
+    pub fn tokens_with_scope<'a>(&'a self, scope: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.tokens
+            .iter()
+            .filter(move |t| t.scopes.iter().any(|s| s == scope))
+            .map(|t| t.secret.as_str())
+    }
+
     pub fn token_has_scope(&self, presented: &str, scope: &str) -> bool {
         self.tokens
             .iter()

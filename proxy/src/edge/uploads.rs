@@ -17,7 +17,8 @@ pub fn is_upload_route(path: &str) -> bool {
 /// content-hash routes, signed for the tenant (`tenant=`, 24 h) when a signing key is set,
 /// else asked with the tenant's bearer token.
 fn record(edge: &Edge, u: &Upload) -> serde_json::Value {
-    let cfg = &edge.state.cfg.security;
+    let live = edge.state.live();
+    let cfg = &live.cfg.security;
     let url = |path_and_query: String| -> String {
         let sep = if path_and_query.contains('?') {
             '&'
@@ -83,6 +84,7 @@ fn tenant(edge: &Edge, session: &Session, scope: &str) -> Result<String, ApiErro
             ApiError::unauthorized(format!("a bearer token with the {scope} scope is required"))
         })?;
     edge.state
+        .live()
         .security
         .tenant_with_scope(presented, scope)
         .map(str::to_string)
@@ -220,7 +222,7 @@ async fn answer(
         }
         let tenant = tenant(edge, session, "upload")?;
         if let Some(ip) = ctx.client_ip {
-            edge.state
+            ctx.live
                 .security
                 .rate_check(filters::OperationClass::Upload, ip)?;
         }

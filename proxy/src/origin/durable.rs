@@ -220,12 +220,12 @@ impl OriginService {
             query: Some(query),
             headers: &headers,
         };
-        let opts = self
-            .cfg
+        let cfg = self.routing().cfg.clone();
+        let opts = cfg
             .origin_index(path)
-            .map(|i| self.cfg.origins[i].options.clone())
+            .map(|i| cfg.origins[i].options.clone())
             .unwrap_or_default();
-        filters::resolve(&parts, &self.cfg.filters, &opts)
+        filters::resolve(&parts, &cfg.filters, &opts)
             .map(|r| r.spec.to_canonical_query())
             .map_err(|e| ApiError::new(e.status(), e.code(), e.to_string()))
     }

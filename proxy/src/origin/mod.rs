@@ -57,11 +57,47 @@ struct BuiltOrigin {
     sources: Vec<Arc<dyn Source>>,
 }
 
-pub struct OriginService {
-    cfg: Arc<Config>,
+/// The config and what is built from it (the origins' sources, the external fetcher): what a
+/// live config change replaces as one. A request works with the one it started with.
+pub struct Routing {
+    pub cfg: Arc<Config>,
     origins: Vec<BuiltOrigin>,
-    transformer: transform::Transformer,
     external: Option<sources::external::ExternalFetcher>,
+}
+
+impl Routing {
+    /// Builds every origin's sources and the external fetcher of `cfg`.
+    pub async fn build(cfg: Arc<Config>) -> Result<Routing, OriginError> {
+        let mut origins = Vec::new();
+        for (i, o) in cfg.origins.iter().enumerate() {
+            let mut built = Vec::new();
+            for (j, s) in o.sources.iter().enumerate() {
+                built.push(Arc::from(sources::build(s).await.map_err(|error| {
+                    OriginError::Source {
+                        origin: i,
+                        index: j,
+                        error,
+                    }
+                })?));
+            }
+            origins.push(BuiltOrigin { sources: built });
+        }
+        let external = if cfg.external.enabled {
+            Some(sources::external::ExternalFetcher::new(&cfg.external)?)
+        } else {
+            None
+        };
+        Ok(Routing {
+            cfg,
+            origins,
+            external,
+        })
+    }
+}
+
+pub struct OriginService {
+    routing: arc_swap::ArcSwap<Routing>,
+    transformer: transform::Transformer,
     /// Finished transforms and job rows (absent only in tests of the bare service).
     store: Option<Arc<crate::store::Store>>,
     /// Where requests over the synchronous limits go.
@@ -97,20 +133,7 @@ impl OriginService {
         store: Option<Arc<crate::store::Store>>,
         queue: Option<Arc<crate::jobs::Queue>>,
     ) -> Result<Self, OriginError> {
-        let mut origins = Vec::new();
-        for (i, o) in cfg.origins.iter().enumerate() {
-            let mut built = Vec::new();
-            for (j, s) in o.sources.iter().enumerate() {
-                built.push(Arc::from(sources::build(s).await.map_err(|error| {
-                    OriginError::Source {
-                        origin: i,
-                        index: j,
-                        error,
-                    }
-                })?));
-            }
-            origins.push(BuiltOrigin { sources: built });
-        }
+        let routing = Routing::build(cfg.clone()).await?;
         let t = &cfg.transform;
         let limits = transform::TransformLimits {
             max_image_bytes: t.max_image_bytes.0,
@@ -142,19 +165,22 @@ impl OriginService {
                 slow_codec_max_duration: cfg.jobs.sync_slow_codec_max_duration.0,
             },
         };
-        let external = if cfg.external.enabled {
-            Some(sources::external::ExternalFetcher::new(&cfg.external)?)
-        } else {
-            None
-        };
         Ok(OriginService {
-            cfg,
-            origins,
+            routing: arc_swap::ArcSwap::from_pointee(routing),
             transformer,
-            external,
             store,
             queue,
         })
+    }
+
+    /// The config (and the sources built from it) as of now.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+
+    /// Serves every request that starts from now on with `routing`.
+    pub fn set_routing(&self, routing: Routing) {
+        self.routing.store(Arc::new(routing));
     }
 
     /// Answers one request.
@@ -209,7 +235,7 @@ impl OriginService {
             .map(|(_, hash)| hash);
         match (r, upload_hash) {
             (Err(e), Some(hash)) if e.status == 404 => {
-                let public = format!("{}{hash}", self.cfg.content.prefix);
+                let public = format!("{}{hash}", self.routing().cfg.content.prefix);
                 self.serve_path(head, &public, query, headers, purpose)
                     .await
             }
@@ -226,10 +252,11 @@ impl OriginService {
         purpose: &durable::Purpose,
     ) -> Result<Response<Body>, ApiError> {
         let path = path.to_string();
-        let Some((idx, groups)) = self.cfg.match_origin(&path) else {
+        let routing = self.routing();
+        let Some((idx, groups)) = routing.cfg.match_origin(&path) else {
             return Err(ApiError::no_matching_origin(&path));
         };
-        let origin = &self.cfg.origins[idx];
+        let origin = &routing.cfg.origins[idx];
         let spec = parse_spec(query)?;
         // A transform reads the original itself: no client range, no conditional. A video
         // transform reads it by ranges when the source allows (first block now, the rest on
@@ -249,7 +276,7 @@ impl OriginService {
                 .flatten()
         };
         let mut last_err: Option<SourceError> = None;
-        for (j, source) in self.origins[idx].sources.iter().enumerate() {
+        for (j, source) in routing.origins[idx].sources.iter().enumerate() {
             let template = match &origin.sources[j] {
                 crate::config::SourceConfig::Local { path, .. }
                 | crate::config::SourceConfig::S3 { path, .. }
@@ -353,7 +380,8 @@ impl OriginService {
     }
 
     async fn handle_external(&self, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let Some(fetcher) = &self.external else {
+        let routing = self.routing();
+        let Some(fetcher) = &routing.external else {
             return Err(ApiError::forbidden(
                 "external fetches are not enabled on this node",
             ));
