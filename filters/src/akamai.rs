@@ -94,15 +94,11 @@ impl AkamaiParam {
         }
     }
 
-    /// Only a hint (viewport/density): on its own it does not make a request a transform.
+    /// Only a reference (`imref`): on its own it does not make a request a transform. The
+    /// viewport and density hints do: as in Image & Video Manager, they size the image on
+    /// their own.
     pub fn is_hint(self) -> bool {
-        matches!(
-            self,
-            AkamaiParam::ViewWidth
-                | AkamaiParam::ViewHeight
-                | AkamaiParam::Density
-                | AkamaiParam::ImRef
-        )
+        matches!(self, AkamaiParam::ImRef)
     }
 }
 
@@ -146,9 +142,6 @@ impl AkamaiInput<'_> {
     }
 }
 
-const IMFORMAT_EXPECTED: &str =
-    "webp, avif, jpeg, jpg, png, gif, mp4, webm, m4a, h264, h265, vp9 or av1";
-
 fn hint_px(name: &str, v: &str) -> Result<u32, FilterError> {
     let x =
         parse_uint(v).ok_or_else(|| FilterError::invalid(name, v, "a whole number of pixels"))?;
@@ -166,6 +159,7 @@ pub fn translate<'a>(
 ) -> Result<(), FilterError> {
     let name = p.name();
     out.present = true;
+    let was_transform = out.transform;
     if !p.is_hint() {
         out.transform = true;
     }
@@ -192,7 +186,9 @@ pub fn translate<'a>(
             } else if Format::parse_str(&value).is_some() {
                 push(Param::Format, value);
             } else {
-                return Err(FilterError::invalid(name, &value, IMFORMAT_EXPECTED));
+                // Image & Video Manager falls back to its own format choice for a format
+                // it does not know: so does this (the negotiated default), no 400.
+                out.transform = was_transform;
             }
         }
         AkamaiParam::ImDensity => push(Param::Dpr, value),
@@ -308,7 +304,11 @@ mod tests {
         assert_eq!(one("imwidth", "340").unwrap().imwidth, Some(340));
         let v = one("im-viewwidth", "800").unwrap();
         assert_eq!(v.view_width, Some(800));
-        assert!(!v.transform);
+        assert!(v.transform, "the viewport sizes an image on its own");
+        assert!(!one("imref", "ref=home").unwrap().transform);
+        // An unknown imformat falls back to the default format choice.
+        let v = one("imformat", "tiff").unwrap();
+        assert!(v.translated.is_empty() && !v.transform);
         assert_eq!(one("im-viewheight", "600").unwrap().view_height, Some(600));
         assert_eq!(one("im-density", "2.5").unwrap().density, Some(2.5));
         let r = one("imref", "policy=tablet,width=1280;x").unwrap();
@@ -329,11 +329,6 @@ mod tests {
         for (name, value, msg) in [
             ("imwidth", "abc", "imwidth \"abc\" is invalid"),
             ("imwidth", "0", "imwidth 0 out of range 1..=10000"),
-            (
-                "imformat",
-                "bmp",
-                "imformat \"bmp\" is invalid: expected webp",
-            ),
             ("obj-fit", "squash", "obj-fit \"squash\" is invalid"),
             ("mute", "loud", "mute \"loud\" is invalid"),
             ("im-viewwidth", "-1", "im-viewwidth \"-1\" is invalid"),

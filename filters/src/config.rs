@@ -101,12 +101,16 @@ impl Default for ResponsiveConfig {
 pub struct AkamaiConfig {
     /// Widths an Akamai-requested width snaps up to when snapping is on for the origin.
     pub breakpoints: Vec<u32>,
+    /// The derivative an `impolicy` naming no derivative falls back to (Image & Video
+    /// Manager's default policy); unset, such a request is served without a policy.
+    pub default_policy: Option<String>,
 }
 
 impl Default for AkamaiConfig {
     fn default() -> Self {
         AkamaiConfig {
             breakpoints: vec![320, 640, 1024, 2048, 5000],
+            default_policy: None,
         }
     }
 }
@@ -198,6 +202,14 @@ impl FiltersConfig {
             &mut errs,
         );
         check_breakpoints("akamai.breakpoints", &self.akamai.breakpoints, &mut errs);
+        if let Some(d) = &self.akamai.default_policy {
+            if !self.derivatives.contains_key(d) {
+                errs.push(format!(
+                    "akamai.default_policy: {} is not a configured derivative",
+                    crate::error::quote(d)
+                ));
+            }
+        }
         let dw = &self.responsive.device_widths;
         for (k, v) in [
             ("mobile", dw.mobile),

@@ -369,16 +369,25 @@ pub fn resolve(
     // 4. Derivative.
     let mut derivative_reason = None;
     let mut name = intent.spec.derivative.take();
+    if let Some(n) = &name {
+        let from_impolicy = ak.translated.iter().any(|t| t.param == Param::Derivative)
+            && !seen.iter().any(|s| s == "derivative");
+        derivative_reason = Some(if from_impolicy {
+            "impolicy".to_string()
+        } else {
+            "derivative".to_string()
+        });
+        // Image & Video Manager: a policy that does not exist is the default policy.
+        if from_impolicy && !cfg.derivatives.contains_key(n) {
+            derivative_reason = cfg
+                .akamai
+                .default_policy
+                .as_ref()
+                .map(|_| format!("impolicy={n} unknown: the default policy"));
+            name = cfg.akamai.default_policy.clone();
+        }
+    }
     if name.is_some() {
-        derivative_reason = Some(
-            if ak.translated.iter().any(|t| t.param == Param::Derivative)
-                && !seen.iter().any(|s| s == "derivative")
-            {
-                "impolicy".to_string()
-            } else {
-                "derivative".to_string()
-            },
-        );
     } else if let Some(n) = ak.imref_derivative() {
         name = Some(n.to_string());
         derivative_reason = Some("imref".to_string());
@@ -452,20 +461,30 @@ pub fn resolve(
     let mut vary = Vec::new();
     let mut hints = None;
     let cdn_auto = cdn.as_ref().is_some_and(|c| c.width_auto);
+    // Akamai's viewport and density parameters size the output on their own, whether or
+    // not the origin sizes from client hints.
+    let from_headers = opts.responsive && cfg.responsive.enabled || cdn_auto;
+    let akamai_view = ak.view_width.is_some() || ak.view_height.is_some() || ak.density.is_some();
     if mode != Mode::Audio
         && spec.width.is_none()
         && spec.height.is_none()
-        && (opts.responsive && cfg.responsive.enabled || cdn_auto)
+        && (from_headers || akamai_view)
     {
         let h = responsive::read_hints(req.headers, ak.view_width, ak.view_height, ak.density);
         if let Some(w) = responsive::width_for(&h, &cfg.responsive, intent.dpr) {
             spec.width = Some(w.clamp(MIN_DIM, max));
+        } else if let Some(vh) = ak.view_height {
+            let d = intent.dpr.or(h.dpr).unwrap_or(1.0);
+            spec.height = Some(clamp_dim(vh as f32 * d, max));
         }
-        vary = responsive::VARY_HEADERS.to_vec();
+        if from_headers {
+            vary = responsive::VARY_HEADERS.to_vec();
+        }
         hints = Some(h);
     }
 
     // 7. Normalise, validate, key.
+    spec.check_combinations()?;
     spec.normalize();
     spec.validate()?;
     Ok(finish(

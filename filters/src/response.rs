@@ -1,24 +1,19 @@
 //! Response-side helpers the edge applies from a resolved spec: informational headers
-//! (`X-Derivative`, `X-Resolved-Width/Height`), `Content-Disposition` from `filename`, the
+//! (`X-Derivative`; `X-Resolved-Width/Height` are the output's real size, set where it is
+//! made), `Content-Disposition` from `filename`, the
 //! playback-hint headers, and `format=auto` negotiation from `Accept`. Pure: it returns
 //! header pairs and never touches a response.
 
 use crate::params::{Format, TransformSpec};
 
 /// Headers derived from the spec, in a stable order:
-/// `X-Derivative`, `X-Resolved-Width`, `X-Resolved-Height`, `Content-Disposition`
+/// `X-Derivative`, `Content-Disposition`
 /// (`inline; filename="{filename}.{ext}"`, extension from the format when known), and
 /// `X-Playback-Loop`, `X-Playback-Autoplay`, `X-Playback-Muted`, `X-Playback-Preload`.
 pub fn response_headers(spec: &TransformSpec) -> Vec<(&'static str, String)> {
     let mut h = Vec::new();
     if let Some(d) = &spec.derivative {
         h.push(("X-Derivative", d.clone()));
-    }
-    if let Some(w) = spec.width {
-        h.push(("X-Resolved-Width", w.to_string()));
-    }
-    if let Some(v) = spec.height {
-        h.push(("X-Resolved-Height", v.to_string()));
     }
     if let Some(name) = &spec.filename {
         // `filename` is [A-Za-z0-9_-]+, so it needs no quoting or escaping.
@@ -117,8 +112,6 @@ mod tests {
             response_headers(&s),
             vec![
                 ("X-Derivative", "tablet".to_string()),
-                ("X-Resolved-Width", "1280".to_string()),
-                ("X-Resolved-Height", "720".to_string()),
                 (
                     "Content-Disposition",
                     "inline; filename=\"my_clip-1.mp4\"".to_string()

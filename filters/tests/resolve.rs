@@ -185,7 +185,7 @@ fn error_table() {
         (
             "/a.jpg",
             "fit=stretch",
-            "fit \"stretch\" is invalid: expected contain, cover, scale-down, crop, pad, fill",
+            "fit \"stretch\" is invalid: expected contain, cover, scale-down, crop, pad, fill, squeeze",
         ),
         ("/a.jpg", "gravity=2x2", "gravity \"2x2\" is invalid"),
         (
@@ -203,7 +203,7 @@ fn error_table() {
         (
             "/a.jpg",
             "quality=0",
-            "quality \"0\" is invalid: expected low, medium, high, lossless, auto, or 1..=100",
+            "quality \"0\" is invalid: expected low, medium-low, medium, medium-high, high, lossless, auto, or 1..=100",
         ),
         (
             "/a.jpg",
@@ -276,8 +276,17 @@ fn error_table() {
             "imheight=99999",
             "imheight 99999 out of range 10..=4096",
         ),
-        ("/a.jpg", "impolicy=poster", "unknown derivative \"poster\""),
-        ("/a.jpg", "imformat=tiff", "imformat \"tiff\" is invalid"),
+        ("/a.jpg", "derivative=poster", "unknown derivative \"poster\""),
+        (
+            "/a.mp4",
+            "mode=audio&audio=false",
+            "audio false not allowed for mode audio",
+        ),
+        (
+            "/a.mp4",
+            "mode=frame&imageCount=4",
+            "imageCount 4 not allowed for mode frame",
+        ),
         ("/a.jpg", "imdensity=9", "imdensity 9 out of range"),
         ("/a.jpg", "q=0", "q \"0\" is invalid"),
         ("/a.jpg", "f=bmp", "f \"bmp\" is invalid"),
@@ -365,6 +374,7 @@ fn passthrough() {
     let r = run_with("/a.jpg", "", &headers, &ResolveOptions::default()).unwrap();
     assert_eq!(r.cache_key, "orig:/a.jpg");
     assert!(r.vary.is_empty());
+    // Akamai's viewport parameter sizes the image on its own (Image & Video Manager).
     let r = run_with(
         "/a.jpg",
         "im-viewwidth=400",
@@ -372,7 +382,7 @@ fn passthrough() {
         &ResolveOptions::default(),
     )
     .unwrap();
-    assert_eq!(r.cache_key, "orig:/a.jpg");
+    assert_eq!((r.spec.mode, r.spec.width), (Mode::Image, Some(640)));
     // Header-only params keep the original but carry their headers.
     let r = run("/v.mp4", "filename=clip&loop=true&muted=true");
     assert_eq!(r.cache_key, "orig:/v.mp4");
@@ -450,8 +460,51 @@ fn derivatives() {
     );
     let headers = filters::response_headers(&run("/v.mp4", "derivative=tablet").spec);
     assert_eq!(headers[0], ("X-Derivative", "tablet".to_string()));
-    assert_eq!(headers[1], ("X-Resolved-Width", "1280".to_string()));
-    assert_eq!(headers[2], ("X-Resolved-Height", "720".to_string()));
+    // The output's real size is the transform's to say, not the request's.
+    assert!(!headers.iter().any(|(k, _)| k.starts_with("X-Resolved")));
+}
+
+/// Image & Video Manager's documented fallbacks: an unknown `impolicy` is the default
+/// policy, an unknown `imformat` the default format choice; the viewport and density
+/// parameters size an image on their own.
+#[test]
+fn akamai_fallbacks() {
+    // No default policy configured: served as if no policy were named.
+    let r = run("/a.jpg", "impolicy=poster&imwidth=500");
+    assert_eq!(r.cache_key, key("/a.jpg", "imwidth=500"));
+    assert_eq!(run("/a.jpg", "impolicy=poster").cache_key, "image:/a.jpg");
+    // A configured default policy.
+    let mut cfg = FiltersConfig::default();
+    cfg.akamai.default_policy = Some("mobile".into());
+    cfg.validate().unwrap();
+    let req = RequestParts {
+        path: "/v.mp4",
+        query: Some("impolicy=poster"),
+        headers: &NO_HEADERS,
+    };
+    let r = resolve(&req, &cfg, &ResolveOptions::default()).unwrap();
+    assert_eq!(r.spec.derivative.as_deref(), Some("mobile"));
+    cfg.akamai.default_policy = Some("nope".into());
+    assert!(cfg.validate().unwrap_err()[0].contains("akamai.default_policy"));
+    // An unknown imformat: the format is negotiated as without one.
+    let r = run("/a.jpg", "imformat=tiff&imwidth=300");
+    assert_eq!(r.spec.format, None);
+    assert_eq!(r.cache_key, key("/a.jpg", "imwidth=300"));
+    assert_eq!(run("/a.jpg", "imformat=tiff").spec.mode, Mode::Original);
+    // Viewport and density alone.
+    let r = run("/a.jpg", "im-viewwidth=300");
+    assert_eq!((r.spec.mode, r.spec.width), (Mode::Image, Some(320)));
+    let r = run("/a.jpg", "im-viewwidth=300&im-density=2");
+    assert_eq!(r.spec.width, Some(640));
+    let r = run("/a.jpg", "im-viewheight=400");
+    assert_eq!((r.spec.width, r.spec.height), (None, Some(400)));
+    // Off for client hints, an origin still takes Akamai's own parameters.
+    let opts = ResolveOptions {
+        responsive: false,
+        ..ResolveOptions::default()
+    };
+    let r = run_with("/a.jpg", "im-viewwidth=300", NO_HEADERS, &opts).unwrap();
+    assert_eq!(r.spec.width, Some(320));
 }
 
 #[test]

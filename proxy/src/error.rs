@@ -1,4 +1,5 @@
-//! The one place where errors become HTTP: status, JSON body `{"error":{"code","message"}}`.
+//! The one place where errors become HTTP: status, JSON body `{"error":{"code","message"}}`
+//! (flat `{"code","message"}` on Fluxer's `/proxy/*` routes).
 //!
 //! Every handler in the edge, the origin service and the admin API returns `ApiError`;
 //! nothing else formats an error response.
@@ -53,13 +54,25 @@ impl ApiError {
         Self::new(500, ErrorCode::Internal, m)
     }
 
-    /// The JSON body.
+    /// The JSON body: `{"error": {"code", "message"[, "retry_after"]}}`.
     pub fn body(&self) -> Vec<u8> {
+        self.body_shaped(false)
+    }
+
+    /// The JSON body, nested (`{"error": {…}}`) or, as Fluxer's media proxy answers on its
+    /// `/proxy/*` routes, flat (`{"code", "message"[, "retry_after"]}`).
+    pub fn body_shaped(&self, flat: bool) -> Vec<u8> {
         let mut err = json!({"code": self.code.as_str(), "message": self.message});
         if let Some(r) = self.retry_after {
             err["retry_after"] = json!(r);
         }
-        serde_json::to_vec(&json!({ "error": err })).unwrap_or_default()
+        let v = if flat { err } else { json!({ "error": err }) };
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    /// Whether errors on `path` take Fluxer's flat shape (its `/proxy/*` routes).
+    pub fn flat_for(path: &str) -> bool {
+        path.starts_with("/proxy/")
     }
 }
 
@@ -83,5 +96,10 @@ mod tests {
         assert_eq!(v["error"]["code"], "RATE_LIMITED");
         assert_eq!(v["error"]["message"], "slow down");
         assert_eq!(v["error"]["retry_after"], 7);
+        let v: serde_json::Value = serde_json::from_slice(&e.body_shaped(true)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"code": "RATE_LIMITED", "message": "slow down", "retry_after": 7})
+        );
     }
 }

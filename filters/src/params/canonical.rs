@@ -89,6 +89,7 @@ impl TransformSpec {
                 });
             }
         }
+        spec.check_combinations()?;
         spec.normalize();
         spec.validate()?;
         Ok(spec)

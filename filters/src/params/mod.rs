@@ -238,6 +238,21 @@ impl TransformSpec {
                 (s.time_ms, s.duration_ms, s.audio, s.fps, s.speed) =
                     (None, None, None, None, None);
                 (s.bitrate, s.codec, s.image_count) = (None, None, None);
+                // A compression setting that cannot change the output is no separate output:
+                // zlib levels are PNG's; `fast` turns WebP/AVIF into JPEG (or PNG), and an
+                // unset format may be PNG, so only those keep it.
+                if let Some(f) = s.format {
+                    let keeps = match s.compression {
+                        Some(Compression::Fast) => {
+                            matches!(f, Format::Png | Format::Webp | Format::Avif | Format::Auto)
+                        }
+                        Some(Compression::Level(_)) => matches!(f, Format::Png | Format::Auto),
+                        None => true,
+                    };
+                    if !keeps {
+                        s.compression = None;
+                    }
+                }
             }
             Mode::Frame => {
                 (s.duration_ms, s.audio, s.fps, s.speed, s.bitrate) =
@@ -264,6 +279,30 @@ impl TransformSpec {
                     (None, None, None, None, None);
             }
         }
+    }
+
+    /// Combinations Cloudflare refuses, checked before [`Self::normalize`] drops what does
+    /// not apply: `audio=false` with `mode=audio`, `imageCount` outside spritesheets.
+    pub fn check_combinations(&self) -> Result<(), FilterError> {
+        if self.mode == Mode::Audio && self.audio == Some(false) {
+            return Err(FilterError::NotAllowedForMode {
+                param: "audio",
+                value: "false".into(),
+                mode: "audio",
+                reason: "mode=audio outputs the audio track; it cannot be removed",
+            });
+        }
+        if let Some(n) = self.image_count {
+            if self.mode != Mode::Spritesheet {
+                return Err(FilterError::NotAllowedForMode {
+                    param: "imageCount",
+                    value: n.to_string(),
+                    mode: self.mode.as_str(),
+                    reason: "imageCount is for mode=spritesheet only",
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Mode-dependent checks: dimensions within the mode's range, image rotation a

@@ -130,7 +130,7 @@ param_table! {
     Width       = "width",                     transform, width: dimension;
     Height      = "height",                    transform, height: dimension;
     Fit         = "fit",                       transform, fit;
-    Gravity     = "gravity",                   transform, gravity;
+    Gravity     = "gravity" | "g",             transform, gravity;
     Format      = "format",                    transform, format;
     Quality     = "quality",                   transform, quality;
     Compression = "compression",               transform, compression;
@@ -147,7 +147,7 @@ param_table! {
     Blur        = "blur",                      transform, blur: whole::<1, 250>;
     Sharpen     = "sharpen",                   transform, sharpen: sharpen_strength;
     Background  = "background",                transform, background: colour;
-    Animated    = "animated",                  transform, animated: boolean;
+    Animated    = "animated" | "anim",         transform, animated: boolean;
     Codec       = "codec",                     transform, codec;
     Metadata    = "metadata",                  transform, metadata;
     OnError     = "onerror",                   transform, onerror;

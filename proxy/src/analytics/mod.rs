@@ -1,35 +1,78 @@
 //! The request log and the analytics made of it.
 //!
-//! Every answered request becomes a [`RequestRow`] handed to a bounded channel
-//! ([`record`]: never blocks, never allocates beyond the row; when the channel is full the
-//! row is dropped and counted in `media_edge_request_log_dropped_total`). A background
-//! service ([`Writer`]) takes rows off it in batches into the metadata store (SQLite or
-//! PostgreSQL) and prunes rows older than `analytics.retention`. [`report`] turns the
-//! window's groups into the `GET /admin/analytics` answer; it is pure.
+//! Every answered request is counted where it is answered ([`count`], into
+//! [`counts::Counts`]: the hourly groups, latency buckets and minutes the analytics read),
+//! and every error and a sample of the rest (`analytics.sample`) also becomes a
+//! [`RequestRow`] handed to a bounded channel ([`record`]: never blocks; when the channel is
+//! full the row is dropped and counted in `media_edge_request_log_dropped_total`). A
+//! background service ([`Writer`]) adds the counts to the metadata store (SQLite or
+//! PostgreSQL) about once a second, writes the rows in batches, and prunes what is older
+//! than `analytics.retention`. [`report`] turns the window's groups into the `GET
+//! /admin/analytics` answer; it is pure.
+
+pub mod counts;
 
 use crate::config::AnalyticsConfig;
 use crate::metrics::METRICS;
-use crate::store::requests::{Group, RequestRow, BATCH};
+use crate::store::requests::{Group, RequestRow, Rollup, BATCH};
 use crate::store::Store;
+use counts::{Counts, Seen};
 use serde_json::{json, Map, Value};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-static SENDER: OnceLock<mpsc::Sender<RequestRow>> = OnceLock::new();
+/// The log of this process (the first server's, when a test runs several).
+struct Log {
+    rows: mpsc::Sender<RequestRow>,
+    counts: Counts,
+    /// One successful request's row in this many is kept (0: none).
+    sample_every: u64,
+}
+
+static LOG: OnceLock<Log> = OnceLock::new();
+
+thread_local! {
+    static SAMPLED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts an answered request into the analytics (when the log is on).
+pub fn count(seen: &Seen<'_>) {
+    if let Some(log) = LOG.get() {
+        log.counts.count(seen);
+    }
+}
+
+/// Whether this request's raw row is to be kept: every error, one in `sample_every` of the
+/// rest (counted per thread).
+pub fn keep_row(status: u16) -> bool {
+    let Some(log) = LOG.get() else { return false };
+    if status >= 400 {
+        return true;
+    }
+    if log.sample_every == 0 {
+        return false;
+    }
+    SAMPLED.with(|n| {
+        let v = n.get() + 1;
+        n.set(v % log.sample_every);
+        v == log.sample_every
+    })
+}
 
 /// Hands a row to the writer; drops it (counted) when the queue is full or the log is off.
 pub fn record(row: RequestRow) {
-    let Some(tx) = SENDER.get() else { return };
-    if tx.try_send(row).is_err() {
+    let Some(log) = LOG.get() else { return };
+    if log.rows.try_send(row).is_err() {
         METRICS.request_log_dropped.inc();
     }
 }
 
-/// Whether rows are being taken (the log is on in this process).
+/// Whether requests are being counted (the log is on in this process).
 pub fn enabled() -> bool {
-    SENDER.get().is_some()
+    LOG.get().is_some()
 }
 
 /// The key client IPs are hashed with: `MEDIA_EDGE_IP_HASH_KEY` (set it, the same on every
@@ -71,15 +114,28 @@ pub struct Writer {
     rx: parking_lot::Mutex<Option<mpsc::Receiver<RequestRow>>>,
 }
 
+/// How often the counts are added to the store.
+const FLUSH: Duration = Duration::from_secs(1);
+
 impl Writer {
-    /// Opens the channel (rows are accepted from now on); `None` when the log is off.
+    /// Opens the log (requests are counted from now on); `None` when it is off.
     pub fn new(store: Arc<Store>, cfg: &AnalyticsConfig) -> Option<Writer> {
         if !cfg.enabled {
             return None;
         }
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
-        // A second server in one process (tests) keeps the first channel.
-        SENDER.set(tx).ok()?;
+        let sample_every = if cfg.sample <= 0.0 {
+            0
+        } else {
+            (1.0 / cfg.sample.min(1.0)).round().max(1.0) as u64
+        };
+        // A second server in one process (tests) keeps the first log.
+        LOG.set(Log {
+            rows: tx,
+            counts: Counts::default(),
+            sample_every,
+        })
+        .ok()?;
         Some(Writer {
             store,
             cfg: cfg.clone(),
@@ -95,6 +151,28 @@ impl Writer {
             Err(e) => tracing::warn!(error = %e, "pruning the request log"),
         }
     }
+
+    /// Adds the counts so far (and any a failed write kept) to the store. A failed write
+    /// keeps them for the next try: their size is bounded by the groups, not the traffic.
+    async fn flush(&self, pending: &mut Rollup) {
+        let Some(log) = LOG.get() else { return };
+        pending.merge(log.counts.take());
+        match self.store.db.add_rollup(pending).await {
+            Ok(()) => *pending = Rollup::default(),
+            Err(e) => tracing::warn!(error = %e, "writing the request counts"),
+        }
+    }
+
+    async fn write_rows(&self, batch: &mut Vec<RequestRow>) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.db.insert_requests(batch).await {
+            METRICS.request_log_dropped.inc_by(batch.len() as u64);
+            tracing::warn!(error = %e, rows = batch.len(), "writing the request log");
+        }
+        batch.clear();
+    }
 }
 
 #[async_trait::async_trait]
@@ -106,18 +184,24 @@ impl pingora_core::services::background::BackgroundService for Writer {
         self.prune().await;
         let mut prune = tokio::time::interval(Duration::from_secs(600));
         prune.tick().await;
+        let mut flush = tokio::time::interval(FLUSH);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending = Rollup::default();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            // Never 0: a full batch is written at the end of the loop.
+            let room = BATCH - batch.len();
             tokio::select! {
-                n = rx.recv_many(&mut batch, BATCH) => {
+                // Rows are written a batch at a time, or with the counts once a second:
+                // never a transaction a row.
+                n = rx.recv_many(&mut batch, room) => {
                     if n == 0 {
-                        return;
+                        break;
                     }
-                    if let Err(e) = self.store.db.insert_requests(&batch).await {
-                        METRICS.request_log_dropped.inc_by(batch.len() as u64);
-                        tracing::warn!(error = %e, rows = batch.len(), "writing the request log");
-                    }
-                    batch.clear();
+                }
+                _ = flush.tick() => {
+                    self.write_rows(&mut batch).await;
+                    self.flush(&mut pending).await;
                 }
                 _ = prune.tick() => self.prune().await,
                 _ = shutdown.changed() => {
@@ -125,15 +209,18 @@ impl pingora_core::services::background::BackgroundService for Writer {
                     while let Ok(row) = rx.try_recv() {
                         batch.push(row);
                         if batch.len() == BATCH {
-                            let _ = self.store.db.insert_requests(&batch).await;
-                            batch.clear();
+                            self.write_rows(&mut batch).await;
                         }
                     }
-                    let _ = self.store.db.insert_requests(&batch).await;
-                    return;
+                    break;
                 }
             }
+            if batch.len() >= BATCH {
+                self.write_rows(&mut batch).await;
+            }
         }
+        self.write_rows(&mut batch).await;
+        self.flush(&mut pending).await;
     }
 }
 

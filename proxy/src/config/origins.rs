@@ -56,6 +56,12 @@ pub struct OriginConfig {
     pub matcher: String,
     #[serde(default)]
     pub ttl: TtlConfig,
+    /// The `Cache-Control: public, max-age=…` browsers are sent on this origin's successful
+    /// answers, whatever the source said (Cloudflare's Browser Cache TTL). Unset: the
+    /// source's own `Cache-Control`, else 1 h for transforms and the `ttl.ok` class TTL for
+    /// originals.
+    #[serde(default)]
+    pub browser_ttl: Option<Dur>,
     /// Per-origin request resolution switches (`akamai_snapping`, `derivative_matching`,
     /// `responsive`; all on by default).
     #[serde(default)]
@@ -249,6 +255,7 @@ pub fn uploads_origin(
             name: UPLOADS_ORIGIN.into(),
             matcher,
             ttl: TtlConfig::default(),
+            browser_ttl: None,
             options: filters::ResolveOptions::default(),
             auth: None,
             sources: vec![source],

@@ -332,7 +332,9 @@ pub struct TransformConfig {
     pub max_upscale_area: f64,
     /// Offer AVIF for `format=auto`.
     pub avif: bool,
-    /// Metadata kept in outputs: `none` (default), `copyright`, `keep`.
+    /// Metadata kept in outputs when the request does not say: `auto` (default:
+    /// Cloudflare's, `copyright` for JPEG and nothing for WebP, AVIF and PNG), `none`,
+    /// `copyright`, `keep`.
     pub metadata: String,
     /// Concurrent transforms; 0 = one per core.
     pub workers: usize,
@@ -361,7 +363,7 @@ impl Default for TransformConfig {
             max_decode_bytes: ByteSize::gib(1),
             max_upscale_area: 16.0,
             avif: true,
-            metadata: "none".into(),
+            metadata: "auto".into(),
             workers: 0,
             video_timeout: Dur::secs(120),
             hls_retention: Dur::secs(24 * 3600),
@@ -422,13 +424,16 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsConfig {
-    /// Record every request into the metadata store (off the hot path, but its writer
-    /// shares the CPU: off by default until it costs hits no throughput; see BENCHMARKS).
+    /// Count every request into the analytics (where it is answered; written to the
+    /// metadata store about once a second) and keep raw rows of errors and a sample.
     pub enabled: bool,
     /// How long records are kept (pruned in the background).
     pub retention: Dur,
-    /// Records waiting to be written at most; beyond, new ones are dropped and counted.
+    /// Raw rows waiting to be written at most; beyond, new ones are dropped and counted.
     pub queue: usize,
+    /// The fraction of successful requests kept as raw rows besides every error (0 to 1;
+    /// every request is counted in the analytics whatever this is).
+    pub sample: f64,
     /// Store a hash of the client IP instead of the address.
     pub hash_client_ip: bool,
 }
@@ -436,9 +441,10 @@ pub struct AnalyticsConfig {
 impl Default for AnalyticsConfig {
     fn default() -> Self {
         AnalyticsConfig {
-            enabled: false,
+            enabled: true,
             retention: Dur::secs(7 * 86_400),
             queue: 65_536,
+            sample: 0.01,
             hash_client_ip: false,
         }
     }

@@ -141,7 +141,7 @@ fn defaults_are_todays_values() {
     assert_eq!(t.max_decode_bytes, ByteSize(1 << 30));
     assert_eq!(c.cache.max_ttl, Dur(Duration::from_secs(365 * 86400)));
     assert!(t.avif && t.avif_background);
-    assert_eq!(t.metadata, "none");
+    assert_eq!(t.metadata, "auto");
     assert_eq!(t.workers, 0);
     assert_eq!(t.video_timeout, Dur(Duration::from_secs(120)));
     assert_eq!(t.hls_retention, Dur(Duration::from_secs(86400)));

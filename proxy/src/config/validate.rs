@@ -154,10 +154,10 @@ pub(super) fn content(c: &ContentConfig, p: &mut Problems) {
 }
 
 pub(super) fn transform(t: &TransformConfig, p: &mut Problems) {
-    if !matches!(t.metadata.as_str(), "none" | "copyright" | "keep") {
+    if !matches!(t.metadata.as_str(), "auto" | "none" | "copyright" | "keep") {
         p.push(
             "transform.metadata",
-            format!("{:?} is not one of none, copyright, keep", t.metadata),
+            format!("{:?} is not one of auto, none, copyright, keep", t.metadata),
         );
     }
     within(t.hls_height, 10..=2160, "transform.hls_height", p);
@@ -214,6 +214,9 @@ pub(super) fn analytics(a: &AnalyticsConfig, p: &mut Problems) {
         p.push("analytics.retention", "at least 1h");
     }
     within(a.queue, 1..=10_000_000, "analytics.queue", p);
+    if !(0.0..=1.0).contains(&a.sample) {
+        p.push("analytics.sample", "a fraction from 0 to 1");
+    }
 }
 
 pub(super) fn jobs(j: &JobsConfig, p: &mut Problems) {
@@ -279,6 +282,9 @@ pub(super) fn origins(
         }
         if o.sources.is_empty() {
             p.push(format!("{at}.sources"), "needs at least one source");
+        }
+        if o.browser_ttl.is_some_and(|d| d.0.as_secs() > 365 * 86_400) {
+            p.push(format!("{at}.browser_ttl"), "at most a year (365d)");
         }
         for (j, s) in o.sources.iter_mut().enumerate() {
             source(s, base, &format!("{at}.sources[{j}]"), p);

@@ -127,7 +127,7 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
         old.analytics,
         new.analytics,
         "analytics",
-        [enabled, retention, queue, hash_client_ip]
+        [enabled, retention, queue, sample, hash_client_ip]
     );
     keys
 }

@@ -127,10 +127,14 @@ impl Edge {
         let purged = st
             .purge
             .is_purged(key, &ctx.path, hit.prepared.tags.as_deref(), hit.created);
-        (!purged).then(|| FastHit {
-            hit,
-            own: request_headers(ctx, None),
-        })
+        let stored_cc = hit
+            .prepared
+            .header
+            .headers
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok());
+        let own = request_headers(ctx, None, stored_cc, 200);
+        (!purged).then(|| FastHit { hit, own })
     }
 
     /// The object's part of every fast hit of `key`, from its stored header; `None` when the
@@ -149,11 +153,19 @@ impl Edge {
         header.set_version(http::Version::HTTP_11);
         self.decorate_object(&ctx.live, &mut header, Some(key), "HIT")
             .ok()?;
-        // What every hit of this key sets itself (names fixed by the key's spec).
-        let replaced: Vec<&'static str> = request_headers(ctx, None)
+        // What every hit of this key sets itself (names fixed by the key's spec; the
+        // browser's `Cache-Control` always, from the stored one or the origin's rule).
+        let stored_cc = h
+            .headers
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok());
+        let mut replaced: Vec<&'static str> = request_headers(ctx, None, stored_cc, 200)
             .into_iter()
             .map(|(k, _)| k)
             .collect();
+        if !replaced.contains(&"cache-control") {
+            replaced.push("cache-control");
+        }
         let wire = front::head_bytes(&header, &replaced);
         Some(Prepared {
             header,
@@ -223,21 +235,40 @@ impl Edge {
     /// What depends on this request: `X-Request-ID`, the spec's headers, `Vary`, `Accept-CH`.
     fn decorate_request(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         let stored_vary = resp.headers.get("vary").and_then(|v| v.to_str().ok());
-        for (k, v) in request_headers(ctx, stored_vary) {
+        let stored_cc = resp
+            .headers
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok());
+        for (k, v) in request_headers(ctx, stored_vary, stored_cc, resp.status.as_u16()) {
             resp.insert_header(k, v)?;
         }
         Ok(())
     }
 }
 
-/// The headers [`Edge::decorate_request`] sets, given the stored `Vary` value: the request id,
-/// the spec's headers, `Vary` (stored plus what the resolution varies on), `Accept-CH`.
-pub(crate) fn request_headers(ctx: &Ctx, stored_vary: Option<&str>) -> Vec<(&'static str, String)> {
+/// The headers [`Edge::decorate_request`] sets, given the stored `Vary` and `Cache-Control`
+/// values and the status: the request id, the spec's headers, the browser's `Cache-Control`
+/// ([`browser_cache_control`]), `Vary` (stored plus what the resolution varies on),
+/// `Accept-CH`.
+pub(crate) fn request_headers(
+    ctx: &Ctx,
+    stored_vary: Option<&str>,
+    stored_cc: Option<&str>,
+    status: u16,
+) -> Vec<(&'static str, String)> {
     let mut out = vec![("x-request-id", ctx.request_id.clone())];
     let Some(r) = &ctx.resolved else {
         return out;
     };
     out.extend(filters::response_headers(&r.spec));
+    if let Some(cc) = browser_cache_control(ctx, status, stored_cc) {
+        out.push(("cache-control", cc));
+    }
+    if status >= 400 && !r.spec.is_passthrough() {
+        if let Some(code) = cf_resized_error(status) {
+            out.push(("cf-resized", format!("err={code}")));
+        }
+    }
     let mut vary: Vec<&str> = r.vary.clone();
     if ctx.vary_accept {
         vary.push("Accept");
@@ -260,4 +291,70 @@ pub(crate) fn request_headers(ctx: &Ctx, stored_vary: Option<&str>) -> Vec<(&'st
         out.push(("accept-ch", filters::ACCEPT_CH.to_string()));
     }
     out
+}
+
+/// Fluxer's media proxy answers every `/proxy/*` success with this.
+pub const FLUXER_CACHE_CONTROL: &str = "public, max-age=604800";
+
+/// The `Cache-Control` a browser gets on a successful (200, 206, 304) answer: what the source
+/// said when it keeps the object private (`no-store`, `no-cache`, `private`); on Fluxer's
+/// `/proxy/*` routes a week ([`FLUXER_CACHE_CONTROL`]); the origin's `browser_ttl` when set;
+/// else the source's own; else, as Cloudflare does, an hour for a transform and the
+/// origin's `ttl.ok` class TTL for an original. Other statuses keep what they carry.
+pub(crate) fn browser_cache_control(
+    ctx: &Ctx,
+    status: u16,
+    stored: Option<&str>,
+) -> Option<String> {
+    if !matches!(status, 200 | 206 | 304) {
+        return stored.map(str::to_string);
+    }
+    let private = stored.is_some_and(|c| {
+        c.split(',').any(|d| {
+            let d = d.trim();
+            ["no-store", "no-cache", "private"]
+                .iter()
+                .any(|p| d.len() >= p.len() && d[..p.len()].eq_ignore_ascii_case(p))
+        })
+    });
+    if private {
+        return stored.map(str::to_string);
+    }
+    if ctx.path.starts_with("/proxy/") {
+        return Some(FLUXER_CACHE_CONTROL.to_string());
+    }
+    let origin = ctx.origin.and_then(|i| ctx.live.cfg.origins.get(i));
+    if let Some(t) = origin.and_then(|o| o.browser_ttl) {
+        return Some(format!("public, max-age={}", t.0.as_secs()));
+    }
+    if let Some(s) = stored {
+        return Some(s.to_string());
+    }
+    let transform = ctx
+        .resolved
+        .as_ref()
+        .is_some_and(|r| !r.spec.is_passthrough());
+    let secs = if transform {
+        3600
+    } else {
+        origin?.ttl.for_status(200)?.as_secs()
+    };
+    Some(format!("public, max-age={secs}"))
+}
+
+/// Cloudflare's `Cf-Resized: err=…` code for a failed transform's status: 9401 bad options,
+/// 9404 no such source, 9412 not an image (or video) it can read, 9413 too large, 9504 the
+/// origin timed out, 9509 the origin failed, 9523 an internal error. Statuses Cloudflare
+/// gives no code (401, 403, 429, …) get none.
+pub(crate) fn cf_resized_error(status: u16) -> Option<u16> {
+    Some(match status {
+        400 | 422 => 9401,
+        404 => 9404,
+        415 => 9412,
+        413 => 9413,
+        502 | 503 => 9509,
+        504 => 9504,
+        500 => 9523,
+        _ => return None,
+    })
 }

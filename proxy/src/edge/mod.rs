@@ -437,6 +437,9 @@ impl ProxyHttp for Edge {
         if let Some(url) = &ctx.external_url {
             upstream.insert_header(HDR_EXTERNAL, url.as_str())?;
         }
+        if ApiError::flat_for(&ctx.path) {
+            upstream.insert_header(crate::origin::HDR_FLAT_ERRORS, "1")?;
+        }
         if let Some(target) = &ctx.upstream_path {
             let uri: http::Uri = target
                 .parse()
@@ -539,7 +542,13 @@ impl ProxyHttp for Edge {
                 resp.insert_header("age", http::HeaderValue::from(meta.age().as_secs()))?;
             }
         }
-        self.decorate(resp, ctx, x_cache)
+        self.decorate(resp, ctx, x_cache)?;
+        if let Some(location) = redirect_on_error(ctx, resp.status.as_u16()) {
+            resp.set_status(302)?;
+            resp.insert_header("location", location)?;
+            resp.insert_header("cache-control", "no-store")?;
+        }
+        Ok(())
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
@@ -591,5 +600,33 @@ impl ProxyHttp for Edge {
             error,
             ctx,
         );
+    }
+}
+
+/// Cloudflare's `onerror=redirect`: a transform of a source on this host that failed (the
+/// source could not be read as media, was too large, or the origin failed) answers `302` to
+/// the source itself. A missing source (404), a refusal (401, 403, 429) and an external
+/// source do not redirect.
+fn redirect_on_error(ctx: &Ctx, status: u16) -> Option<String> {
+    let r = ctx.resolved.as_ref()?;
+    if r.spec.onerror != Some(filters::OnError::Redirect) || r.spec.is_passthrough() {
+        return None;
+    }
+    if !matches!(status, 400 | 413 | 415 | 422 | 500 | 502 | 503 | 504) {
+        return None;
+    }
+    match &r.source {
+        filters::Source::Path(p) => {
+            const UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+                .add(b' ')
+                .add(b'"')
+                .add(b'<')
+                .add(b'>')
+                .add(b'`')
+                .add(b'?')
+                .add(b'#');
+            Some(percent_encoding::utf8_percent_encode(p, UNSAFE).to_string())
+        }
+        filters::Source::External(_) => None,
     }
 }

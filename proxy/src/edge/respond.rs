@@ -15,7 +15,17 @@ use pingora_proxy::Session;
 
 /// Writes a JSON error response. Never fails the request further: errors writing are logged.
 pub async fn respond_error(session: &mut Session, request_id: &str, e: &ApiError) {
-    if let Some((resp, body)) = error_response(request_id, e) {
+    let path = session.req_header().uri.path();
+    let flat = ApiError::flat_for(path);
+    // Cloudflare's resizing URLs say why a transform failed in `Cf-Resized`.
+    let cf = path.starts_with("/cdn-cgi/image/") || path.starts_with("/cdn-cgi/media/");
+    let code = cf
+        .then(|| super::fast_hit::cf_resized_error(e.status))
+        .flatten();
+    if let Some((mut resp, body)) = error_response_shaped(request_id, e, flat) {
+        if let Some(code) = code {
+            let _ = resp.insert_header("cf-resized", format!("err={code}"));
+        }
         respond(session, resp, body).await;
     }
 }
@@ -40,7 +50,16 @@ pub(super) fn own_head(
 
 /// The JSON error response for `e`: header and body.
 pub fn error_response(request_id: &str, e: &ApiError) -> Option<(ResponseHeader, Bytes)> {
-    let body = Bytes::from(e.body());
+    error_response_shaped(request_id, e, false)
+}
+
+/// [`error_response`] in the nested or Fluxer's flat shape.
+pub fn error_response_shaped(
+    request_id: &str,
+    e: &ApiError,
+    flat: bool,
+) -> Option<(ResponseHeader, Bytes)> {
+    let body = Bytes::from(e.body_shaped(flat));
     let mut resp = own_head(e.status, "application/json", body.len(), Some(request_id))?;
     if let Some(r) = e.retry_after {
         let _ = resp.insert_header("retry-after", r.to_string());
@@ -127,7 +146,7 @@ pub(crate) fn log_request(
     METRICS.bytes_out.inc_by(sent);
     let ms = ctx.started.elapsed().as_secs_f64();
     if crate::analytics::enabled() {
-        crate::analytics::record(request_row(
+        analyze(
             &ctx.live.cfg,
             method,
             path,
@@ -137,7 +156,7 @@ pub(crate) fn log_request(
             error,
             ctx,
             ms,
-        ));
+        );
     }
     crate::metrics::observe_request(result, ms);
     tracing::info!(
@@ -155,9 +174,10 @@ pub(crate) fn log_request(
     );
 }
 
-/// The request-log row of an answered request.
+/// Counts an answered request into the analytics, and hands its row to the request log
+/// when it is an error or sampled.
 #[allow(clippy::too_many_arguments)]
-fn request_row(
+fn analyze(
     cfg: &crate::config::Config,
     method: &http::Method,
     path: &str,
@@ -167,7 +187,7 @@ fn request_row(
     error: Option<&str>,
     ctx: &Ctx,
     secs: f64,
-) -> crate::store::requests::RequestRow {
+) {
     let spec = ctx.resolved.as_ref().map(|r| &r.spec);
     let route = if path.starts_with("/admin") || path.starts_with("/client/v4/") {
         "admin"
@@ -188,10 +208,7 @@ fn request_row(
             None => "refused",
         }
     };
-    let cache = match result {
-        "" | "uninitialized" | "disabled" => String::new(),
-        r => r.to_ascii_uppercase().replace('-', "_"),
-    };
+    let cache = cache_label(result);
     let origin = ctx.origin.and_then(|i| cfg.origins.get(i));
     let source = match (origin.and_then(|o| o.sources.first()), &ctx.external_url) {
         (_, Some(_)) => "external",
@@ -200,36 +217,70 @@ fn request_row(
         (Some(crate::config::SourceConfig::Remote { .. }), _) => "remote",
         (None, None) => "",
     };
-    let mut path_logged: String = path.chars().take(512).collect();
-    if path_logged.len() < path.len() {
-        path_logged.push('…');
-    }
-    crate::store::requests::RequestRow {
+    let seen = crate::analytics::counts::Seen {
         at: crate::store::db::now_ms(),
         route,
-        method: method.as_str().chars().take(16).collect(),
-        path: path_logged,
         status,
-        cache,
+        cache: &cache,
         tier: if result == "hit" || result == "stale" {
             ctx.tier
         } else {
             ""
         },
-        origin: origin.map(|o| o.name.clone()).unwrap_or_default(),
+        origin: origin.map_or("", |o| o.name.as_str()),
         derivative: ctx
             .resolved
             .as_ref()
-            .and_then(|r| r.derivative.clone())
-            .unwrap_or_default(),
-        source: source.to_string(),
+            .and_then(|r| r.derivative.as_deref())
+            .unwrap_or(""),
+        source,
         mode: spec
             .filter(|s| !s.is_passthrough())
-            .map(|s| s.mode.as_str().to_string())
-            .unwrap_or_default(),
+            .map_or("", |s| s.mode.as_str()),
         bytes: sent,
         us: (secs * 1_000_000.0) as u64,
+    };
+    crate::analytics::count(&seen);
+    if !crate::analytics::keep_row(status) {
+        return;
+    }
+    let mut path_logged: String = path.chars().take(512).collect();
+    if path_logged.len() < path.len() {
+        path_logged.push('…');
+    }
+    crate::analytics::record(crate::store::requests::RequestRow {
+        at: seen.at,
+        route,
+        method: method.as_str().chars().take(16).collect(),
+        path: path_logged,
+        status,
+        cache: seen.cache.to_string(),
+        tier: seen.tier,
+        origin: seen.origin.to_string(),
+        derivative: seen.derivative.to_string(),
+        source: source.to_string(),
+        mode: seen.mode.to_string(),
+        bytes: sent,
+        us: seen.us,
         client: crate::analytics::client_label(ctx.client_ip, cfg.analytics.hash_client_ip),
         error: error.unwrap_or("").to_string(),
-    }
+    });
+}
+
+/// The cache result as the log names it (`HIT`, `STALE_UPDATING`, …; empty when the cache
+/// was not asked).
+fn cache_label(result: &str) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow;
+    Cow::Borrowed(match result {
+        "" | "uninitialized" | "disabled" => "",
+        "hit" => "HIT",
+        "miss" => "MISS",
+        "stale" => "STALE",
+        "stale-updating" => "STALE_UPDATING",
+        "expired" => "EXPIRED",
+        "revalidated" => "REVALIDATED",
+        "revalidated-nocache" => "REVALIDATED_NOCACHE",
+        "bypass" => "BYPASS",
+        other => return Cow::Owned(other.to_ascii_uppercase().replace('-', "_")),
+    })
 }

@@ -16,7 +16,7 @@ pub mod transform;
 use crate::config::{substitute, Config};
 use crate::error::{ApiError, ErrorCode};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -110,14 +110,26 @@ fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+tokio::task_local! {
+    /// Errors of this request are answered in Fluxer's flat shape (the edge asked, for a
+    /// `/proxy/*` route, with [`HDR_FLAT_ERRORS`]).
+    static FLAT_ERRORS: bool;
+}
+
+/// The edge asks for Fluxer's flat error shape with this header.
+pub const HDR_FLAT_ERRORS: &str = "x-media-edge-flat-errors";
+
 /// A JSON error response; 5xx are marked `no-store` so no cache keeps them.
 pub fn error_response(e: &ApiError) -> Response<Body> {
-    let body = e.body();
+    let flat = FLAT_ERRORS.try_with(|f| *f).unwrap_or(false);
+    let body = e.body_shaped(flat);
     let mut b = Response::builder()
         .status(StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "application/json")
         .header("content-length", body.len());
-    if e.status >= 500 {
+    // A flat error is not stored either: the object's key is shared with routes that
+    // answer the nested shape.
+    if e.status >= 500 || flat {
         b = b.header("cache-control", "no-store");
     }
     if let Some(r) = e.retry_after {
@@ -185,10 +197,15 @@ impl OriginService {
 
     /// Answers one request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        match self.handle_inner(req).await {
-            Ok(r) => r,
-            Err(e) => error_response(&e),
-        }
+        let flat = req.headers().contains_key(HDR_FLAT_ERRORS);
+        FLAT_ERRORS
+            .scope(flat, async {
+                match self.handle_inner(req).await {
+                    Ok(r) => r,
+                    Err(e) => error_response(&e),
+                }
+            })
+            .await
     }
 
     async fn handle_inner(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -300,7 +317,7 @@ impl OriginService {
             }
             match source.fetch(&fetch).await {
                 Ok(f) => match spec {
-                    None => return Ok(self.respond(&origin.name, &path, source.kind(), f)),
+                    None => return Ok(self.respond(&origin.name, &path, source.kind(), f).await),
                     Some(spec) if f.status == 200 || (video && f.status == 206) => {
                         let treq = durable::TransformRequest {
                             origin: &origin.name,
@@ -321,7 +338,9 @@ impl OriginService {
                         };
                         return Ok(self.transform(treq, input, purpose).await);
                     }
-                    Some(_) => return Ok(self.respond(&origin.name, &path, source.kind(), f)),
+                    Some(_) => {
+                        return Ok(self.respond(&origin.name, &path, source.kind(), f).await)
+                    }
                 },
                 Err(e) if e.falls_through() => {
                     tracing::debug!(origin = %origin.name, source = j, error = %e, "source fell through");
@@ -343,25 +362,29 @@ impl OriginService {
             }
         }
         Err(match last_err {
+            // The messages name no path or origin: a client may have asked through a route
+            // that maps onto internal ones (content hashes, uploads). The log has them.
             Some(SourceError::NotFound(_)) | None => {
-                ApiError::not_found(format!("{path} not found"))
+                ApiError::not_found("the requested object was not found")
             }
             Some(SourceError::Refused(_)) => {
-                ApiError::bad_request(format!("path {path:?} is not allowed"))
+                tracing::info!(origin = %origin.name, path, "source path refused");
+                ApiError::bad_request("the requested path is not allowed")
             }
             Some(SourceError::Upstream(m)) => {
                 tracing::warn!(origin = %origin.name, error = %m, "all sources failed");
-                ApiError::origin_error(format!("origin {} failed", origin.name))
+                ApiError::origin_error("the origin failed")
             }
             Some(SourceError::Timeout(_)) => {
-                ApiError::timeout(format!("origin {} timed out", origin.name))
+                tracing::warn!(origin = %origin.name, "the origin timed out");
+                ApiError::timeout("the origin timed out")
             }
             Some(SourceError::RangeNotSatisfiable(0)) if video => {
                 // A failed transform, like any other: never cached.
                 return Ok(uncacheable(&ApiError::new(
                     415,
                     ErrorCode::UnsupportedMedia,
-                    format!("{path} is empty: not a video"),
+                    "the source is empty: not a video",
                 )));
             }
             Some(SourceError::RangeNotSatisfiable(size)) => {
@@ -395,7 +418,7 @@ impl OriginService {
         let spec = parse_spec(req.uri().query())?;
         let fetched = fetcher.fetch(&url).await?;
         match spec {
-            None => Ok(self.respond("external", &url, "external", fetched)),
+            None => Ok(self.respond("external", &url, "external", fetched).await),
             Some(spec) => {
                 // External sources are not kept in the store (their URLs are the client's).
                 let job = transform::Job {
@@ -419,13 +442,14 @@ impl OriginService {
         }
     }
 
-    fn respond(
+    async fn respond(
         &self,
         origin: &str,
         path: &str,
         kind: &'static str,
         f: sources::Fetched,
     ) -> Response<Body> {
+        let f = sniff_content_type(f).await;
         let mut b =
             Response::builder().status(StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK));
         let mut tags = vec![
@@ -452,7 +476,7 @@ impl OriginService {
             .header(HDR_SOURCE_TYPE, kind)
             .header(HDR_ORIGIN, origin);
         let body = match f.body {
-            Some(s) => StreamBody::new(s.map_ok(Frame::data)).boxed(),
+            Some(s) => BodyExt::boxed(StreamBody::new(s.map_ok(Frame::data))),
             None => full(Bytes::new()),
         };
         b.body(body).unwrap_or_else(|e| {
@@ -530,6 +554,37 @@ fn uncacheable(e: &ApiError) -> Response<Body> {
     r
 }
 
+/// An original the source gave no type for (no `Content-Type`, or
+/// `application/octet-stream`: an object stored without an extension, such as an upload by
+/// its hash) gets the type its first bytes show, when they show a media type.
+async fn sniff_content_type(mut f: sources::Fetched) -> sources::Fetched {
+    let untyped = match f.header("content-type") {
+        None => true,
+        Some(t) => t
+            .split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream")),
+    };
+    if f.status != 200 || !untyped {
+        return f;
+    }
+    let Some(mut body) = f.body.take() else {
+        return f;
+    };
+    let first = body.next().await;
+    if let Some(Ok(chunk)) = &first {
+        if let Some(m) = crate::transform::sniff::sniff(chunk) {
+            f.headers.retain(|(k, _)| k != "content-type");
+            f.headers.push(("content-type".into(), m.mime().into()));
+        }
+    }
+    f.body = Some(match first {
+        Some(item) => Box::pin(futures::stream::once(async { item }).chain(body)),
+        None => body,
+    });
+    f
+}
+
 /// The format to answer with while AVIF is encoded in the background, when the edge asked.
 fn avif_fallback(h: &http::HeaderMap) -> Option<filters::Format> {
     let v = h.get(HDR_AVIF_FALLBACK)?.to_str().ok()?;
@@ -563,9 +618,10 @@ fn image_options(t: &crate::config::TransformConfig) -> crate::transform::image:
         max_input_bytes: t.max_image_bytes.0,
         avif_enabled: t.avif,
         metadata: match t.metadata.as_str() {
-            "keep" => MetadataPolicy::Keep,
-            "copyright" => MetadataPolicy::Copyright,
-            _ => MetadataPolicy::None,
+            "keep" => Some(MetadataPolicy::Keep),
+            "copyright" => Some(MetadataPolicy::Copyright),
+            "none" => Some(MetadataPolicy::None),
+            _ => None,
         },
         ..ImageOptions::default()
     }

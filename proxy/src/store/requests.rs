@@ -1,8 +1,9 @@
-//! The `requests` table: one row a request (written in batches by `crate::analytics`), and
-//! beside it, in the same transaction, three rollups the analytics read: breakdown groups
-//! an hour, latency buckets an hour, requests a minute. So a 24 h report reads a few
-//! thousand rows whatever the traffic; the raw rows serve the recent-errors list (the `at`
-//! index bounds it). Rollups are upserts (`ON CONFLICT … DO UPDATE`), so several nodes can
+//! The request log in the metadata store: three rollups every request is counted into
+//! (breakdown groups an hour, latency buckets an hour, requests a minute; counted in memory
+//! on the request side by `crate::analytics` and added here about once a second), so a 24 h
+//! report reads a few thousand rows whatever the traffic; and the `requests` table of raw
+//! rows (every error and a sample of the rest, written in batches) the recent-errors list
+//! reads (the `at` index bounds it). Rollups are upserts (`ON CONFLICT … DO UPDATE`), so several nodes can
 //! write one PostgreSQL database. The same SQL runs on SQLite and PostgreSQL.
 
 use super::db::{Db, DbError};
@@ -42,8 +43,9 @@ pub struct RequestRow {
 pub const BATCH: usize = 500;
 
 impl Db {
-    /// Inserts a batch in one transaction (one prepared single-row statement, run per row:
-    /// faster on both databases than one statement with thousands of parameters).
+    /// Inserts raw rows in one transaction (one prepared single-row statement, run per row:
+    /// faster on both databases than one statement with thousands of parameters). The
+    /// rollups are not touched: they are counted apart ([`Db::add_rollup`]).
     pub async fn insert_requests(&self, rows: &[RequestRow]) -> Result<(), DbError> {
         if rows.is_empty() {
             return Ok(());
@@ -74,7 +76,17 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
-        let r = Rollup::of(rows);
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds counts to the rollups in one transaction, in key order (every writer locks
+    /// rollup rows in the same order, so two nodes' writes never deadlock on PostgreSQL).
+    pub async fn add_rollup(&self, r: &Rollup) -> Result<(), DbError> {
+        if r.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
         for (k, v) in &r.hours {
             sqlx::query(
                 "INSERT INTO request_hours (hour, route, status, cache, tier, origin, \
@@ -84,18 +96,18 @@ impl Db {
                  DO UPDATE SET n = request_hours.n + excluded.n, \
                  bytes = request_hours.bytes + excluded.bytes, us = request_hours.us + excluded.us",
             )
-            .bind(k.0)
-            .bind(k.1)
-            .bind(k.2)
-            .bind(k.3.as_str())
-            .bind(k.4)
-            .bind(k.5.as_str())
-            .bind(k.6.as_str())
-            .bind(k.7.as_str())
-            .bind(k.8.as_str())
-            .bind(v.0)
-            .bind(v.1)
-            .bind(v.2)
+            .bind(k.hour)
+            .bind(k.route)
+            .bind(i64::from(k.status))
+            .bind(k.cache.as_str())
+            .bind(k.tier)
+            .bind(k.origin.as_str())
+            .bind(k.derivative.as_str())
+            .bind(k.source.as_str())
+            .bind(k.mode.as_str())
+            .bind(v.n)
+            .bind(v.bytes)
+            .bind(v.us)
             .execute(&mut *tx)
             .await?;
         }
@@ -168,61 +180,118 @@ pub fn floor(t: i64, unit: i64) -> i64 {
     t.div_euclid(unit) * unit
 }
 
-type HourKey<'a> = (
-    i64,
-    &'a str,
-    i64,
-    &'a String,
-    &'a str,
-    &'a String,
-    &'a String,
-    &'a String,
-    &'a String,
-);
-
-/// A batch's contribution to the rollups, in key order (every writer locks rollup rows in
-/// the same order, so two nodes' batches never deadlock on PostgreSQL).
-struct Rollup<'a> {
-    hours: std::collections::BTreeMap<HourKey<'a>, (i64, i64, i64)>,
-    latencies: std::collections::BTreeMap<(i64, i64), i64>,
-    minutes: std::collections::BTreeMap<i64, (i64, i64, i64)>,
+/// The columns a request is counted by in `request_hours` (its hour and the breakdowns').
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupKey {
+    pub hour: i64,
+    pub route: &'static str,
+    pub status: u16,
+    pub cache: String,
+    pub tier: &'static str,
+    pub origin: String,
+    pub derivative: String,
+    pub source: String,
+    pub mode: String,
 }
 
-impl<'a> Rollup<'a> {
-    fn of(rows: &'a [RequestRow]) -> Rollup<'a> {
-        let mut r = Rollup {
-            hours: Default::default(),
-            latencies: Default::default(),
-            minutes: Default::default(),
-        };
+/// A group's sums: requests, bytes, µs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sums {
+    pub n: i64,
+    pub bytes: i64,
+    pub us: i64,
+}
+
+impl Sums {
+    pub fn add(&mut self, o: Sums) {
+        self.n += o.n;
+        self.bytes += o.bytes;
+        self.us += o.us;
+    }
+}
+
+/// Counts for the rollups, in key order: groups an hour, latency buckets an hour
+/// (`(hour, bucket)`; the admin API's own requests are not in them), and `(requests, hits,
+/// errors)` a minute.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rollup {
+    pub hours: std::collections::BTreeMap<GroupKey, Sums>,
+    pub latencies: std::collections::BTreeMap<(i64, i64), i64>,
+    pub minutes: std::collections::BTreeMap<i64, (i64, i64, i64)>,
+}
+
+impl Rollup {
+    /// The rollups of these rows.
+    pub fn of(rows: &[RequestRow]) -> Rollup {
+        let mut r = Rollup::default();
         for row in rows {
-            let hour = floor(row.at, HOUR);
-            let key = (
-                hour,
-                row.route,
-                i64::from(row.status),
-                &row.cache,
-                row.tier,
-                &row.origin,
-                &row.derivative,
-                &row.source,
-                &row.mode,
+            let key = GroupKey {
+                hour: floor(row.at, HOUR),
+                route: row.route,
+                status: row.status,
+                cache: row.cache.clone(),
+                tier: row.tier,
+                origin: row.origin.clone(),
+                derivative: row.derivative.clone(),
+                source: row.source.clone(),
+                mode: row.mode.clone(),
+            };
+            r.count(
+                key,
+                row.at,
+                Sums {
+                    n: 1,
+                    bytes: row.bytes as i64,
+                    us: row.us as i64,
+                },
             );
-            let h = r.hours.entry(key).or_default();
-            h.0 += 1;
-            h.1 += row.bytes as i64;
-            h.2 += row.us as i64;
-            if row.route != "admin" {
-                *r.latencies
-                    .entry((hour, latency_bucket(row.us) as i64))
-                    .or_default() += 1;
-            }
-            let m = r.minutes.entry(floor(row.at, MINUTE)).or_default();
-            m.0 += 1;
-            m.1 += i64::from(row.cache == "HIT");
-            m.2 += i64::from(row.status >= 400);
         }
         r
+    }
+
+    /// Counts one request of group `key` answered at `at` (ms since the epoch).
+    pub fn count(&mut self, key: GroupKey, at: i64, s: Sums) {
+        self.count_times(&key, at, s);
+        self.hours.entry(key).or_default().add(s);
+    }
+
+    /// Counts a request of group `key` in the latency buckets and the minutes only.
+    pub fn count_times(&mut self, key: &GroupKey, at: i64, s: Sums) {
+        if key.route != "admin" {
+            *self
+                .latencies
+                .entry((key.hour, latency_bucket(s.us as u64) as i64))
+                .or_default() += s.n;
+        }
+        let m = self.minutes.entry(floor(at, MINUTE)).or_default();
+        m.0 += s.n;
+        m.1 += s.n * i64::from(key.cache == "HIT");
+        m.2 += s.n * i64::from(key.status >= 400);
+    }
+
+    /// Adds `o`'s counts to these.
+    pub fn merge(&mut self, o: Rollup) {
+        for (k, v) in o.hours {
+            self.hours.entry(k).or_default().add(v);
+        }
+        for (k, v) in o.latencies {
+            *self.latencies.entry(k).or_default() += v;
+        }
+        for (k, v) in o.minutes {
+            let m = self.minutes.entry(k).or_default();
+            m.0 += v.0;
+            m.1 += v.1;
+            m.2 += v.2;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hours.is_empty() && self.latencies.is_empty() && self.minutes.is_empty()
+    }
+
+    /// The requests counted.
+    pub fn requests(&self) -> i64 {
+        self.minutes.values().map(|m| m.0).sum()
     }
 }
 
@@ -421,8 +490,8 @@ mod tests {
         let hits: i64 = r
             .hours
             .iter()
-            .filter(|(k, _)| k.3 == "HIT")
-            .map(|(_, v)| v.0)
+            .filter(|(k, _)| k.cache == "HIT")
+            .map(|(_, v)| v.n)
             .sum();
         assert_eq!(hits, 2);
         assert_eq!(r.minutes[&(10 * HOUR + 5 * MINUTE)], (2, 2, 0));

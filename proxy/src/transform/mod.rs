@@ -7,6 +7,10 @@
 //! requests queues instead of oversubscribing the cores. Transforms never cache and never
 //! fetch: the origin service hands them bytes or a file.
 
+/// The encoder quality when the request names none (or `auto`): Cloudflare's documented
+/// default.
+pub const DEFAULT_QUALITY: u8 = 85;
+
 pub mod geometry;
 #[cfg(feature = "image-engine")]
 pub mod image;

@@ -308,6 +308,10 @@ impl Transformer {
             kept.push(("x-resolved-width".into(), out.width.to_string()));
             kept.push(("x-resolved-height".into(), out.height.to_string()));
         }
+        kept.push((
+            "cf-resized".into(),
+            cf_resized(&job.spec, source.started.elapsed()),
+        ));
         for (k, v) in &out.headers {
             kept.push((k.to_ascii_lowercase(), v.clone()));
         }
@@ -376,4 +380,24 @@ mod tests {
         assert!(!is_video("/a/b.jpg", Some("image/jpeg"), &spec));
         assert!(is_video("/a/b.jpg", None, &TransformSpec::new(Mode::Frame)));
     }
+}
+
+/// Cloudflare's `Cf-Resized` on a transform that succeeded: `internal=ok/-`, the quality the
+/// encoder was given (`q=`, 0 for outputs without one) and the milliseconds it took (`n=`).
+fn cf_resized(spec: &filters::TransformSpec, took: std::time::Duration) -> String {
+    let lossy = matches!(
+        spec.mode,
+        filters::Mode::Image | filters::Mode::Frame | filters::Mode::Spritesheet
+    ) && !matches!(
+        spec.format,
+        Some(filters::Format::Png | filters::Format::Gif | filters::Format::Json)
+    );
+    let q = if lossy {
+        spec.quality
+            .and_then(filters::Quality::level)
+            .unwrap_or(crate::transform::DEFAULT_QUALITY)
+    } else {
+        0
+    };
+    format!("internal=ok/- q={q} n={}", took.as_millis())
 }

@@ -1,6 +1,6 @@
 //! Encoders: a finished [`Raster`] (or a sequence of animation frames) to WebP (libwebp,
 //! lossy or lossless, animated through libwebp's `WebPAnimEncoder`), AVIF (ravif/rav1e),
-//! JPEG (libjpeg-turbo: progressive, 4:2:0, optimised Huffman), PNG (zlib level from the
+//! JPEG (libjpeg-turbo: progressive unless baseline is asked, 4:2:0, optimised Huffman), PNG (zlib level from the
 //! quality table) and GIF. Owns the quality table; it writes no metadata except the EXIF
 //! block the caller passes for JPEG under an explicit metadata policy, and must not change
 //! the raster's geometry.
@@ -21,17 +21,24 @@ pub struct Settings {
     pub png_level: u8,
     /// rav1e speed 1..=10.
     pub avif_speed: u8,
+    /// Progressive JPEG (all but `format=baseline-jpeg`).
+    pub progressive: bool,
 }
 
-/// The quality table: low|medium|high|lossless → 60/75/90/100 (WebP/JPEG/AVIF) and PNG
-/// compression 8/6/4/0; a number 1..=100 is used as is (PNG: interpolated on the same
-/// table); `auto` is medium. An explicit `compression` (`fast` = 1, or 0..=9) wins for PNG.
+use crate::transform::DEFAULT_QUALITY;
+
+/// The quality table: low|medium-low|medium|medium-high|high|lossless →
+/// 60/68/75/82/90/100 (WebP/JPEG/AVIF) and PNG compression 8/7/6/5/4/0; a number 1..=100 is
+/// used as is (PNG: interpolated on the same table); `auto` is 85 (PNG 6). An explicit
+/// `compression` (`fast` = 1, or 0..=9) wins for PNG.
 pub fn settings(spec: &TransformSpec, avif_speed: u8) -> Settings {
     let q = spec.quality.unwrap_or(Quality::Auto);
-    let quality = q.level().unwrap_or(75).clamp(1, 100);
+    let quality = q.level().unwrap_or(DEFAULT_QUALITY).clamp(1, 100);
     let table_level = match q {
         Quality::Low => 8,
+        Quality::MediumLow => 7,
         Quality::Medium | Quality::Auto => 6,
+        Quality::MediumHigh => 5,
         Quality::High => 4,
         Quality::Lossless => 0,
         Quality::Value(v) => png_level_for(v),
@@ -46,6 +53,7 @@ pub fn settings(spec: &TransformSpec, avif_speed: u8) -> Settings {
         lossless: q == Quality::Lossless,
         png_level,
         avif_speed: avif_speed.clamp(1, 10),
+        progressive: spec.format != Some(filters::Format::BaselineJpeg),
     }
 }
 
@@ -89,7 +97,7 @@ pub fn encode_still(
         }
         OutFormat::Avif => avif(r, s),
         OutFormat::Jpeg => {
-            let out = jpeg(r, s.quality)?;
+            let out = jpeg(r, s.quality, s.progressive)?;
             Ok(match exif {
                 Some(e) => super::exif::jpeg_insert_exif(out, e),
                 None => out,
@@ -184,7 +192,7 @@ fn avif(r: &Raster, s: &Settings) -> Result<Vec<u8>, TransformError> {
     Ok(out.avif_file)
 }
 
-fn jpeg(r: &Raster, quality: u8) -> Result<Vec<u8>, TransformError> {
+fn jpeg(r: &Raster, quality: u8, progressive: bool) -> Result<Vec<u8>, TransformError> {
     let (pixels, format) = if r.alpha {
         (&r.data[..], turbojpeg::PixelFormat::RGBA)
     } else {
@@ -195,7 +203,8 @@ fn jpeg(r: &Raster, quality: u8) -> Result<Vec<u8>, TransformError> {
         .map_err(|e| enc_err("jpeg", e))?;
     c.set_subsamp(turbojpeg::Subsamp::Sub2x2)
         .map_err(|e| enc_err("jpeg", e))?;
-    c.set_progressive(true).map_err(|e| enc_err("jpeg", e))?;
+    c.set_progressive(progressive)
+        .map_err(|e| enc_err("jpeg", e))?;
     c.set_optimize(true).map_err(|e| enc_err("jpeg", e))?;
     let img = turbojpeg::Image {
         pixels,
@@ -508,8 +517,10 @@ mod tests {
         let mut spec = TransformSpec::new(filters::Mode::Image);
         let cases = [
             (Some(Quality::Low), 60, 8, false),
+            (Some(Quality::MediumLow), 68, 7, false),
             (Some(Quality::Medium), 75, 6, false),
-            (None, 75, 6, false),
+            (Some(Quality::MediumHigh), 82, 5, false),
+            (None, 85, 6, false),
             (Some(Quality::High), 90, 4, false),
             (Some(Quality::Lossless), 100, 0, true),
             (Some(Quality::Value(82)), 82, 5, false),

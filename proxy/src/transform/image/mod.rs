@@ -79,8 +79,9 @@ pub struct ImageOptions {
     pub avif_enabled: bool,
     /// rav1e speed 1 (slow, small) ..= 10 (fast). Default 8.
     pub avif_speed: u8,
-    /// Default metadata policy when the request does not say. Default `None`.
-    pub metadata: MetadataPolicy,
+    /// The metadata policy when the request does not say; unset (the default),
+    /// Cloudflare's: `copyright` for JPEG outputs, nothing for the others.
+    pub metadata: Option<MetadataPolicy>,
     /// Frames × canvas pixels an animation may decode (and produce). Default 100 M.
     pub animation_budget_pixels: u64,
     /// Frames × source canvas pixels an animation may decode (the time bound; frames are
@@ -101,7 +102,7 @@ impl Default for ImageOptions {
             max_output_side: 4096,
             avif_enabled: true,
             avif_speed: 8,
-            metadata: MetadataPolicy::None,
+            metadata: None,
             animation_budget_pixels: 100_000_000,
             animation_decode_pixels: 1_000_000_000,
             shrink_on_load: true,
@@ -183,17 +184,20 @@ pub(crate) struct Raster {
     pub data: Vec<u8>,
 }
 
-/// The output format: the requested one, or (for `None`/`auto`) the source's family.
+/// The output format: the requested one, or (for `None`/`auto`) the source's family. With
+/// `compression=fast` a still WebP or AVIF becomes the quickest to encode (JPEG, or PNG
+/// where there is transparency), as Cloudflare documents.
 fn output_format(
     requested: Option<Format>,
     src: &Probe,
     opts: &ImageOptions,
+    fast: bool,
 ) -> Result<OutFormat, TransformError> {
     let alpha = src.has_alpha.unwrap_or(true);
     let out = match requested {
         Some(Format::Webp) => OutFormat::Webp,
         Some(Format::Avif) => OutFormat::Avif,
-        Some(Format::Jpeg) => OutFormat::Jpeg,
+        Some(Format::Jpeg | Format::BaselineJpeg) => OutFormat::Jpeg,
         Some(Format::Png) => OutFormat::Png,
         Some(Format::Gif) => OutFormat::Gif,
         Some(f @ (Format::Mp4 | Format::Webm | Format::M4a | Format::Json)) => {
@@ -216,10 +220,12 @@ fn output_format(
             }
         },
     };
-    Ok(if out == OutFormat::Avif && !opts.avif_enabled {
-        OutFormat::Webp
-    } else {
-        out
+    let still = !src.is_animated();
+    Ok(match out {
+        OutFormat::Webp | OutFormat::Avif if fast && still && alpha => OutFormat::Png,
+        OutFormat::Webp | OutFormat::Avif if fast && still => OutFormat::Jpeg,
+        OutFormat::Avif if !opts.avif_enabled => OutFormat::Webp,
+        out => out,
     })
 }
 
@@ -368,10 +374,15 @@ fn background(spec: &TransformSpec) -> [u8; 4] {
         .unwrap_or([255, 255, 255, 255])
 }
 
-fn metadata_policy(spec: &TransformSpec, opts: &ImageOptions) -> MetadataPolicy {
+fn metadata_policy(spec: &TransformSpec, opts: &ImageOptions, fmt: OutFormat) -> MetadataPolicy {
     spec.metadata
         .map(MetadataPolicy::from)
-        .unwrap_or(opts.metadata)
+        .or(opts.metadata)
+        .unwrap_or(if fmt == OutFormat::Jpeg {
+            MetadataPolicy::Copyright
+        } else {
+            MetadataPolicy::None
+        })
 }
 
 /// The raw EXIF block of an input, if it has one we can read cheaply.
@@ -403,7 +414,8 @@ pub fn transform(
         return Ok(Output::plain(Bytes::from(body), "application/json"));
     }
     let p = probe(bytes, opts)?;
-    let fmt = output_format(spec.format, &p, opts)?;
+    let fast = spec.compression == Some(filters::Compression::Fast);
+    let fmt = output_format(spec.format, &p, opts, fast)?;
     let settings = encode::settings(spec, opts.avif_speed);
     let mut geo = Geometry::new(spec, p.width, p.height, opts)?;
     let bg = background(spec);
@@ -445,7 +457,7 @@ pub fn transform(
     if out.alpha && (!fmt.has_alpha() || !out.uses_alpha()) {
         out = ops::flatten(out, bg);
     }
-    let exif_out = match (fmt, metadata_policy(spec, opts)) {
+    let exif_out = match (fmt, metadata_policy(spec, opts, fmt)) {
         (OutFormat::Jpeg | OutFormat::Webp | OutFormat::Png, policy)
             if policy != MetadataPolicy::None =>
         {

@@ -526,15 +526,18 @@ fn exif_orientation_1_to_8_is_applied_first() {
 }
 
 #[test]
-fn outputs_carry_no_exif_by_default() {
+fn outputs_carry_only_a_jpeg_copyright_by_default() {
     let photo = sample("photo.jpg");
     assert!(exif::jpeg_exif(&photo).is_some(), "the sample has EXIF");
+    // Cloudflare's default for JPEG: the artist and copyright, nothing else (no GPS).
     let jpeg = run(&photo, &[("width", "300")]);
     assert_eq!(jpeg.content_type, "image/jpeg");
-    assert_eq!(exif::jpeg_exif(&jpeg.body), None);
-    assert!(
-        !contains(&jpeg.body, b"Exif\0\0") && !contains(&jpeg.body, b"http://ns.adobe.com/xap")
-    );
+    let kept = exif::jpeg_exif(&jpeg.body).expect("the copyright is kept");
+    assert!(contains(&kept, b"Public domain"));
+    assert!(!contains(&jpeg.body, b"http://ns.adobe.com/xap"));
+    let none = run(&photo, &[("width", "300"), ("metadata", "none")]);
+    assert_eq!(exif::jpeg_exif(&none.body), None);
+    assert!(!contains(&none.body, b"Exif\0\0"));
     let webp = run(&photo, &[("width", "300"), ("format", "webp")]);
     assert!(!contains(&webp.body, b"EXIF") && !contains(&webp.body, b"XMP "));
     let mut d = image::codecs::webp::WebPDecoder::new(Cursor::new(&webp.body[..])).unwrap();
@@ -577,11 +580,21 @@ fn outputs_carry_no_exif_by_default() {
     assert!(decode(&alpha).color().has_alpha());
     // The server-wide default applies when the request does not say.
     let opts = ImageOptions {
-        metadata: MetadataPolicy::Copyright,
+        metadata: Some(MetadataPolicy::None),
         ..ImageOptions::default()
     };
     let out = transform(&oriented_jpeg(1), &spec(&[]), &opts).unwrap();
+    assert!(exif::jpeg_exif(&out.body).is_none());
+    // Unset, Cloudflare's: a JPEG keeps the copyright, a WebP nothing.
+    let out = transform(&oriented_jpeg(1), &spec(&[]), &ImageOptions::default()).unwrap();
     assert!(exif::jpeg_exif(&out.body).is_some());
+    let out = transform(
+        &oriented_jpeg(1),
+        &spec(&[("format", "webp")]),
+        &ImageOptions::default(),
+    )
+    .unwrap();
+    assert!(!out.body.windows(4).any(|w| w == b"EXIF"));
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -166,6 +166,8 @@ pub fn crf_preset(
 ) -> (u32, &'static str) {
     let (crf, preset) = match quality {
         Some(Quality::Low) => (28, "fast"),
+        Some(Quality::MediumLow) => (25, "medium"),
+        Some(Quality::MediumHigh) => (21, "medium"),
         Some(Quality::High) => (18, "medium"),
         Some(Quality::Lossless) => (12, "medium"),
         Some(Quality::Value(v)) => (

@@ -294,7 +294,8 @@ fn jpeg_qscale(q: u8) -> i32 {
 /// Which image format a still is written as.
 fn still_format(spec: &TransformSpec) -> Result<Format, TransformError> {
     match spec.format {
-        None | Some(Format::Auto) | Some(Format::Jpeg) => Ok(Format::Jpeg),
+        // FFmpeg's MJPEG encoder writes baseline JPEG either way.
+        None | Some(Format::Auto | Format::Jpeg | Format::BaselineJpeg) => Ok(Format::Jpeg),
         Some(Format::Png) => Ok(Format::Png),
         Some(Format::Webp) if spec.mode == Mode::Frame => Ok(Format::Webp),
         Some(other) => Err(TransformError::Unsupported(format!(
