@@ -295,6 +295,105 @@ async fn image_resizing_options_and_headers() {
     );
 }
 
+/// brightness, contrast, gamma, saturation ("1.0 equals no change… 0 is ignored"), flip
+/// (h, v, hv): the pixels of lossless PNG outputs against the unadjusted one.
+#[tokio::test(flavor = "multi_thread")]
+async fn image_resizing_colour_and_flip() {
+    let edge = Edge::start(&samples_config("")).await;
+    let png = |opts: &'static str| {
+        let edge = &edge;
+        async move {
+            let url = format!("/cdn-cgi/image/width=120,format=png{opts}/samples/photo.jpg");
+            let (s, h, body) = get(edge, &url, &[]).await;
+            assert_eq!(s, 200, "{url}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(hv(&h, "content-type"), "image/png", "{url}");
+            image::load_from_memory(&body).unwrap().to_rgb8()
+        }
+    };
+    let mean = |img: &image::RgbImage| {
+        img.as_raw().iter().map(|v| f64::from(*v)).sum::<f64>() / img.as_raw().len() as f64
+    };
+    let spread = |img: &image::RgbImage| {
+        let m = mean(img);
+        img.as_raw()
+            .iter()
+            .map(|v| (f64::from(*v) - m).abs())
+            .sum::<f64>()
+            / img.as_raw().len() as f64
+    };
+    let base = png("").await;
+    let (w, h) = base.dimensions();
+    let darker = png(",brightness=0.5").await;
+    assert!(mean(&darker) < mean(&base) * 0.6, "brightness=0.5 halves");
+    assert!(
+        mean(&png(",brightness=2").await) > mean(&base),
+        "brightness=2 brightens"
+    );
+    assert_eq!(png(",brightness=0").await, base, "brightness=0 is ignored");
+    assert!(
+        spread(&png(",contrast=0.5").await) < spread(&base),
+        "contrast=0.5 flattens"
+    );
+    assert!(
+        spread(&png(",contrast=2").await) > spread(&base),
+        "contrast=2 hardens"
+    );
+    assert!(
+        mean(&png(",gamma=2").await) > mean(&base),
+        "gamma=2 lightens"
+    );
+    assert!(
+        mean(&png(",gamma=0.5").await) < mean(&base),
+        "gamma=0.5 darkens"
+    );
+    let grey = png(",saturation=0").await;
+    assert!(
+        grey.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
+        "saturation=0 is grey"
+    );
+    let flipped = png(",flip=h").await;
+    assert_eq!(flipped.dimensions(), (w, h));
+    assert!(
+        (0..h).step_by(7).all(|y| (0..w)
+            .step_by(5)
+            .all(|x| { flipped.get_pixel(x, y) == base.get_pixel(w - 1 - x, y) })),
+        "flip=h mirrors left and right"
+    );
+    let v = png(",flip=v").await;
+    assert_eq!(
+        v.get_pixel(3, 0),
+        base.get_pixel(3, h - 1),
+        "flip=v mirrors top and bottom"
+    );
+    let hv2 = png(",flip=hv").await;
+    assert_eq!(
+        hv2.get_pixel(0, 0),
+        base.get_pixel(w - 1, h - 1),
+        "flip=hv both"
+    );
+    // The query form takes the same names; a factor of 1 is the plain output's key.
+    let key = |url: &'static str| {
+        let edge = &edge;
+        async move { hv(&get(edge, url, &[]).await.1, "x-cache-key").to_string() }
+    };
+    assert_eq!(
+        key("/samples/photo.jpg?width=120&format=png&flip=h&saturation=0").await,
+        key("/cdn-cgi/image/width=120,format=png,flip=h,saturation=0/samples/photo.jpg").await,
+    );
+    assert_eq!(
+        key("/samples/photo.jpg?width=120&format=png&contrast=1&gamma=1").await,
+        key("/samples/photo.jpg?width=120&format=png").await,
+    );
+    // Out of range, or on a video mode: 400.
+    for url in [
+        "/cdn-cgi/image/width=120,brightness=11/samples/photo.jpg",
+        "/cdn-cgi/image/width=120,flip=x/samples/photo.jpg",
+        "/samples/clip.mp4?mode=frame&brightness=2",
+    ] {
+        assert_eq!(get(&edge, url, &[]).await.0, 400, "{url}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn media_transformations_limits() {
     let edge = Edge::start(&samples_config("")).await;

@@ -62,6 +62,11 @@ pub fn cache_key(spec: &TransformSpec, source: &Source) -> String {
     field!("blur", spec.blur);
     field!("sh", spec.sharpen);
     field!("bg", spec.background);
+    field!("bri", spec.brightness);
+    field!("con", spec.contrast);
+    field!("gam", spec.gamma);
+    field!("sat", spec.saturation);
+    field!("flip", spec.flip);
     field!("anim", spec.animated);
     field!("codec", spec.codec);
     field!("meta", spec.metadata);

@@ -38,7 +38,8 @@ pub struct CdnCgi<'a> {
 }
 
 const IMAGE_ALLOWED: &str = "width/w, height/h, fit, gravity/g, quality/q, format/f, dpr, anim, \
-     background, blur, rotate, sharpen, metadata, onerror, compression";
+     background, blur, rotate, sharpen, brightness, contrast, gamma, saturation, flip, metadata, \
+     onerror, compression";
 const MEDIA_ALLOWED: &str = "mode, width, height, fit, time, duration, format, audio, imageCount";
 
 fn image_option(name: &str) -> Option<Param> {
@@ -55,6 +56,11 @@ fn image_option(name: &str) -> Option<Param> {
         "blur" => Param::Blur,
         "rotate" => Param::Rotate,
         "sharpen" => Param::Sharpen,
+        "brightness" => Param::Brightness,
+        "contrast" => Param::Contrast,
+        "gamma" => Param::Gamma,
+        "saturation" => Param::Saturation,
+        "flip" => Param::Flip,
         "metadata" => Param::Metadata,
         "onerror" => Param::OnError,
         "compression" => Param::Compression,

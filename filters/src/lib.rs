@@ -27,8 +27,8 @@ pub use client_ip::{Cidr, CidrError, CidrSet};
 pub use config::{Derivative, FiltersConfig};
 pub use error::{ErrorCode, FilterError};
 pub use params::{
-    Codec, Compression, Crop, Fit, Format, Gravity, Metadata, Mode, OnError, Playback, Preload,
-    Quality, TransformSpec,
+    Codec, Compression, Crop, Fit, Flip, Format, Gravity, Metadata, Mode, OnError, Playback,
+    Preload, Quality, TransformSpec,
 };
 pub use ratelimit::{classify, OperationClass, RateLimitConfig};
 pub use resolve::{

@@ -125,6 +125,12 @@ pub(super) fn speed_factor(name: &str, v: &str) -> Result<f32, FilterError> {
     parse_ranged_f32(name, v, 0.25, 4.0, "0.25..=4")
 }
 
+/// A colour adjustment factor 0..=10 (`brightness`, `contrast`, `gamma`, `saturation`: 1 is
+/// no change).
+pub(super) fn adjust_factor(name: &str, v: &str) -> Result<f32, FilterError> {
+    parse_ranged_f32(name, v, 0.0, 10.0, "0..=10 (1 = no change)")
+}
+
 /// A sharpen strength 0..=10.
 pub(super) fn sharpen_strength(name: &str, v: &str) -> Result<f32, FilterError> {
     parse_ranged_f32(name, v, 0.0, 10.0, "0..=10")

@@ -34,8 +34,8 @@ pub use scalars::{
 pub(crate) use scalars::{is_token, parse_decimal, parse_uint};
 pub use table::Param;
 pub use values::{
-    Codec, Compression, Crop, Fit, Format, Gravity, Metadata, Mode, OnError, Playback, Preload,
-    Quality,
+    Codec, Compression, Crop, Fit, Flip, Format, Gravity, Metadata, Mode, OnError, Playback,
+    Preload, Quality,
 };
 
 /// Smallest width/height accepted for any mode.
@@ -113,6 +113,21 @@ pub struct TransformSpec {
     /// Sharpen strength 0..=10; default 0.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sharpen: Option<f32>,
+    /// Brightness factor (1 = no change; 0 is ignored, as Cloudflare does).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub brightness: Option<f32>,
+    /// Contrast factor (1 = no change; 0 is ignored).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub contrast: Option<f32>,
+    /// Gamma factor (1 = no change, above 1 lighter; 0 is ignored).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub gamma: Option<f32>,
+    /// Saturation factor (1 = no change, 0 = greyscale).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub saturation: Option<f32>,
+    /// Mirror horizontally, vertically or both.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub flip: Option<Flip>,
     /// Normalised `#rrggbb` or `#rrggbbaa`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub background: Option<String>,
@@ -163,6 +178,11 @@ impl TransformSpec {
             bitrate: None,
             blur: None,
             sharpen: None,
+            brightness: None,
+            contrast: None,
+            gamma: None,
+            saturation: None,
+            flip: None,
             background: None,
             animated: None,
             codec: None,
@@ -223,6 +243,15 @@ impl TransformSpec {
         if self.sharpen.is_some_and(|s| s == 0.0) {
             self.sharpen = None;
         }
+        // Cloudflare: 1 is no change and 0 is ignored (saturation 0 is greyscale).
+        for f in [&mut self.brightness, &mut self.contrast, &mut self.gamma] {
+            if f.is_some_and(|v| v == 1.0 || v == 0.0) {
+                *f = None;
+            }
+        }
+        if self.saturation == Some(1.0) {
+            self.saturation = None;
+        }
         // Fields that do not apply to the mode.
         let s = self;
         if s.mode != Mode::Hls {
@@ -282,8 +311,27 @@ impl TransformSpec {
     }
 
     /// Combinations Cloudflare refuses, checked before [`Self::normalize`] drops what does
-    /// not apply: `audio=false` with `mode=audio`, `imageCount` outside spritesheets.
+    /// not apply: `audio=false` with `mode=audio`, `imageCount` outside spritesheets; and the
+    /// image-only adjustments (`brightness`, `contrast`, `gamma`, `saturation`, `flip`) on
+    /// another mode.
     pub fn check_combinations(&self) -> Result<(), FilterError> {
+        if self.mode != Mode::Image && self.mode != Mode::Original {
+            let set = [
+                ("brightness", self.brightness.is_some()),
+                ("contrast", self.contrast.is_some()),
+                ("gamma", self.gamma.is_some()),
+                ("saturation", self.saturation.is_some()),
+                ("flip", self.flip.is_some()),
+            ];
+            if let Some((param, _)) = set.iter().find(|(_, on)| *on) {
+                return Err(FilterError::NotAllowedForMode {
+                    param,
+                    value: "(set)".into(),
+                    mode: self.mode.as_str(),
+                    reason: "colour adjustments and flips are for images",
+                });
+            }
+        }
         if self.mode == Mode::Audio && self.audio == Some(false) {
             return Err(FilterError::NotAllowedForMode {
                 param: "audio",

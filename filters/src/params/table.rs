@@ -10,8 +10,8 @@
 use std::fmt;
 
 use super::checked::{
-    bits_per_second, boolean, clip_length, colour, derivative_name, dimension, file_name, hls_part,
-    one_of, rotation, sharpen_strength, speed_factor, start_time, whole,
+    adjust_factor, bits_per_second, boolean, clip_length, colour, derivative_name, dimension,
+    file_name, hls_part, one_of, rotation, sharpen_strength, speed_factor, start_time, whole,
 };
 use super::scalars::{format_bitrate, format_time};
 use super::TransformSpec;
@@ -147,6 +147,11 @@ param_table! {
     Blur        = "blur",                      transform, blur: whole::<1, 250>;
     Sharpen     = "sharpen",                   transform, sharpen: sharpen_strength;
     Background  = "background",                transform, background: colour;
+    Brightness  = "brightness",                transform, brightness: adjust_factor;
+    Contrast    = "contrast",                  transform, contrast: adjust_factor;
+    Gamma       = "gamma",                     transform, gamma: adjust_factor;
+    Saturation  = "saturation",                transform, saturation: adjust_factor;
+    Flip        = "flip",                      transform, flip;
     Animated    = "animated" | "anim",         transform, animated: boolean;
     Codec       = "codec",                     transform, codec;
     Metadata    = "metadata",                  transform, metadata;

@@ -209,6 +209,15 @@ impl Format {
 }
 
 keyword_enum!(
+    /// Mirror the image: horizontally, vertically or both (Cloudflare's `flip`).
+    Flip, "h, v, hv" {
+        H => "h",
+        V => "v",
+        Hv => "hv" | "vh",
+    }
+);
+
+keyword_enum!(
     /// Video codec.
     Codec, "h264, h265, vp9, av1" {
         H264 => "h264" | "avc",

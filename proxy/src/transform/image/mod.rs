@@ -329,7 +329,7 @@ impl Geometry {
         Ok(())
     }
 
-    /// Runs resize → rotate → blur → sharpen → pad on an oriented raster at scale `sx`,`sy`
+    /// Runs resize → rotate → blur → sharpen → colour adjustments → flip → pad on an oriented raster at scale `sx`,`sy`
     /// relative to the oriented source.
     fn apply(
         &self,
@@ -351,6 +351,18 @@ impl Geometry {
         }
         if let Some(s) = spec.sharpen {
             out = ops::sharpen(out, s)?;
+        }
+        out = ops::adjust(
+            out,
+            ops::Adjust {
+                brightness: spec.brightness.unwrap_or(1.0),
+                contrast: spec.contrast.unwrap_or(1.0),
+                gamma: spec.gamma.unwrap_or(1.0),
+                saturation: spec.saturation.unwrap_or(1.0),
+            },
+        );
+        if let Some(f) = spec.flip {
+            out = ops::flip(out, f);
         }
         Ok(ops::pad(out, self.plan.canvas, self.plan.offset, bg))
     }
