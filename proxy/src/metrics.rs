@@ -307,7 +307,7 @@ pub fn observe_request(phase: &str, seconds: f64) {
 }
 
 /// The text exposition, with the storage tiers' counters appended.
-pub fn render(stats: &crate::edge::storage::TierStats) -> String {
+pub fn render(stats: &crate::edge::storage::TierStats, pool: &crate::transform::Pool) -> String {
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf);
     let mut out = String::from_utf8(buf).unwrap_or_default();
@@ -347,6 +347,27 @@ pub fn render(stats: &crate::edge::storage::TierStats) -> String {
         l(&stats.torn_entries),
         l(&stats.disk_write_errors),
     );
+    use crate::transform::pool::{CANCELLED, DEADLINE};
+    let (running, waiting) = pool.load();
+    let _ = write!(
+        out,
+        "# HELP media_edge_transforms_running Transforms running on the pool\n\
+         # TYPE media_edge_transforms_running gauge\n\
+         media_edge_transforms_running {running}\n\
+         # HELP media_edge_transforms_waiting Transforms waiting for a turn on the pool\n\
+         # TYPE media_edge_transforms_waiting gauge\n\
+         media_edge_transforms_waiting {waiting}\n\
+         # HELP media_edge_transform_memory_reserved_bytes Bytes of the transform memory budget reserved by running transforms\n\
+         # TYPE media_edge_transform_memory_reserved_bytes gauge\n\
+         media_edge_transform_memory_reserved_bytes {}\n\
+         # HELP media_edge_transforms_stopped_total Transforms stopped early: the request went away (cancelled) or the time limit passed (deadline)\n\
+         # TYPE media_edge_transforms_stopped_total counter\n\
+         media_edge_transforms_stopped_total{{reason=\"cancelled\"}} {}\n\
+         media_edge_transforms_stopped_total{{reason=\"deadline\"}} {}\n",
+        pool.memory_reserved(),
+        l(&CANCELLED),
+        l(&DEADLINE),
+    );
     out
 }
 
@@ -372,7 +393,10 @@ mod tests {
         m.jobs.with_label_values(&["queued"]).inc();
         m.store.with_label_values(&["hit"]).inc();
         m.uploads.with_label_values(&["stored"]).inc();
-        let text = render(&crate::edge::storage::TierStats::default());
+        let text = render(
+            &crate::edge::storage::TierStats::default(),
+            &crate::transform::Pool::new(1),
+        );
         let exported: std::collections::HashSet<&str> = text
             .lines()
             .filter(|l| !l.starts_with('#'))

@@ -62,6 +62,10 @@ pub struct OriginConfig {
     /// originals.
     #[serde(default)]
     pub browser_ttl: Option<Dur>,
+    /// How far an image of this origin may be enlarged (output pixels over source pixels),
+    /// over `transform.max_upscale_area` (e.g. 1.0: never enlarge; 64: allow 8× a side).
+    #[serde(default)]
+    pub max_upscale_area: Option<f64>,
     /// Per-origin request resolution switches (`akamai_snapping`, `derivative_matching`,
     /// `responsive`; all on by default).
     #[serde(default)]
@@ -256,6 +260,7 @@ pub fn uploads_origin(
             matcher,
             ttl: TtlConfig::default(),
             browser_ttl: None,
+            max_upscale_area: None,
             options: filters::ResolveOptions::default(),
             auth: None,
             sources: vec![source],

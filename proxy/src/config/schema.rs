@@ -338,6 +338,16 @@ pub struct TransformConfig {
     pub metadata: String,
     /// Concurrent transforms; 0 = one per core.
     pub workers: usize,
+    /// Transforms one client (the IP the edge resolved) may run at once; 0 = one fewer than
+    /// the workers (at least one), so one client never holds every worker. Job workers and
+    /// background AVIF encodes are a client each.
+    pub max_per_client: usize,
+    /// Memory all running image transforms may hold together (the source, decode buffers,
+    /// output rasters and encoded bytes, estimated from the header before decoding). A
+    /// transform waits for its share; one that alone needs more is refused (413).
+    pub memory_budget: ByteSize,
+    /// Wall-clock limit of one image transform, checked between stages and frames (504).
+    pub image_timeout: Dur,
     /// Wall-clock limit of one video transform.
     pub video_timeout: Dur,
     /// How long a made HLS package is kept on disk for its segments to be served.
@@ -365,6 +375,9 @@ impl Default for TransformConfig {
             avif: true,
             metadata: "auto".into(),
             workers: 0,
+            max_per_client: 0,
+            memory_budget: ByteSize::mib(512),
+            image_timeout: Dur::secs(30),
             video_timeout: Dur::secs(120),
             hls_retention: Dur::secs(24 * 3600),
             hls_height: 720,
@@ -462,6 +475,10 @@ pub struct JobsConfig {
     pub sync_max_duration: Dur,
     /// An h265, vp9 or av1 output longer than this runs as a job.
     pub sync_slow_codec_max_duration: Dur,
+    /// A video output whose work is over this runs as a job: frames × output pixels, × 4
+    /// for h265, vp9 and av1. Default 2 G (≈ 32 s of 1080p30 h264, 8 s in vp9): a short
+    /// clip at a huge size or frame rate is as much work as a long one.
+    pub sync_max_frame_pixels: u64,
     /// Tries of a job before it is `failed` (the dead-letter state).
     pub max_attempts: u32,
     /// Wait before the first retry; doubled each try, capped at `retry_max`.
@@ -481,6 +498,7 @@ impl Default for JobsConfig {
             sync_max_bytes: ByteSize::mib(256),
             sync_max_duration: Dur::secs(60),
             sync_slow_codec_max_duration: Dur::secs(10),
+            sync_max_frame_pixels: 2_000_000_000,
             max_attempts: 5,
             retry_base: Dur::secs(120),
             retry_max: Dur::secs(900),

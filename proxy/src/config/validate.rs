@@ -162,6 +162,19 @@ pub(super) fn transform(t: &TransformConfig, p: &mut Problems) {
     }
     within(t.hls_height, 10..=2160, "transform.hls_height", p);
     within(t.hls_segment_secs, 1..=60, "transform.hls_segment_secs", p);
+    let mib = t.memory_budget.0 >> 20;
+    if !(16..=1 << 20).contains(&mib) {
+        p.push(
+            "transform.memory_budget",
+            format!("{mib} MiB is outside 16 MiB..=1 TiB"),
+        );
+    }
+    if t.image_timeout.0.is_zero() {
+        p.push(
+            "transform.image_timeout",
+            "must be more than 0s".to_string(),
+        );
+    }
 }
 
 pub(super) fn store(s: &StoreConfig, base: &Path, p: &mut Problems) {
@@ -285,6 +298,12 @@ pub(super) fn origins(
         }
         if o.browser_ttl.is_some_and(|d| d.0.as_secs() > 365 * 86_400) {
             p.push(format!("{at}.browser_ttl"), "at most a year (365d)");
+        }
+        if let Some(a) = o.max_upscale_area.filter(|a| !(1.0..=1024.0).contains(a)) {
+            p.push(
+                format!("{at}.max_upscale_area"),
+                format!("{a} is outside 1..=1024"),
+            );
         }
         for (j, s) in o.sources.iter_mut().enumerate() {
             source(s, base, &format!("{at}.sources[{j}]"), p);

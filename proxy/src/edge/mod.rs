@@ -213,7 +213,12 @@ impl Edge {
                 return Ok(true);
             }
             Admit::Metrics => {
-                respond::respond_metrics(session, &self.state.storage.stats).await;
+                respond::respond_metrics(
+                    session,
+                    &self.state.storage.stats,
+                    self.state.origin.transform_pool(),
+                )
+                .await;
                 return Ok(true);
             }
             Admit::Admin => {
@@ -439,6 +444,10 @@ impl ProxyHttp for Edge {
         }
         if ApiError::flat_for(&ctx.path) {
             upstream.insert_header(crate::origin::HDR_FLAT_ERRORS, "1")?;
+        }
+        // Whose turn a transform takes on the pool (each client's share is capped).
+        if let Some(ip) = ctx.client_ip {
+            upstream.insert_header(crate::origin::HDR_CLIENT, ip.to_string())?;
         }
         if let Some(target) = &ctx.upstream_path {
             let uri: http::Uri = target

@@ -98,8 +98,12 @@ pub async fn respond_json(
 }
 
 /// Writes the Prometheus text page.
-pub async fn respond_metrics(session: &mut Session, stats: &super::storage::TierStats) {
-    let body = Bytes::from(crate::metrics::render(stats));
+pub async fn respond_metrics(
+    session: &mut Session,
+    stats: &super::storage::TierStats,
+    pool: &crate::transform::Pool,
+) {
+    let body = Bytes::from(crate::metrics::render(stats, pool));
     if let Some(resp) = own_head(200, "text/plain; version=0.0.4", body.len(), None) {
         respond(session, resp, body).await;
     }

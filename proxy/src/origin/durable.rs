@@ -44,6 +44,10 @@ pub struct TransformRequest<'a> {
     pub spec: filters::TransformSpec,
     pub avif_fallback: Option<filters::Format>,
     pub kind: &'static str,
+    /// Who the work is for (the pool's fairness key).
+    pub client: String,
+    /// The origin's enlargement limit, when it sets one.
+    pub max_upscale_area: Option<f64>,
 }
 
 impl OriginService {
@@ -92,6 +96,11 @@ impl OriginService {
             path: req.path,
             spec: req.spec.clone(),
             avif_fallback: req.avif_fallback,
+            client: match purpose {
+                Purpose::Job(_) => "job".into(),
+                Purpose::Client => req.client.clone(),
+            },
+            max_upscale_area: req.max_upscale_area,
             store_key: key.clone().filter(|_| keep),
             keep_before_answer: matches!(purpose, Purpose::Job(_)),
             may_defer,

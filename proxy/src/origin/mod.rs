@@ -35,6 +35,9 @@ pub const HDR_EXTERNAL: &str = "x-media-edge-external";
 /// Set by the edge when it negotiated AVIF from `Accept`: the client's next-best format,
 /// answered at once while the AVIF is encoded in the background.
 pub const HDR_AVIF_FALLBACK: &str = "x-media-edge-avif-fallback";
+/// Who a transform is for (the client IP the edge resolved): the transform pool caps each
+/// client's share of the workers. Set by the edge only; a client's own copy is dropped.
+pub const HDR_CLIENT: &str = "x-media-edge-client";
 /// The origin service's path for external fetches.
 pub const EXTERNAL_PATH: &str = "/__external";
 
@@ -156,11 +159,7 @@ impl OriginService {
         };
         let _ = std::fs::create_dir_all(&limits.hls_dir);
         let _ = std::fs::create_dir_all(&limits.temp_dir);
-        let pool = if t.workers == 0 {
-            crate::transform::Pool::for_cores()
-        } else {
-            crate::transform::Pool::new(t.workers)
-        };
+        let pool = transform_pool(t);
         let transformer = transform::Transformer {
             pool,
             limits,
@@ -175,6 +174,7 @@ impl OriginService {
                 max_bytes: cfg.jobs.sync_max_bytes.0,
                 max_duration: cfg.jobs.sync_max_duration.0,
                 slow_codec_max_duration: cfg.jobs.sync_slow_codec_max_duration.0,
+                max_frame_pixels: cfg.jobs.sync_max_frame_pixels,
             },
         };
         Ok(OriginService {
@@ -326,6 +326,8 @@ impl OriginService {
                             spec,
                             avif_fallback: avif_fallback(headers),
                             kind: source.kind(),
+                            client: pool_client(headers),
+                            max_upscale_area: origin.max_upscale_area,
                         };
                         let input = match local {
                             Some(file) => transform::SourceInput::Local(f, file),
@@ -426,6 +428,8 @@ impl OriginService {
                     path: &url,
                     spec,
                     avif_fallback: avif_fallback(req.headers()),
+                    client: pool_client(req.headers()),
+                    max_upscale_area: None,
                     store_key: None,
                     keep_before_answer: false,
                     may_defer: false,
@@ -482,6 +486,11 @@ impl OriginService {
         b.body(body).unwrap_or_else(|e| {
             error_response(&ApiError::internal(format!("bad source header: {e}")))
         })
+    }
+
+    /// The transform pool (for its gauges on `/metrics`).
+    pub fn transform_pool(&self) -> &crate::transform::Pool {
+        &self.transformer.pool
     }
 
     /// Serves HTTP/1.1 on a unix socket until `shutdown` turns true.
@@ -586,6 +595,16 @@ async fn sniff_content_type(mut f: sources::Fetched) -> sources::Fetched {
 }
 
 /// The format to answer with while AVIF is encoded in the background, when the edge asked.
+/// The transform pool's name for the client of a request: the edge's resolved client IP, or
+/// `unknown` (a request that did not come through the edge's proxy path).
+fn pool_client(h: &http::HeaderMap) -> String {
+    h.get(HDR_CLIENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .unwrap_or("unknown")
+        .to_string()
+}
+
 fn avif_fallback(h: &http::HeaderMap) -> Option<filters::Format> {
     let v = h.get(HDR_AVIF_FALLBACK)?.to_str().ok()?;
     filters::Format::parse_str(v).filter(|f| {
@@ -608,6 +627,22 @@ fn parse_spec(query: Option<&str>) -> Result<Option<filters::TransformSpec>, Api
     Ok(spec.filter(|s| !s.is_passthrough()))
 }
 
+/// The transform pool the config asks for (`transform.workers`, `max_per_client`,
+/// `memory_budget`).
+fn transform_pool(t: &crate::config::TransformConfig) -> crate::transform::Pool {
+    use crate::transform::pool;
+    let workers = match t.workers {
+        0 => pool::cores(),
+        n => n,
+    };
+    let mut limits = pool::Limits::new(workers);
+    if t.max_per_client > 0 {
+        limits.per_client = t.max_per_client;
+    }
+    limits.memory_bytes = t.memory_budget.0;
+    crate::transform::Pool::with_limits(limits)
+}
+
 #[cfg(feature = "image-engine")]
 fn image_options(t: &crate::config::TransformConfig) -> crate::transform::image::ImageOptions {
     use crate::transform::image::{ImageOptions, MetadataPolicy};
@@ -617,6 +652,7 @@ fn image_options(t: &crate::config::TransformConfig) -> crate::transform::image:
         max_upscale_area: t.max_upscale_area,
         max_input_bytes: t.max_image_bytes.0,
         avif_enabled: t.avif,
+        timeout: t.image_timeout.0,
         metadata: match t.metadata.as_str() {
             "keep" => Some(MetadataPolicy::Keep),
             "copyright" => Some(MetadataPolicy::Copyright),

@@ -6,7 +6,6 @@
 //! AVIF is negotiated (the edge does) nor cache (the edge caches the answers).
 
 use bytes::Bytes;
-use filters::TransformSpec;
 
 use super::Transformer;
 use crate::error::ApiError;
@@ -110,19 +109,20 @@ impl Transformer {
     pub(super) async fn avif_or_stand_in(
         &self,
         key: String,
-        spec: &TransformSpec,
+        job: &super::Job<'_>,
         fallback: filters::Format,
         bytes: Bytes,
     ) -> Result<Output, ApiError> {
+        let spec = &job.spec;
         let mut stand_in = spec.clone();
         stand_in.format = Some(fallback);
         match self.avif.decide(&key) {
             AvifDecision::Ready(out) => return Ok(out),
-            AvifDecision::Failed => return self.image_bytes(&stand_in, bytes).await,
+            AvifDecision::Failed => return self.image_bytes(job, &stand_in, bytes).await,
             AvifDecision::Wait { start: false } => {}
-            AvifDecision::Wait { start: true } => self.start_avif(key, spec, bytes.clone()),
+            AvifDecision::Wait { start: true } => self.start_avif(key, job, bytes.clone()),
         }
-        let mut out = self.image_bytes(&stand_in, bytes).await?;
+        let mut out = self.image_bytes(job, &stand_in, bytes).await?;
         out.headers.push((
             "cache-control".into(),
             format!("public, max-age={}", self.avif.pending_max_age.as_secs()),
@@ -131,29 +131,21 @@ impl Transformer {
         Ok(out)
     }
 
-    #[cfg(feature = "image-engine")]
-    fn start_avif(&self, key: String, spec: &TransformSpec, bytes: Bytes) {
+    /// The AVIF encoded once in the background, as the `avif` client of the pool (so
+    /// background encodes never hold every worker either), within the memory budget.
+    fn start_avif(&self, key: String, job: &super::Job<'_>, bytes: Bytes) {
         let (pool, opts, avif, spec) = (
             self.pool.clone(),
-            self.image.clone(),
+            self.engine_options(job),
             self.avif.clone(),
-            spec.clone(),
+            job.spec.clone(),
         );
         tokio::spawn(async move {
-            let r = pool
-                .run(move || crate::transform::image::transform(&bytes, &spec, &opts))
-                .await;
+            let r = match pool.turn("avif").await {
+                Ok(turn) => super::image::on_turn(turn, spec, bytes, opts).await,
+                Err(e) => Err(e),
+            };
             avif.finish(key, r);
         });
-    }
-
-    #[cfg(not(feature = "image-engine"))]
-    fn start_avif(&self, key: String, _spec: &TransformSpec, _bytes: Bytes) {
-        self.avif.finish(
-            key,
-            Err(TransformError::Unsupported(
-                "this build has no image engine".into(),
-            )),
-        );
     }
 }

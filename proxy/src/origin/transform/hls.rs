@@ -65,7 +65,7 @@ impl Transformer {
             ));
             let retention = self.limits.hls_retention;
             self.pool
-                .run(move || {
+                .run(&job.client, move || {
                     let _src = src_guard;
                     sweep_hls(&root, retention);
                     let made = video::hls(&media, &opts, &scratch, &progress);
@@ -116,7 +116,7 @@ impl Transformer {
         let hashed = path.clone();
         let (len, etag) = self
             .pool
-            .run(move || body::hash_file(&hashed))
+            .run(&job.client, move || body::hash_file(&hashed))
             .await
             .map_err(err)?;
         Ok(Produced::File {

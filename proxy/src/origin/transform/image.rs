@@ -8,9 +8,7 @@ use filters::TransformSpec;
 use super::{body, err, Job, Transformer};
 use crate::error::ApiError;
 use crate::origin::sources::Fetched;
-use crate::transform::Output;
-#[cfg(not(feature = "image-engine"))]
-use crate::transform::TransformError;
+use crate::transform::{Output, TransformError, Turn};
 
 impl Transformer {
     pub(super) async fn run_image(
@@ -21,7 +19,7 @@ impl Transformer {
         let version = body::source_version(&fetched);
         // The original is read only once the job has its turn on the pool: a queued request
         // holds no image in memory (and a full queue refuses before reading anything).
-        let turn = self.pool.turn().await.map_err(err)?;
+        let turn = self.pool.turn(&job.client).await.map_err(err)?;
         let bytes = body::read_to_memory(fetched, self.limits.max_image_bytes).await?;
         match (job.avif_fallback, job.spec.format) {
             (Some(fallback), Some(filters::Format::Avif)) => {
@@ -32,46 +30,78 @@ impl Transformer {
                     job.spec.to_canonical_query()
                 );
                 drop(turn);
-                self.avif_or_stand_in(key, &job.spec, fallback, bytes).await
+                self.avif_or_stand_in(key, job, fallback, bytes).await
             }
-            _ => self.image_bytes_with(turn, &job.spec, bytes).await,
+            _ => self.image_bytes_with(turn, job, &job.spec, bytes).await,
         }
     }
 
-    /// The image engine on the pool (`format=json`: the metadata document).
+    /// The image engine on the pool for `job`'s client (`format=json`: the metadata
+    /// document), with `spec` (the job's, or one derived from it).
     pub(super) async fn image_bytes(
         &self,
+        job: &Job<'_>,
         spec: &TransformSpec,
         bytes: Bytes,
     ) -> Result<Output, ApiError> {
-        let turn = self.pool.turn().await.map_err(err)?;
-        self.image_bytes_with(turn, spec, bytes).await
+        let turn = self.pool.turn(&job.client).await.map_err(err)?;
+        self.image_bytes_with(turn, job, spec, bytes).await
     }
 
     /// The image engine with a turn already taken.
-    #[cfg(feature = "image-engine")]
     async fn image_bytes_with(
         &self,
-        turn: crate::transform::Turn,
+        turn: Turn,
+        job: &Job<'_>,
         spec: &TransformSpec,
         bytes: Bytes,
     ) -> Result<Output, ApiError> {
-        let opts = self.image.clone();
-        let spec = spec.clone();
-        turn.run(move || crate::transform::image::transform(&bytes, &spec, &opts))
+        on_turn(turn, spec.clone(), bytes, self.engine_options(job))
             .await
             .map_err(err)
     }
 
-    #[cfg(not(feature = "image-engine"))]
-    async fn image_bytes_with(
-        &self,
-        _turn: crate::transform::Turn,
-        _spec: &TransformSpec,
-        _bytes: Bytes,
-    ) -> Result<Output, ApiError> {
-        Err(err(TransformError::Unsupported(
-            "this build has no image engine".into(),
-        )))
+    /// The engine's options for `job`: the node's, with its origin's upscale limit.
+    #[cfg(feature = "image-engine")]
+    pub(super) fn engine_options(&self, job: &Job<'_>) -> crate::transform::image::ImageOptions {
+        let mut o = self.image.clone();
+        if let Some(a) = job.max_upscale_area {
+            o.max_upscale_area = a;
+        }
+        o
     }
+
+    #[cfg(not(feature = "image-engine"))]
+    pub(super) fn engine_options(&self, _job: &Job<'_>) {}
+}
+
+/// Runs the image engine with `turn`: first the memory the work will hold is reserved from
+/// the pool's budget (estimated from the header, off the reactor), then the work runs.
+#[cfg(feature = "image-engine")]
+pub(super) async fn on_turn(
+    mut turn: Turn,
+    spec: TransformSpec,
+    bytes: Bytes,
+    opts: crate::transform::image::ImageOptions,
+) -> Result<Output, TransformError> {
+    use crate::transform::image;
+    let (b, s, o) = (bytes.clone(), spec.clone(), opts.clone());
+    let need = tokio::task::spawn_blocking(move || image::memory_need(&b, &s, &o))
+        .await
+        .map_err(|e| TransformError::Internal(format!("transform task failed: {e}")))??;
+    turn.reserve(need).await?;
+    turn.run(move || image::transform(&bytes, &spec, &opts))
+        .await
+}
+
+#[cfg(not(feature = "image-engine"))]
+pub(super) async fn on_turn(
+    _turn: Turn,
+    _spec: TransformSpec,
+    _bytes: Bytes,
+    _opts: (),
+) -> Result<Output, TransformError> {
+    Err(TransformError::Unsupported(
+        "this build has no image engine".into(),
+    ))
 }

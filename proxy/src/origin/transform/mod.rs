@@ -71,6 +71,8 @@ pub struct SyncLimits {
     pub max_bytes: u64,
     pub max_duration: std::time::Duration,
     pub slow_codec_max_duration: std::time::Duration,
+    /// Encoded frame pixels of a video output (`video::work_pixels`).
+    pub max_frame_pixels: u64,
 }
 
 /// What the transform step made of a request.
@@ -125,6 +127,11 @@ pub struct Job<'a> {
     pub spec: TransformSpec,
     /// Set when the edge negotiated AVIF: the format to answer with while it is encoded.
     pub avif_fallback: Option<filters::Format>,
+    /// Who the work is for: the pool caps each client's share of the workers (`job` for a
+    /// job worker).
+    pub client: String,
+    /// The origin's own enlargement limit (`[[origins]] max_upscale_area`).
+    pub max_upscale_area: Option<f64>,
     /// The key the result is kept under in the store (`None`: not kept).
     pub store_key: Option<String>,
     /// Keep the result before answering (a job worker), not in the background.
@@ -228,7 +235,7 @@ impl Transformer {
                 match body::still_image(input, self.limits.max_image_bytes).await? {
                     Ok(bytes) => {
                         let spec = still_frame_spec(&job.spec);
-                        let out = self.image_bytes(&spec, bytes).await?;
+                        let out = self.image_bytes(&job, &spec, bytes).await?;
                         return self
                             .respond(&job, &source, Produced::Memory(out), "image")
                             .await

@@ -72,7 +72,7 @@ impl Transformer {
         };
         let made = job.spec.mode == Mode::Hls && self.hls_package_ready(job, &version);
         if job.may_defer && !made {
-            if let Some(reason) = self.defer_reason(&job.spec, &media, size).await? {
+            if let Some(reason) = self.defer_reason(job, &media, size).await? {
                 return Ok(Produced::Deferred(reason));
             }
         }
@@ -84,7 +84,7 @@ impl Transformer {
         let out = TempFile::fresh(&self.limits.temp_dir, "out");
         let progress = job.progress_fn();
         self.pool
-            .run(move || {
+            .run(&job.client, move || {
                 let _src = src_guard;
                 let json = spec.format == Some(filters::Format::Json);
                 let output = match spec.mode {
@@ -147,11 +147,11 @@ impl Transformer {
     #[cfg(feature = "video-engine")]
     async fn defer_reason(
         &self,
-        spec: &filters::TransformSpec,
+        job: &Job<'_>,
         media: &crate::transform::video::Media,
         size: Option<u64>,
     ) -> Result<Option<String>, ApiError> {
-        let limits = &self.sync;
+        let (spec, limits) = (&job.spec, &self.sync);
         if !matches!(
             spec.mode,
             Mode::Video | Mode::Audio | Mode::Spritesheet | Mode::Hls
@@ -168,7 +168,7 @@ impl Transformer {
         let m = media.clone();
         let probe = self
             .pool
-            .run(move || crate::transform::video::probe(&m))
+            .run(&job.client, move || crate::transform::video::probe(&m))
             .await
             .map_err(err)?;
         let start = spec.time_ms.unwrap_or(0) as f64 / 1000.0;
@@ -193,6 +193,19 @@ impl Transformer {
             Some(format!(
                 "a {out:.1}s {} output is over jobs.sync_slow_codec_max_duration ({slow}s)",
                 spec.codec.map(|c| c.as_str()).unwrap_or("")
+            ))
+        } else if spec.mode == Mode::Video
+            && crate::transform::video::work_pixels(&probe, spec, &self.video, out)
+                > limits.max_frame_pixels
+        {
+            Some(format!(
+                "a {out:.1}s output of {}x{} at {:.0} fps is {} M frame pixels, over \
+                 jobs.sync_max_frame_pixels ({} M)",
+                probe.display_width,
+                probe.display_height,
+                probe.fps,
+                crate::transform::video::work_pixels(&probe, spec, &self.video, out) / 1_000_000,
+                limits.max_frame_pixels / 1_000_000
             ))
         } else {
             None

@@ -90,6 +90,9 @@ pub struct ImageOptions {
     /// Decode JPEG at 1/2, 1/4 or 1/8 scale when the output is that much smaller. Default
     /// true; off only to measure what it saves.
     pub shrink_on_load: bool,
+    /// Wall-clock limit of one image transform, checked between stages and frames (504
+    /// past it). Default 30 s.
+    pub timeout: std::time::Duration,
 }
 
 impl Default for ImageOptions {
@@ -106,6 +109,7 @@ impl Default for ImageOptions {
             animation_budget_pixels: 100_000_000,
             animation_decode_pixels: 1_000_000_000,
             shrink_on_load: true,
+            timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -125,6 +129,9 @@ pub struct Probe {
     pub has_alpha: Option<bool>,
     /// Frame count when cheap to know (GIF: block walk without LZW; WebP: header).
     pub frame_count: Option<u32>,
+    /// The decoder's buffer for one frame at full size, in bytes (pixels × bytes per pixel
+    /// of the stored color type).
+    pub decoded_bytes: u64,
 }
 
 impl Probe {
@@ -412,6 +419,81 @@ fn input_exif(bytes: &[u8], f: ImageFormat) -> Option<Vec<u8>> {
     }
 }
 
+/// Between stages and frames: stops work whose request went away or whose time is up.
+struct Checkpoint {
+    start: std::time::Instant,
+    limit: std::time::Duration,
+}
+
+impl Checkpoint {
+    fn new(opts: &ImageOptions) -> Checkpoint {
+        Checkpoint {
+            start: std::time::Instant::now(),
+            limit: opts.timeout,
+        }
+    }
+
+    fn check(&self, what: &str) -> Result<(), TransformError> {
+        crate::transform::pool::check_cancel(what)?;
+        if self.start.elapsed() > self.limit {
+            return Err(TransformError::Timeout(format!(
+                "image {what} took longer than the {:.1}s limit (transform.image_timeout)",
+                self.limit.as_secs_f64()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What transforming `bytes` holds in memory at its peak, estimated from the header and the
+/// plan before any pixel is decoded: the source bytes; the decoder's buffer and the RGBA
+/// working raster (a JPEG decoded at 1/2, 1/4 or 1/8 when shrink-on-load applies; one frame
+/// at a time for an animation); the output rasters (resize, rotate, effects and pad each
+/// make one) and the encoded bytes. The pool reserves it from the memory budget before the
+/// work starts. Fails as the transform would (413 over a limit, 415, 422).
+pub fn memory_need(
+    bytes: &[u8],
+    spec: &TransformSpec,
+    opts: &ImageOptions,
+) -> Result<u64, TransformError> {
+    let src = bytes.len() as u64;
+    if spec.format == Some(Format::Json) {
+        return Ok(src.saturating_mul(2) + (1 << 20));
+    }
+    let p = probe(bytes, opts)?;
+    let geo = Geometry::new(spec, p.width, p.height, opts)?;
+    let stored_px = u64::from(p.stored_width) * u64::from(p.stored_height);
+    let full = p.decoded_bytes.saturating_add(stored_px * 4);
+    let (cw, ch) = geo.plan.canvas;
+    let out = u64::from(cw) * u64::from(ch) * 4;
+    let rect = geo.src_rect();
+    let want = geo.resize_unrotated();
+    let decode = match p.format {
+        ImageFormat::Jpeg if opts.shrink_on_load => {
+            let n = u64::from(geometry::jpeg_shrink((rect.w, rect.h), want));
+            full / (n * n)
+        }
+        // Rendered at the plan's scale, within the pixel limit.
+        ImageFormat::Svg => {
+            let scale = (f64::from(want.0) * f64::from(want.1))
+                / (f64::from(rect.w.max(1)) * f64::from(rect.h.max(1)));
+            let px = (stored_px as f64 * scale).min(opts.max_input_pixels as f64);
+            px as u64 * 8
+        }
+        // Animations: the composited canvas and the frame beside it; the output frames are
+        // encoded as they come, so the encoded bytes grow up to the animation budget.
+        _ if p.is_animated() => {
+            let frames = u64::from(p.frame_count.unwrap_or(1));
+            let encoded = (frames.saturating_mul(out / 4)).min(opts.animation_budget_pixels);
+            full.saturating_add(stored_px * 4).saturating_add(encoded)
+        }
+        _ => full,
+    };
+    Ok(src
+        .saturating_add(decode)
+        .saturating_add(out.saturating_mul(4)))
+}
+
 /// Full transform. `spec.format` `None`/`auto` keeps the source's format family;
 /// `json` answers the metadata document.
 pub fn transform(
@@ -425,6 +507,7 @@ pub fn transform(
             .map_err(|e| TransformError::Internal(format!("metadata json: {e}")))?;
         return Ok(Output::plain(Bytes::from(body), "application/json"));
     }
+    let checkpoint = Checkpoint::new(opts);
     let p = probe(bytes, opts)?;
     let fast = spec.compression == Some(filters::Compression::Fast);
     let fmt = output_format(spec.format, &p, opts, fast)?;
@@ -437,7 +520,17 @@ pub fn transform(
         && matches!(p.format, ImageFormat::Gif | ImageFormat::Webp)
         && matches!(fmt, OutFormat::Webp | OutFormat::Gif);
     if animated {
-        return transform_animation(bytes, &p, spec, opts, &mut geo, fmt, &settings, bg);
+        return transform_animation(
+            bytes,
+            &p,
+            spec,
+            opts,
+            &mut geo,
+            fmt,
+            &settings,
+            bg,
+            &checkpoint,
+        );
     }
 
     let src = geo.src_rect();
@@ -461,11 +554,13 @@ pub fn transform(
         };
         decode::still(bytes, &p, opts, shrink)?
     };
+    checkpoint.check("decode")?;
     let sx = f64::from(raster.width) / f64::from(p.width);
     let sy = f64::from(raster.height) / f64::from(p.height);
     geo.resolve_auto(&raster, sx, sy)?;
     let mut out = geo.apply(&raster, sx, sy, spec, bg, icc.as_deref())?;
     drop(raster);
+    checkpoint.check("resize")?;
     if out.alpha && (!fmt.has_alpha() || !out.uses_alpha()) {
         out = ops::flatten(out, bg);
     }
@@ -497,6 +592,7 @@ fn transform_animation(
     fmt: OutFormat,
     settings: &encode::Settings,
     bg: [u8; 4],
+    checkpoint: &Checkpoint,
 ) -> Result<Output, TransformError> {
     // Two work bounds: frames × output pixels (`animation_budget_pixels`, what is encoded)
     // and frames × source canvas (`animation_decode_pixels`, what is decoded). Memory does
@@ -530,6 +626,7 @@ fn transform_animation(
     let mut size = (0, 0);
     for fr in anim.frames {
         let fr = fr?;
+        checkpoint.check("animation frame")?;
         count += 1;
         if !fits(count) {
             return Err(over(count));

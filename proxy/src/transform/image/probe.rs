@@ -101,7 +101,8 @@ pub fn probe(bytes: &[u8], opts: &ImageOptions) -> Result<Probe, TransformError>
     })?;
     // Formats whose header gives only a size: no orientation to apply; alpha and frames are
     // known for SVG (a single frame, maybe transparent), not for HEIF.
-    let sized = |(w, h), has_alpha, frame_count| Probe {
+    // Their decoder buffers: RGBA for a rendered SVG, up to 16 bits a channel for HEIF.
+    let sized = |(w, h): (u32, u32), has_alpha, frame_count, bytes_per_px: u64| Probe {
         format,
         width: w,
         height: h,
@@ -110,14 +111,18 @@ pub fn probe(bytes: &[u8], opts: &ImageOptions) -> Result<Probe, TransformError>
         orientation: 1,
         has_alpha,
         frame_count,
+        decoded_bytes: u64::from(w) * u64::from(h) * bytes_per_px,
     };
     let p = match format {
-        ImageFormat::Svg => sized(super::svg::intrinsic_size(bytes)?, Some(true), Some(1)),
+        ImageFormat::Svg => sized(super::svg::intrinsic_size(bytes)?, Some(true), Some(1), 4),
         ImageFormat::Avif | ImageFormat::Heic => {
             let size = isobmff_ispe(bytes).ok_or_else(|| {
                 TransformError::Invalid(format!("{} has no readable image size", format.as_str()))
             })?;
-            sized(size, None, None)
+            let p = sized(size, None, None, 8);
+            check_pixels(p.stored_width, p.stored_height, opts)?;
+            check_decode_memory(p.stored_width, p.stored_height, p.decoded_bytes, opts)?;
+            p
         }
         _ => raster_probe(bytes, format, opts)?,
     };
@@ -145,7 +150,8 @@ fn raster_probe(
     let mut dec = reader.into_decoder().map_err(image_err)?;
     let (w, h) = dec.dimensions();
     check_pixels(w, h, opts)?;
-    check_decode_memory(w, h, dec.total_bytes(), opts)?;
+    let decoded_bytes = dec.total_bytes();
+    check_decode_memory(w, h, decoded_bytes, opts)?;
     let has_alpha = dec.color_type().has_alpha();
     let orientation = match format {
         ImageFormat::Jpeg => exif::jpeg_exif(bytes).and_then(|e| exif::orientation(&e)),
@@ -175,6 +181,7 @@ fn raster_probe(
         orientation,
         has_alpha: Some(has_alpha),
         frame_count,
+        decoded_bytes,
     })
 }
 

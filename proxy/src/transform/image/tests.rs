@@ -1152,3 +1152,38 @@ fn enlarging_is_bounded_by_the_source_area() {
     let out = transform(&png, &spec(&[("width", "1024"), ("format", "png")]), &wide).unwrap();
     assert_eq!(out.width, 1024);
 }
+
+/// The memory the pool reserves for a transform is known from the header and the plan: the
+/// decode at full size (or shrunk on load) plus the output rasters, and a bomb fails as the
+/// transform itself would.
+#[test]
+fn memory_need_is_estimated_from_the_header_and_the_plan() {
+    let opts = ImageOptions::default();
+    let jpeg = encode_with(
+        &DynamicImage::ImageRgb8(gradient(2000, 1600)),
+        image::ImageFormat::Jpeg,
+    );
+    let full = 2000 * 1600 * (3 + 4);
+    let big = memory_need(&jpeg, &spec(&[("width", "1900")]), &opts).unwrap();
+    assert!(big >= full + jpeg.len() as u64, "{big} < {full}");
+    // An 8th on a side decodes a 64th of the pixels.
+    let small = memory_need(&jpeg, &spec(&[("width", "200")]), &opts).unwrap();
+    assert!(small < full / 32 + jpeg.len() as u64 + (1 << 20), "{small}");
+    let no_shrink = ImageOptions {
+        shrink_on_load: false,
+        ..ImageOptions::default()
+    };
+    let unshrunk = memory_need(&jpeg, &spec(&[("width", "200")]), &no_shrink).unwrap();
+    assert!(unshrunk >= full, "{unshrunk}");
+    // The output side counts: an enlargement holds its output rasters.
+    let png = encode_with(
+        &DynamicImage::ImageRgb8(gradient(500, 500)),
+        image::ImageFormat::Png,
+    );
+    let up = memory_need(&png, &spec(&[("width", "2000"), ("format", "png")]), &opts).unwrap();
+    assert!(up >= 2000 * 2000 * 4 * 4, "{up}");
+    // A 16-bit 16000² PNG is refused as the transform refuses it.
+    let bomb = png_header_only(16000, 16000, 16, 6);
+    let e = memory_need(&bomb, &spec(&[("width", "100")]), &opts).unwrap_err();
+    assert_eq!(e.to_api().status, 413);
+}

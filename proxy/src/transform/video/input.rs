@@ -43,11 +43,13 @@ pub fn init() {
 }
 
 /// The per-transform wall-clock budget, checked in every decode/encode loop and by the
-/// demuxer's interrupt callback.
-#[derive(Debug, Clone, Copy)]
+/// demuxer's interrupt callback. It also ends when the request the work is for goes away (the
+/// pool's cancel token of the thread that makes it).
+#[derive(Debug, Clone)]
 pub struct Deadline {
     start: Instant,
     limit: Duration,
+    cancel: Option<crate::transform::pool::CancelToken>,
 }
 
 impl Deadline {
@@ -55,15 +57,21 @@ impl Deadline {
         Deadline {
             start: Instant::now(),
             limit,
+            cancel: crate::transform::pool::current_cancel(),
         }
     }
 
     pub fn expired(&self) -> bool {
-        self.start.elapsed() > self.limit
+        self.start.elapsed() > self.limit || self.cancel.as_ref().is_some_and(|c| c.is_cancelled())
     }
 
     pub fn check(&self, what: &str) -> Result<(), TransformError> {
-        if self.expired() {
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(TransformError::Cancelled(format!(
+                "video {what} stopped: the request went away"
+            )));
+        }
+        if self.start.elapsed() > self.limit {
             return Err(TransformError::Timeout(format!(
                 "video {what} took longer than the {:.1}s limit",
                 self.limit.as_secs_f64()
@@ -262,7 +270,8 @@ pub fn open(media: &Media, deadline: Deadline) -> Result<Opened, TransformError>
         "format_whitelist",
         &DEMUXERS.replace(char::is_whitespace, ""),
     );
-    let interrupt = move || deadline.expired();
+    let watch = deadline.clone();
+    let interrupt = move || watch.expired();
     let opened = match media {
         Media::File(path) => {
             opts.set("protocol_whitelist", "file");

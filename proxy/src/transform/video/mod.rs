@@ -213,6 +213,37 @@ fn container_for(
     })
 }
 
+/// The work of a video output of `seconds`, in encoded frame pixels: frames (the source's
+/// rate, or the asked `fps` when lower; 30 when the source does not say) × the output's
+/// pixels (the planned fit inside `max_width`×`max_height`), × 4 for h265, vp9 and av1 (each
+/// frame costs several times an h264 frame). What the synchronous limit and the budget of a
+/// request compare; it reads only the probe.
+pub fn work_pixels(p: &Probe, spec: &TransformSpec, opts: &VideoOptions, seconds: f64) -> u64 {
+    if !p.has_video {
+        return 0;
+    }
+    let src_fps = if p.fps > 0.0 { p.fps } else { 30.0 };
+    let fps = spec.fps.map_or(src_fps, |f| f64::from(f).min(src_fps));
+    let max = (opts.max_width, opts.max_height);
+    let canvas = geometry_plan(p, spec, max);
+    let heavy = if spec.codec.is_some_and(filters::Codec::is_heavy) {
+        4.0
+    } else {
+        1.0
+    };
+    (seconds.max(0.0) * fps * canvas as f64 * heavy) as u64
+}
+
+/// Output pixels of the planned fit (the displayed size when the plan fails: the request is
+/// then refused by the transform itself).
+fn geometry_plan(p: &Probe, spec: &TransformSpec, max: (u32, u32)) -> u64 {
+    let (w, h) = (p.display_width.max(1), p.display_height.max(1));
+    let canvas = crate::transform::geometry::plan(w, h, &graph::fit_request(spec, max, true))
+        .map(|plan| plan.canvas)
+        .unwrap_or((w.min(max.0), h.min(max.1)));
+    u64::from(canvas.0) * u64::from(canvas.1)
+}
+
 /// The filter chain for a video output: source chain (rotation, crop, rotate), fps, fit,
 /// even dimensions, yuv420p.
 fn video_chain(

@@ -48,7 +48,7 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn open(path: &Media, deadline: Deadline) -> Result<Cursor, TransformError> {
-        let mut ictx = input::open(path, deadline)?;
+        let mut ictx = input::open(path, deadline.clone())?;
         let vs = input::video_stream(&ictx)?.ok_or_else(|| {
             TransformError::Unsupported(format!(
                 "{} has no video stream to take a frame from",

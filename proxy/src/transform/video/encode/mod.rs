@@ -118,7 +118,7 @@ struct Setup<'a> {
 /// Runs one job from `media` to `out` (for HLS: the playlist path; the caller owns the
 /// segments).
 pub fn run(media: &Media, out: &Path, job: Job) -> Result<Done, TransformError> {
-    let mut ictx = input::open(media, job.deadline)?;
+    let mut ictx = input::open(media, job.deadline.clone())?;
     let (vs, ast) = streams(&ictx, media, &job)?;
     let src_duration = input::duration_secs(&ictx);
     if src_duration > 0.0 && job.start >= src_duration {
