@@ -163,10 +163,10 @@ pub(super) fn transform(t: &TransformConfig, p: &mut Problems) {
     within(t.hls_height, 10..=2160, "transform.hls_height", p);
     within(t.hls_segment_secs, 1..=60, "transform.hls_segment_secs", p);
     let mib = t.memory_budget.0 >> 20;
-    if !(16..=1 << 20).contains(&mib) {
+    if !(16..=512 << 10).contains(&mib) {
         p.push(
             "transform.memory_budget",
-            format!("{mib} MiB is outside 16 MiB..=1 TiB"),
+            format!("{mib} MiB is outside 16 MiB..=512 GiB"),
         );
     }
     if t.image_timeout.0.is_zero() {

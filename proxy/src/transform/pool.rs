@@ -26,7 +26,8 @@ use tokio::sync::{oneshot, Semaphore};
 pub static CANCELLED: AtomicU64 = AtomicU64::new(0);
 pub static DEADLINE: AtomicU64 = AtomicU64::new(0);
 
-/// Budget units: KiB, so a budget of up to 4 TiB fits a semaphore's `u32` request.
+/// Budget units: KiB (a semaphore holds at most `usize::MAX >> 3` permits and a request is a
+/// `u32`: budgets up to 512 GiB).
 const UNIT: u64 = 1024;
 
 /// Raised when the request a transform works for is gone (its future was dropped).
@@ -202,6 +203,23 @@ impl Turn {
         Ok(())
     }
 
+    /// Runs `f` on a blocking thread that owns this turn and gives it back with the result:
+    /// for a short step before the work (an estimate), so that a caller who stops waiting
+    /// cannot free the worker while the step still runs.
+    pub async fn step<T, F>(self, f: F) -> Result<(Turn, T), TransformError>
+    where
+        F: FnOnce() -> Result<T, TransformError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let r = tokio::task::spawn_blocking(move || {
+            let turn = self;
+            f().map(|t| (turn, t))
+        })
+        .await
+        .map_err(|e| TransformError::Internal(format!("transform task failed: {e}")))?;
+        r
+    }
+
     /// Runs `f` on a blocking thread with this turn. The thread owns the turn, so it is
     /// freed only when `f` returns; if the caller stops waiting, the work's cancel token is
     /// raised ([`check_cancel`]). A panic in `f` is an internal error.
@@ -224,9 +242,17 @@ impl Turn {
         let turn = self;
         let r = tokio::task::spawn_blocking(move || {
             let _turn = turn;
+            /// Clears the thread's token however `f` ends (blocking threads are reused).
+            struct Current;
+            impl Drop for Current {
+                fn drop(&mut self) {
+                    CURRENT.with(|c| *c.borrow_mut() = None);
+                }
+            }
             CURRENT.with(|c| *c.borrow_mut() = Some(token));
+            let current = Current;
             let r = f();
-            CURRENT.with(|c| *c.borrow_mut() = None);
+            drop(current);
             match &r {
                 Err(TransformError::Cancelled(_)) => {
                     CANCELLED.fetch_add(1, Ordering::Relaxed);
@@ -276,10 +302,9 @@ impl Pool {
         let client: Arc<str> = Arc::from(client);
         let (id, rx) = {
             let mut s = inner.state.lock();
-            if s.running < inner.permits
-                && s.queue.is_empty()
-                && s.under_cap(&client, inner.per_client)
-            {
+            // After every hand-over either no worker is free or nobody waiting is under
+            // their cap, so a client under its cap may take a free worker at once.
+            if s.running < inner.permits && s.under_cap(&client, inner.per_client) {
                 s.grant(&client);
                 return Ok(self.granted(client));
             }
@@ -287,6 +312,13 @@ impl Pool {
                 return Err(TransformError::Overloaded(format!(
                     "{} transforms already waiting: try again shortly",
                     s.queue.len()
+                )));
+            }
+            // One client fills at most half the queue, so a burst cannot refuse the others.
+            let own = s.queue.iter().filter(|w| w.client == client).count();
+            if own >= (inner.max_waiting / 2).max(1) {
+                return Err(TransformError::Overloaded(format!(
+                    "{own} of this client's transforms already waiting: try again shortly"
                 )));
             }
             let (tx, rx) = oneshot::channel();
@@ -297,8 +329,6 @@ impl Pool {
                 client: client.clone(),
                 tx,
             });
-            // A turn may be free for this client even with others waiting at their caps.
-            s.wake(inner.permits, inner.per_client);
             (id, rx)
         };
         /// Leaves the queue if the wait is abandoned; frees a turn granted meanwhile.

@@ -79,16 +79,14 @@ impl Transformer {
 /// the pool's budget (estimated from the header, off the reactor), then the work runs.
 #[cfg(feature = "image-engine")]
 pub(super) async fn on_turn(
-    mut turn: Turn,
+    turn: Turn,
     spec: TransformSpec,
     bytes: Bytes,
     opts: crate::transform::image::ImageOptions,
 ) -> Result<Output, TransformError> {
     use crate::transform::image;
     let (b, s, o) = (bytes.clone(), spec.clone(), opts.clone());
-    let need = tokio::task::spawn_blocking(move || image::memory_need(&b, &s, &o))
-        .await
-        .map_err(|e| TransformError::Internal(format!("transform task failed: {e}")))??;
+    let (mut turn, need) = turn.step(move || image::memory_need(&b, &s, &o)).await?;
     turn.reserve(need).await?;
     turn.run(move || image::transform(&bytes, &spec, &opts))
         .await

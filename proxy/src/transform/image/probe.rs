@@ -111,7 +111,7 @@ pub fn probe(bytes: &[u8], opts: &ImageOptions) -> Result<Probe, TransformError>
         orientation: 1,
         has_alpha,
         frame_count,
-        decoded_bytes: u64::from(w) * u64::from(h) * bytes_per_px,
+        decoded_bytes: (u64::from(w) * u64::from(h)).saturating_mul(bytes_per_px),
     };
     let p = match format {
         ImageFormat::Svg => sized(super::svg::intrinsic_size(bytes)?, Some(true), Some(1), 4),

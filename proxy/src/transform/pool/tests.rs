@@ -189,3 +189,36 @@ async fn dropping_the_caller_cancels_the_work_and_frees_the_worker_after() {
     assert!(current_cancel().is_none());
     assert!(check_cancel("x").is_ok());
 }
+
+/// A client whose burst fills its half of the queue is refused more places, and another
+/// client still gets a free worker at once: a full queue of one client's work never turns
+/// away a request that could run now.
+#[tokio::test]
+async fn a_burst_cannot_fill_the_queue_against_others() {
+    let pool = Pool::with_limits(Limits {
+        max_waiting: 4,
+        ..limits(2, 1)
+    });
+    let held = pool.turn("burst").await.unwrap();
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.turn("burst").await.map(drop) })
+        })
+        .collect();
+    until("two of the burst waiting", || pool.load() == (1, 2)).await;
+    let e = pool
+        .turn("burst")
+        .await
+        .err()
+        .expect("past its half of the queue");
+    assert_eq!(e.to_api().status, 503);
+    // The free worker is another client's at once.
+    let other = pool.turn("user").await.unwrap();
+    assert_eq!(pool.load(), (2, 2));
+    drop((held, other));
+    for w in waiters {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(pool.load(), (0, 0));
+}

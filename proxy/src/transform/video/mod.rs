@@ -213,8 +213,8 @@ fn container_for(
     })
 }
 
-/// The work of a video output of `seconds`, in encoded frame pixels: frames (the source's
-/// rate, or the asked `fps` when lower; 30 when the source does not say) × the output's
+/// The work of a video output of `seconds`, in encoded frame pixels: frames (the asked
+/// `fps`, else the source's rate; 30 when the source does not say) × the output's
 /// pixels (the planned fit inside `max_width`×`max_height`), × 4 for h265, vp9 and av1 (each
 /// frame costs several times an h264 frame). What the synchronous limit and the budget of a
 /// request compare; it reads only the probe.
@@ -223,7 +223,8 @@ pub fn work_pixels(p: &Probe, spec: &TransformSpec, opts: &VideoOptions, seconds
         return 0;
     }
     let src_fps = if p.fps > 0.0 { p.fps } else { 30.0 };
-    let fps = spec.fps.map_or(src_fps, |f| f64::from(f).min(src_fps));
+    // An asked rate is what is encoded (the `fps` filter drops or repeats frames to it).
+    let fps = spec.fps.map_or(src_fps, f64::from);
     let max = (opts.max_width, opts.max_height);
     let canvas = geometry_plan(p, spec, max);
     let heavy = if spec.codec.is_some_and(filters::Codec::is_heavy) {

@@ -225,6 +225,7 @@ impl Cursor {
                 Err(ffmpeg::Error::InvalidData) => invalid_packets += 1,
                 // End of file, or a truncated/unreadable tail: decode what we have.
                 Err(_) => {
+                    self.deadline.check("frame extraction")?;
                     self.eof = true;
                     self.decoder.skip_frame(codec::discard::Discard::Default);
                     let _ = self.decoder.send_eof();

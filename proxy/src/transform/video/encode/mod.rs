@@ -279,7 +279,12 @@ fn demux(
                 }
                 continue;
             }
-            Err(_) => return Ok(true),
+            // End of file — unless the read was interrupted because the time is up or the
+            // request went away: that is an error, never a truncated output.
+            Err(_) => {
+                job.deadline.check("transcode")?;
+                return Ok(true);
+            }
         }
         let idx = packet.stream();
         if let Some(v) = video
