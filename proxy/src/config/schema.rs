@@ -340,7 +340,7 @@ pub struct TransformConfig {
     pub workers: usize,
     /// Transforms one client (the IP the edge resolved) may run at once; 0 = one fewer than
     /// the workers (at least one), so one client never holds every worker. Job workers and
-    /// background AVIF encodes are a client each.
+    /// background AVIF encodes are one client together.
     pub max_per_client: usize,
     /// Memory all running image transforms may hold together (the source, decode buffers,
     /// output rasters and encoded bytes, estimated from the header before decoding). A

@@ -447,7 +447,7 @@ impl ProxyHttp for Edge {
         }
         // Whose turn a transform takes on the pool (each client's share is capped).
         if let Some(ip) = ctx.client_ip {
-            upstream.insert_header(crate::origin::HDR_CLIENT, ip.to_string())?;
+            upstream.insert_header(crate::origin::HDR_CLIENT, pool_client(ip))?;
         }
         if let Some(target) = &ctx.upstream_path {
             let uri: http::Uri = target
@@ -637,5 +637,33 @@ fn redirect_on_error(ctx: &Ctx, status: u16) -> Option<String> {
             Some(percent_encoding::utf8_percent_encode(p, UNSAFE).to_string())
         }
         filters::Source::External(_) => None,
+    }
+}
+
+/// A client's name on the transform pool: its IPv4 address, or its IPv6 /64 (one host
+/// usually holds a whole /64, so a finer key would give it as many shares as it likes).
+fn pool_client(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod pool_client_tests {
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let key = |s: &str| super::pool_client(s.parse().unwrap());
+        assert_eq!(key("203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("::ffff:203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }

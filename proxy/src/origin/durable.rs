@@ -97,7 +97,7 @@ impl OriginService {
             spec: req.spec.clone(),
             avif_fallback: req.avif_fallback,
             client: match purpose {
-                Purpose::Job(_) => "job".into(),
+                Purpose::Job(_) => crate::transform::pool::BACKGROUND.into(),
                 Purpose::Client => req.client.clone(),
             },
             max_upscale_area: req.max_upscale_area,

@@ -26,6 +26,10 @@ use tokio::sync::{oneshot, Semaphore};
 pub static CANCELLED: AtomicU64 = AtomicU64::new(0);
 pub static DEADLINE: AtomicU64 = AtomicU64::new(0);
 
+/// The pool's client for work nobody waits on (job workers, background AVIF encodes): one
+/// client together, so background work is capped like any one client.
+pub const BACKGROUND: &str = "background";
+
 /// Budget units: KiB (a semaphore holds at most `usize::MAX >> 3` permits and a request is a
 /// `u32`: budgets up to 512 GiB).
 const UNIT: u64 = 1024;

@@ -131,8 +131,8 @@ impl Transformer {
         Ok(out)
     }
 
-    /// The AVIF encoded once in the background, as the `avif` client of the pool (so
-    /// background encodes never hold every worker either), within the memory budget.
+    /// The AVIF encoded once in the background, as the pool's background client (with the
+    /// job workers: background work never holds every worker), within the memory budget.
     fn start_avif(&self, key: String, job: &super::Job<'_>, bytes: Bytes) {
         let (pool, opts, avif, spec) = (
             self.pool.clone(),
@@ -141,7 +141,7 @@ impl Transformer {
             job.spec.clone(),
         );
         tokio::spawn(async move {
-            let r = match pool.turn("avif").await {
+            let r = match pool.turn(crate::transform::pool::BACKGROUND).await {
                 Ok(turn) => super::image::on_turn(turn, spec, bytes, opts).await,
                 Err(e) => Err(e),
             };

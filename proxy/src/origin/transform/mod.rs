@@ -127,8 +127,8 @@ pub struct Job<'a> {
     pub spec: TransformSpec,
     /// Set when the edge negotiated AVIF: the format to answer with while it is encoded.
     pub avif_fallback: Option<filters::Format>,
-    /// Who the work is for: the pool caps each client's share of the workers (`job` for a
-    /// job worker).
+    /// Who the work is for: the pool caps each client's share of the workers
+    /// ([`crate::transform::pool::BACKGROUND`] for a job worker).
     pub client: String,
     /// The origin's own enlargement limit (`[[origins]] max_upscale_area`).
     pub max_upscale_area: Option<f64>,
