@@ -97,7 +97,11 @@ if [ -z "${NO_SERVER:-}" ]; then
     echo 'enabled = false'
     echo '[transform]'
     echo "workers = $THREADS"
+    # wrk is one client: let it use every worker (the default keeps one for other clients).
+    echo "max_per_client = $THREADS"
     echo 'avif_background = false'
+    echo '[store]'
+    echo 'transforms = false'
     echo '[filters.ratelimit]'
     echo 'enabled = false'
     echo '[[origins]]'
