@@ -5,7 +5,8 @@
 //! resize/crop/pad (see [`crate::transform::geometry`] for the fit semantics), rotation, blur and sharpen,
 //! flatten alpha where the output has none, and encode — plus the metadata JSON with EXIF
 //! and a ThumbHash placeholder. Everything is synchronous and CPU-bound: callers run it on
-//! the transform [`crate::transform::Pool`]. It must not fetch, cache or know about HTTP
+//! the transform [`crate::transform::Pool`]. `budget` owns what a transform may spend (its
+//! memory estimate, the stage checkpoint). It must not fetch, cache or know about HTTP
 //! beyond the [`TransformError`] kinds.
 //!
 //! Privacy: no output carries EXIF, XMP, ICC or GPS unless the metadata policy asks; even
@@ -16,6 +17,7 @@
 //! resize the planned region with Lanczos3 → rotate the (small) result → blur → sharpen →
 //! pad → flatten → encode.
 
+mod budget;
 mod color;
 mod decode;
 mod encode;
@@ -34,6 +36,8 @@ use serde_json::json;
 
 use super::{Output, TransformError};
 use crate::transform::geometry::{self, Plan, Rect};
+pub use budget::memory_need;
+use budget::Checkpoint;
 
 /// The input format, sniffed from the bytes.
 pub use crate::transform::sniff::{image_format as sniff, ImageFormat};
@@ -417,108 +421,6 @@ fn input_exif(bytes: &[u8], f: ImageFormat) -> Option<Vec<u8>> {
         }
         _ => None,
     }
-}
-
-/// Between stages and frames: stops work whose request went away or whose time is up.
-struct Checkpoint {
-    start: std::time::Instant,
-    limit: std::time::Duration,
-}
-
-impl Checkpoint {
-    fn new(opts: &ImageOptions) -> Checkpoint {
-        Checkpoint {
-            start: std::time::Instant::now(),
-            limit: opts.timeout,
-        }
-    }
-
-    fn check(&self, what: &str) -> Result<(), TransformError> {
-        crate::transform::pool::check_cancel(what)?;
-        if self.start.elapsed() > self.limit {
-            return Err(TransformError::Timeout(format!(
-                "image {what} took longer than the {:.1}s limit (transform.image_timeout)",
-                self.limit.as_secs_f64()
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// What transforming `bytes` holds in memory at its peak, estimated from the header and the
-/// plan before any pixel is decoded: the source bytes; the decoder's buffer and the RGBA
-/// working raster (a JPEG decoded at 1/2, 1/4 or 1/8 when shrink-on-load applies; one frame
-/// at a time for an animation) beside the resizer's intermediate rows and its output; then,
-/// once the decode is dropped, up to three output rasters (effects, pad and flatten each
-/// make one; the encoder holds its own). The larger of the two stages counts. The pool
-/// reserves it from the memory budget before the work starts. Fails as the transform would
-/// (413 over a limit, 415, 422).
-pub fn memory_need(
-    bytes: &[u8],
-    spec: &TransformSpec,
-    opts: &ImageOptions,
-) -> Result<u64, TransformError> {
-    let src = bytes.len() as u64;
-    let p = probe(bytes, opts)?;
-    let stored_px = u64::from(p.stored_width) * u64::from(p.stored_height);
-    let full = p.decoded_bytes.saturating_add(stored_px.saturating_mul(4));
-    // The metadata document decodes the image for its placeholder.
-    if spec.format == Some(Format::Json) {
-        return Ok(src.saturating_add(full).saturating_add(1 << 20));
-    }
-    let geo = Geometry::new(spec, p.width, p.height, opts)?;
-    let (cw, ch) = geo.plan.canvas;
-    let out = u64::from(cw) * u64::from(ch) * 4;
-    let rect = geo.src_rect();
-    let want = geo.resize_unrotated();
-    let (mut cols, mut rows) = (u64::from(rect.w), u64::from(rect.h));
-    let decode = match p.format {
-        ImageFormat::Jpeg if opts.shrink_on_load => {
-            let n = u64::from(geometry::jpeg_shrink((rect.w, rect.h), want));
-            (cols, rows) = (cols / n, rows / n);
-            full / (n * n)
-        }
-        // Rendered at the scale the transform picks (the larger side's), within the pixel
-        // limit: the pixmap and the raster made from it.
-        ImageFormat::Svg => {
-            let s = (f64::from(want.0) / f64::from(rect.w.max(1)))
-                .max(f64::from(want.1) / f64::from(rect.h.max(1)));
-            let px = (stored_px as f64 * s * s).min(opts.max_input_pixels as f64);
-            (cols, rows) = ((cols as f64 * s) as u64, (rows as f64 * s) as u64);
-            (px as u64).saturating_mul(8)
-        }
-        // Animations: the composited canvas and the frame beside it; the output frames are
-        // encoded as they come, so the encoded bytes grow up to the animation budget (4
-        // bytes a pixel at worst).
-        _ if p.is_animated() => {
-            let frames = u64::from(p.frame_count.unwrap_or(1));
-            let encoded = frames
-                .saturating_mul(out)
-                .min(opts.animation_budget_pixels.saturating_mul(4));
-            full.saturating_add(stored_px.saturating_mul(4))
-                .saturating_add(encoded)
-        }
-        _ => full,
-    };
-    // The resizer's pass between the two axes (whichever it runs first), and its copy of
-    // the source when alpha is premultiplied.
-    let between = (u64::from(want.0) * rows.max(1)).max(cols.max(1) * u64::from(want.1)) * 4;
-    let premultiplied = if p.has_alpha != Some(false) {
-        cols.saturating_mul(rows).saturating_mul(4)
-    } else {
-        0
-    };
-    // While the decode is alive: the resize, then the effects (rotate, blur and sharpen make
-    // copies: one, two and three outputs at once) and the pad onto the canvas.
-    let effects = 2
-        + u64::from(spec.rotate.unwrap_or(0) % 360 != 0)
-        + u64::from(spec.blur.is_some())
-        + 2 * u64::from(spec.sharpen.is_some());
-    let resizing = between.saturating_add(premultiplied).saturating_add(out);
-    let decoding = decode.saturating_add(resizing.max(out.saturating_mul(effects)));
-    // Then flatten and the encoder (its own planes and the encoded bytes).
-    let finishing = out.saturating_mul(4);
-    Ok(src.saturating_add(decoding.max(finishing)))
 }
 
 /// Full transform. `spec.format` `None`/`auto` keeps the source's format family;
