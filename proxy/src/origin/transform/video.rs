@@ -179,6 +179,7 @@ impl Transformer {
             .unwrap_or(left);
         let slow = limits.slow_codec_max_duration.as_secs_f64();
         let heavy = spec.codec.is_some_and(filters::Codec::is_heavy);
+        let work = crate::transform::video::work_pixels(&probe, spec, &self.video, out);
         Ok(if spec.mode == Mode::Hls && probe.duration > slow {
             Some(format!(
                 "HLS of a {:.1}s source is over jobs.sync_slow_codec_max_duration ({slow}s)",
@@ -194,17 +195,14 @@ impl Transformer {
                 "a {out:.1}s {} output is over jobs.sync_slow_codec_max_duration ({slow}s)",
                 spec.codec.map(|c| c.as_str()).unwrap_or("")
             ))
-        } else if spec.mode == Mode::Video
-            && crate::transform::video::work_pixels(&probe, spec, &self.video, out)
-                > limits.max_frame_pixels
-        {
+        } else if spec.mode == Mode::Video && work > limits.max_frame_pixels {
             Some(format!(
                 "a {out:.1}s output of {}x{} at {:.0} fps is {} M frame pixels, over \
                  jobs.sync_max_frame_pixels ({} M)",
                 probe.display_width,
                 probe.display_height,
                 probe.fps,
-                crate::transform::video::work_pixels(&probe, spec, &self.video, out) / 1_000_000,
+                work / 1_000_000,
                 limits.max_frame_pixels / 1_000_000
             ))
         } else {
