@@ -58,6 +58,7 @@ pub fn cache_key(spec: &TransformSpec, source: &Source) -> String {
     if let Some(c) = spec.crop {
         let _ = write!(k, ":crop={}x{}+{}+{}", c.w, c.h, c.x, c.y);
     }
+    field!("trim", spec.trim);
     field!("br", spec.bitrate.map(format_bitrate));
     field!("blur", spec.blur);
     field!("sh", spec.sharpen);

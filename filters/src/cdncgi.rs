@@ -39,7 +39,9 @@ pub struct CdnCgi<'a> {
 
 const IMAGE_ALLOWED: &str = "width/w, height/h, fit, gravity/g, quality/q, format/f, dpr, anim, \
      background, blur, rotate, sharpen, brightness, contrast, gamma, saturation, flip, metadata, \
-     onerror, compression";
+     onerror, compression, trim, trim.top, trim.left, trim.width, trim.height, \
+     trim.border.color, trim.border.tolerance, trim.border.keep, zoom/face-zoom, \
+     slow-connection-quality/scq, segment";
 const MEDIA_ALLOWED: &str = "mode, width, height, fit, time, duration, format, audio, imageCount";
 
 fn image_option(name: &str) -> Option<Param> {
@@ -64,6 +66,18 @@ fn image_option(name: &str) -> Option<Param> {
         "metadata" => Param::Metadata,
         "onerror" => Param::OnError,
         "compression" => Param::Compression,
+        "trim" => Param::Trim,
+        "trim.top" => Param::TrimTop,
+        "trim.left" => Param::TrimLeft,
+        "trim.width" => Param::TrimWidth,
+        "trim.height" => Param::TrimHeight,
+        "trim.border.color" => Param::TrimBorderColor,
+        "trim.border.tolerance" => Param::TrimBorderTolerance,
+        "trim.border.keep" => Param::TrimBorderKeep,
+        "zoom" | "face-zoom" => Param::Zoom,
+        "slow-connection-quality" | "scq" => Param::SlowQuality,
+        // Cloudflare's background removal: refused with its reason by the value check.
+        "segment" => Param::Segment,
         _ => return None,
     })
 }
@@ -81,6 +95,27 @@ fn media_option(name: &str) -> Option<Param> {
         "imageCount" | "imagecount" => Param::ImageCount,
         _ => return None,
     })
+}
+
+/// Splits an option string at the commas that are not inside parentheses, so that
+/// `background=rgba(250,40,145,0.5)` stays one option (Cloudflare documents it unescaped).
+fn split_options(opts: &str) -> impl Iterator<Item = &str> {
+    let mut depth = 0u32;
+    let mut start = 0;
+    let mut parts = Vec::new();
+    for (i, b) in opts.bytes().enumerate() {
+        match b {
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            b',' if depth == 0 => {
+                parts.push(&opts[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&opts[start..]);
+    parts.into_iter()
 }
 
 /// Decodes `%XX` escapes (invalid escapes are kept literally; invalid UTF-8 is replaced).
@@ -183,7 +218,7 @@ pub fn parse(path: &str) -> Result<Option<CdnCgi<'_>>, FilterError> {
     };
     let mut options: Vec<CdnOption<'_>> = Vec::new();
     let mut width_auto = false;
-    for item in opts.split(',').filter(|s| !s.is_empty()) {
+    for item in split_options(opts).filter(|s| !s.is_empty()) {
         let (name, value) = item
             .split_once('=')
             .ok_or_else(|| FilterError::MalformedCdnCgi {
@@ -330,8 +365,8 @@ mod tests {
             ("/cdn-cgi/image/w=80", "malformed cdn-cgi URL"),
             ("/cdn-cgi/image/w=80/", "missing source after the options"),
             (
-                "/cdn-cgi/image/zoom=2/a.jpg",
-                "unknown cdn-cgi/image option \"zoom\"",
+                "/cdn-cgi/image/border=2/a.jpg",
+                "unknown cdn-cgi/image option \"border\"",
             ),
             (
                 "/cdn-cgi/media/quality=2/a.mp4",

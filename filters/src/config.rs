@@ -115,6 +115,39 @@ impl Default for AkamaiConfig {
     }
 }
 
+/// What a transform request's query parameters that are neither ours, Akamai's, nor on
+/// `ignore_params` get.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownParams {
+    /// `400` naming the parameter, as Cloudflare answers an option it does not know.
+    #[default]
+    Reject,
+    /// Left out of the key and the spec (Akamai's behaviour).
+    Ignore,
+}
+
+/// Tracking and cache-busting names that pages add to image URLs (`*` ends a prefix).
+pub const DEFAULT_IGNORE_PARAMS: &[&str] = &[
+    "utm_*",
+    "fbclid",
+    "gclid",
+    "gclsrc",
+    "dclid",
+    "msclkid",
+    "mc_cid",
+    "mc_eid",
+    "_ga",
+    "_gl",
+    "ref",
+    "v",
+    "ver",
+    "version",
+    "cb",
+    "cachebuster",
+    "_",
+];
+
 /// Everything the `filters` crate is configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -127,6 +160,10 @@ pub struct FiltersConfig {
     /// Clips longer than this many seconds become async jobs (default 60).
     pub sync_max_duration_secs: u32,
     pub ratelimit: RateLimitConfig,
+    /// Unknown query names on a transform request: `reject` (default) or `ignore`.
+    pub unknown_params: UnknownParams,
+    /// Query names never interpreted nor refused (`*` at the end matches a prefix).
+    pub ignore_params: Vec<String>,
 }
 
 impl Default for FiltersConfig {
@@ -153,6 +190,11 @@ impl Default for FiltersConfig {
             akamai: AkamaiConfig::default(),
             sync_max_duration_secs: 60,
             ratelimit: RateLimitConfig::default(),
+            unknown_params: UnknownParams::default(),
+            ignore_params: DEFAULT_IGNORE_PARAMS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -229,12 +271,31 @@ impl FiltersConfig {
                 self.sync_max_duration_secs
             ));
         }
+        for p in &self.ignore_params {
+            let bare = p.strip_suffix('*').unwrap_or(p);
+            if bare.is_empty() || bare.contains('*') || bare.len() > 64 {
+                errs.push(format!(
+                    "ignore_params: {} must be a name of 1..=64 characters, or a prefix ending in *",
+                    crate::error::quote(p)
+                ));
+            }
+        }
         errs.extend(self.ratelimit.validate().err().unwrap_or_default());
         if errs.is_empty() {
             Ok(())
         } else {
             Err(errs)
         }
+    }
+
+    /// Is `name` on `ignore_params`?
+    pub fn ignores_param(&self, name: &str) -> bool {
+        self.ignore_params
+            .iter()
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => p == name,
+            })
     }
 
     /// The synchronous duration limit in milliseconds.

@@ -128,6 +128,20 @@ pub enum FilterError {
     /// A canonical query without the `mode` field.
     #[error("canonical query is missing mode")]
     MissingMode,
+    /// A documented option this node cannot carry out (`gravity=face` needs a model).
+    #[error("{param}={value} is not available: {reason}")]
+    Unavailable {
+        param: String,
+        value: String,
+        reason: &'static str,
+    },
+    /// A query parameter that is neither ours, Akamai's, nor on the ignore list, on a
+    /// transform request (`filters.unknown_params = "reject"`).
+    #[error(
+        "unknown parameter {name:?} (see the parameter list; names the node should ignore go in \
+         filters.ignore_params)"
+    )]
+    UnknownQueryParam { name: String },
 }
 
 impl FilterError {

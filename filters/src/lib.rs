@@ -24,18 +24,18 @@ pub mod ssrf;
 
 pub use cache_key::{cache_key, with_validator};
 pub use client_ip::{Cidr, CidrError, CidrSet};
-pub use config::{Derivative, FiltersConfig};
+pub use config::{Derivative, FiltersConfig, UnknownParams};
 pub use error::{ErrorCode, FilterError};
 pub use params::{
     Codec, Compression, Crop, Fit, Flip, Format, Gravity, Metadata, Mode, OnError, Playback,
-    Preload, Quality, TransformSpec,
+    Preload, Quality, TransformSpec, Trim, TrimBorder, TRIM_DEFAULT_TOLERANCE,
 };
 pub use ratelimit::{classify, OperationClass, RateLimitConfig};
 pub use resolve::{
     resolve, Diagnostics, RequestForm, RequestParts, ResolveOptions, Resolved, Source,
 };
 pub use response::{negotiate_format, response_headers};
-pub use responsive::{ACCEPT_CH, VARY_HEADERS};
+pub use responsive::{ACCEPT_CH, NETWORK_ACCEPT_CH, NETWORK_HINTS, VARY_HEADERS};
 pub use signature::SignatureError;
 
 /// Case-insensitive request header lookup (first value). Implemented for

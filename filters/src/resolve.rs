@@ -5,14 +5,17 @@
 //! 1. Route: a `/cdn-cgi/{image,media}/<options>/<source>` form or a plain path.
 //! 2. Query: canonical names (highest), then cdn-cgi options, then Akamai translations
 //!    (lowest); a field set by a higher layer is never overwritten. Names that are not ours
-//!    (`utm_source`, `signature`, ...) are ignored.
+//!    are ignored on passthroughs; on a transform of a path they are `400` unless
+//!    `ignore_params` lists them (`utm_*`, cache busters) or `unknown_params = "ignore"`;
+//!    the signing names and an external source's own query are never refused.
 //! 3. No transform parameter and no cdn-cgi form → passthrough (`orig:{path}`).
 //! 4. Derivative: `derivative`/`impolicy`/`imref`, else `imwidth` matched against the
 //!    derivative widths (selection only); its dimensions replace the request's.
 //! 5. Mode: explicit, else `format=m4a` → audio, video extension + still format → frame,
 //!    video extension → video, audio extension → audio, else image.
 //! 6. Sizes: Akamai widths snap (per-origin option), explicit sizes are range-checked for
-//!    the mode, `dpr` multiplies (clamped), client hints size a transform with no size.
+//!    the mode, `dpr` multiplies (clamped; `trim` too), client hints size a transform with
+//!    no size, `slow-connection-quality` replaces `quality` on a slow connection.
 //! 7. Normalise defaults, validate, key.
 
 use std::borrow::Cow;
@@ -22,10 +25,10 @@ use serde::{Deserialize, Serialize};
 use crate::akamai::{self, AkamaiInput, AkamaiParam, Translated};
 use crate::cache_key::cache_key;
 use crate::cdncgi::{self, CdnForm};
-use crate::config::FiltersConfig;
+use crate::config::{FiltersConfig, UnknownParams};
 use crate::derivative;
 use crate::error::{quote, FilterError};
-use crate::params::{parse_decimal, Format, Mode, Param, TransformSpec, MIN_DIM};
+use crate::params::{parse_decimal, Format, Mode, Param, Quality, TransformSpec, Trim, MIN_DIM};
 use crate::responsive::{self, Hints};
 use crate::Headers;
 
@@ -158,6 +161,9 @@ pub struct Resolved {
     pub vary: Vec<&'static str>,
     /// Send `Accept-CH: {responsive::ACCEPT_CH}`.
     pub accept_ch: bool,
+    /// `slow-connection-quality` was given: `Vary` on and ask for the network hints
+    /// (`Accept-CH: {responsive::NETWORK_ACCEPT_CH}`).
+    pub network_hints: bool,
     pub derivative: Option<String>,
     /// `debug=view` was requested.
     pub debug: bool,
@@ -175,6 +181,10 @@ struct Intent {
     spec: TransformSpec,
     mode: Option<Mode>,
     dpr: Option<f32>,
+    /// `slow-connection-quality`.
+    slow_quality: Option<Quality>,
+    /// `zoom` was given (checked, then dropped: it only acts with `gravity=face`).
+    zoom_set: bool,
     debug: bool,
     debug_set: bool,
     transform: bool,
@@ -186,6 +196,15 @@ impl Intent {
             Param::Mode => self.mode.is_some(),
             Param::Dpr => self.dpr.is_some(),
             Param::Debug => self.debug_set,
+            Param::SlowQuality => self.slow_quality.is_some(),
+            Param::Zoom => self.zoom_set,
+            Param::TrimTop
+            | Param::TrimLeft
+            | Param::TrimWidth
+            | Param::TrimHeight
+            | Param::TrimBorderColor
+            | Param::TrimBorderTolerance
+            | Param::TrimBorderKeep => self.spec.trim.as_ref().is_some_and(|t| t.has_part(p)),
             _ => self.spec.is_set(p),
         }
     }
@@ -220,6 +239,32 @@ impl Intent {
                 }
                 self.debug = true;
                 self.debug_set = true;
+            }
+            Param::SlowQuality => {
+                self.slow_quality = Some(
+                    Quality::parse_str(v)
+                        .ok_or_else(|| FilterError::invalid(name, v, Quality::EXPECTED))?,
+                );
+            }
+            Param::Zoom => {
+                let z = parse_decimal(v)
+                    .ok_or_else(|| FilterError::invalid(name, v, "a decimal number"))?;
+                if !(0.0..=1.0).contains(&z) {
+                    return Err(FilterError::range(name, quote(v), "0..=1"));
+                }
+                self.zoom_set = true;
+            }
+            Param::TrimTop
+            | Param::TrimLeft
+            | Param::TrimWidth
+            | Param::TrimHeight
+            | Param::TrimBorderColor
+            | Param::TrimBorderTolerance
+            | Param::TrimBorderKeep => {
+                self.spec
+                    .trim
+                    .get_or_insert_with(Trim::default)
+                    .set_part(p, name, v)?;
             }
             _ => self.spec.set(p, name, v)?,
         }
@@ -266,6 +311,8 @@ pub fn resolve(
         spec: TransformSpec::new(Mode::Image),
         mode: None,
         dpr: None,
+        slow_quality: None,
+        zoom_set: false,
         debug: false,
         debug_set: false,
         transform: false,
@@ -344,6 +391,20 @@ pub fn resolve(
     }
 
     let is_transform = intent.transform || cdn.is_some() || ak.transform;
+    // An unknown name on a transform of a path is most likely a misspelt option: refuse it
+    // as Cloudflare refuses an unknown option, unless the site said to ignore it.
+    if is_transform
+        && form == RequestForm::Query
+        && !external
+        && cfg.unknown_params == UnknownParams::Reject
+    {
+        if let Some(n) = ignored
+            .iter()
+            .find(|n| !is_signing_param(n) && !cfg.ignores_param(n))
+        {
+            return Err(FilterError::UnknownQueryParam { name: quote(n) });
+        }
+    }
 
     // 3. Passthrough.
     if !is_transform {
@@ -357,7 +418,7 @@ pub fn resolve(
             form,
             intent.debug,
             &ak,
-            Vec::new(),
+            (Vec::new(), false),
             None,
             None,
             raw,
@@ -457,6 +518,7 @@ pub fn resolve(
     if let Some(d) = intent.dpr {
         spec.width = spec.width.map(|w| clamp_dim(w as f32 * d, max));
         spec.height = spec.height.map(|h| clamp_dim(h as f32 * d, max));
+        spec.trim = spec.trim.map(|t| t.scaled(d));
     }
     let mut vary = Vec::new();
     let mut hints = None;
@@ -483,6 +545,15 @@ pub fn resolve(
         hints = Some(h);
     }
 
+    // Cloudflare's slow-connection-quality: the quality for clients whose hints say slow.
+    let network_hints = intent.slow_quality.is_some();
+    if let Some(q) = intent.slow_quality {
+        if responsive::is_slow_connection(req.headers) {
+            spec.quality = Some(q);
+        }
+        vary.extend_from_slice(responsive::NETWORK_HINTS);
+    }
+
     // 7. Normalise, validate, key.
     spec.check_combinations()?;
     spec.normalize();
@@ -494,7 +565,7 @@ pub fn resolve(
         form,
         intent.debug,
         &ak,
-        vary,
+        (vary, network_hints),
         hints,
         derivative_reason,
         raw,
@@ -511,7 +582,7 @@ fn finish(
     form: RequestForm,
     debug: bool,
     ak: &AkamaiInput<'_>,
-    vary: Vec<&'static str>,
+    (vary, network_hints): (Vec<&'static str>, bool),
     hints: Option<Hints>,
     derivative_reason: Option<String>,
     raw: Vec<(Cow<'_, str>, Cow<'_, str>)>,
@@ -544,7 +615,8 @@ fn finish(
     Resolved {
         needs_async: spec.needs_async_over(cfg.sync_max_duration_ms()),
         derivative: spec.derivative.clone(),
-        accept_ch: !vary.is_empty(),
+        accept_ch: vary.iter().any(|v| responsive::VARY_HEADERS.contains(v)),
+        network_hints,
         vary,
         cache_key: key,
         source,

@@ -26,6 +26,28 @@ pub const VARY_HEADERS: &[&str] = &[
 pub const ACCEPT_CH: &str =
     "Sec-CH-Width, Sec-CH-Viewport-Width, Sec-CH-DPR, Width, Viewport-Width, DPR";
 
+/// The network hints `slow-connection-quality` reads: the headers a response whose quality
+/// they chose must `Vary` on, and its `Accept-CH`.
+pub const NETWORK_HINTS: &[&str] = &["RTT", "Save-Data", "ECT", "Downlink"];
+pub const NETWORK_ACCEPT_CH: &str = "RTT, Save-Data, ECT, Downlink";
+
+/// Cloudflare's slow connection for `slow-connection-quality`: a hint present and `RTT`
+/// over 150 ms, `Save-Data: on`, `ECT` one of `slow-2g`, `2g`, `3g`, or `Downlink` under
+/// 5 Mbps. Malformed hints are ignored.
+pub fn is_slow_connection(h: &dyn Headers) -> bool {
+    let num = |name| h.header(name).and_then(|v| parse_decimal(v.trim()));
+    num("rtt").is_some_and(|v| v > 150.0)
+        || h.header("save-data")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("on"))
+        || h.header("ect").is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "slow-2g" | "2g" | "3g"
+            )
+        })
+        || num("downlink").is_some_and(|v| v < 5.0)
+}
+
 /// `CF-Device-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

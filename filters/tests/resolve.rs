@@ -301,9 +301,9 @@ fn error_table() {
         ),
         ("a.jpg", "", "must start with /"),
         (
-            "/cdn-cgi/image/zoom=2/a.jpg",
+            "/cdn-cgi/image/border=2/a.jpg",
             "",
-            "unknown cdn-cgi/image option \"zoom\"",
+            "unknown cdn-cgi/image option \"border\"",
         ),
         (
             "/cdn-cgi/image/width=5000/a.jpg",
@@ -853,7 +853,7 @@ fn key_ignores_order_spelling_defaults_and_hints() {
         &[
             "width=640&height=360&fit=cover&format=jpeg",
             "format=jpg&fit=cover&height=360&width=640",
-            "FORMAT=jpg&width=640&height=360&fit=cover&format=jpg",
+            "utm_medium=jpg&width=640&height=360&fit=cover&format=jpg",
         ],
         &[
             "mode=video&width=640&time=90&quality=auto",

@@ -48,14 +48,15 @@ impl TransformSpec {
     }
 
     /// Parses a canonical query (as made by [`Self::to_canonical_query`]). Strict: `mode`
-    /// is required (`orig` allowed), names must be canonical, no duplicates, no `dpr`/`debug`.
+    /// is required (`orig` allowed), names must be canonical, no duplicates, no request-only
+    /// parameter ([`Param::is_request_only`]).
     pub fn from_canonical_query(q: &str) -> Result<TransformSpec, FilterError> {
         let mut spec = TransformSpec::new(Mode::Original);
         let mut mode = None;
         let mut seen: u64 = 0;
         for (name, value) in form_urlencoded::parse(q.as_bytes()) {
             let p = match Param::from_name(&name) {
-                Some(p) if !matches!(p, Param::Dpr | Param::Debug) => p,
+                Some(p) if !p.is_request_only() => p,
                 _ => return Err(FilterError::UnknownParam(quote(&name))),
             };
             let bit = 1u64 << (p as u32);

@@ -7,7 +7,7 @@
 
 use super::scalars::{is_token, parse_bitrate, parse_bool, parse_color, parse_decimal};
 use super::scalars::{parse_time, parse_uint};
-use super::values::Spelled;
+use super::values::{Gravity, Spelled};
 use super::{MAX_DURATION_MS, MAX_FILENAME, MAX_IMAGE_DIM, MAX_TIME_MS, MIN_DIM, MIN_DURATION_MS};
 use crate::error::{quote, FilterError};
 
@@ -108,8 +108,31 @@ pub(super) fn derivative_name(name: &str, v: &str) -> Result<String, FilterError
     Ok(v.to_string())
 }
 
+/// A gravity; `face` is Cloudflare's and needs a face-detection model this node does not
+/// carry, so it is refused with that reason rather than as a misspelling.
+pub(super) fn gravity_value(name: &str, v: &str) -> Result<Gravity, FilterError> {
+    if v.eq_ignore_ascii_case("face") {
+        return Err(FilterError::Unavailable {
+            param: name.to_string(),
+            value: "face".into(),
+            reason: "face detection needs a vision model, which this node does not run; use \
+                     gravity=auto (saliency) or a focal point XxY",
+        });
+    }
+    one_of(name, v)
+}
+
 /// An HLS part: `poster` or a segment number 0..=99999, written without leading zeros.
+/// `foreground` is Cloudflare's image segmentation, refused with its reason.
 pub(super) fn hls_part(name: &str, v: &str) -> Result<String, FilterError> {
+    if v.eq_ignore_ascii_case("foreground") {
+        return Err(FilterError::Unavailable {
+            param: name.to_string(),
+            value: "foreground".into(),
+            reason: "background removal needs a segmentation model (Cloudflare uses BiRefNet), \
+                     which this node does not run",
+        });
+    }
     // Playlists name segments `N.ts` (players that check extensions want one); the same part.
     if v == "poster" || v == "poster.jpg" {
         return Ok("poster".to_string());
@@ -169,7 +192,8 @@ pub(super) fn colour(name: &str, v: &str) -> Result<String, FilterError> {
         name,
         v,
         parse_color(v),
-        "a colour like #rgb, #rrggbb, #rrggbbaa or a name (black, white, transparent)",
+        "a colour like #rgb, #rrggbb, #rrggbbaa, rgb(240,40,145), rgba(240,40,145,0.5) or a CSS \
+         name (black, white, red, orange, transparent, ...)",
     )
 }
 

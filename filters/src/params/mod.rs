@@ -19,6 +19,7 @@ mod canonical;
 mod checked;
 mod scalars;
 mod table;
+mod trim;
 mod values;
 
 #[cfg(test)]
@@ -33,6 +34,7 @@ pub use scalars::{
 };
 pub(crate) use scalars::{is_token, parse_decimal, parse_uint};
 pub use table::Param;
+pub use trim::{Trim, TrimBorder, DEFAULT_TOLERANCE as TRIM_DEFAULT_TOLERANCE, MAX_TRIM};
 pub use values::{
     Codec, Compression, Crop, Fit, Flip, Format, Gravity, Metadata, Mode, OnError, Playback,
     Preload, Quality,
@@ -104,6 +106,9 @@ pub struct TransformSpec {
     pub rotate: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub crop: Option<Crop>,
+    /// Cloudflare's `trim`, in source pixels (`dpr` applied), before resize and rotation.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trim: Option<Trim>,
     /// Bits per second.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bitrate: Option<u64>,
@@ -175,6 +180,7 @@ impl TransformSpec {
             speed: None,
             rotate: None,
             crop: None,
+            trim: None,
             bitrate: None,
             blur: None,
             sharpen: None,
@@ -252,6 +258,7 @@ impl TransformSpec {
         if self.saturation == Some(1.0) {
             self.saturation = None;
         }
+        self.trim = self.trim.take().and_then(Trim::normalized);
         // Fields that do not apply to the mode.
         let s = self;
         if s.mode != Mode::Hls {
@@ -322,15 +329,19 @@ impl TransformSpec {
                 ("gamma", self.gamma.is_some()),
                 ("saturation", self.saturation.is_some()),
                 ("flip", self.flip.is_some()),
+                ("trim", self.trim.is_some()),
             ];
             if let Some((param, _)) = set.iter().find(|(_, on)| *on) {
                 return Err(FilterError::NotAllowedForMode {
                     param,
                     value: "(set)".into(),
                     mode: self.mode.as_str(),
-                    reason: "colour adjustments and flips are for images",
+                    reason: "colour adjustments, flips and trims are for images",
                 });
             }
+        }
+        if let Some(t) = &self.trim {
+            t.check("trim")?;
         }
         if self.mode == Mode::Audio && self.audio == Some(false) {
             return Err(FilterError::NotAllowedForMode {

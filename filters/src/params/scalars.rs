@@ -104,21 +104,101 @@ pub fn format_bitrate(bps: u64) -> String {
     }
 }
 
-/// Parses a background colour into lowercase `#rrggbb` or `#rrggbbaa` (alpha kept only
-/// when not opaque): `#rgb`, `#rgba`, `#rrggbb`, `#rrggbbaa`, the same without `#`, or a
-/// few names (black, white, transparent, red, green, blue, gray/grey).
+/// The CSS basic colour keywords (CSS Color 3 §4.1) and `orange`, `transparent`.
+const NAMED_COLOURS: &[(&str, &str)] = &[
+    ("black", "000000"),
+    ("silver", "c0c0c0"),
+    ("gray", "808080"),
+    ("grey", "808080"),
+    ("white", "ffffff"),
+    ("maroon", "800000"),
+    ("red", "ff0000"),
+    ("purple", "800080"),
+    ("fuchsia", "ff00ff"),
+    ("magenta", "ff00ff"),
+    ("green", "008000"),
+    ("lime", "00ff00"),
+    ("olive", "808000"),
+    ("yellow", "ffff00"),
+    ("navy", "000080"),
+    ("blue", "0000ff"),
+    ("teal", "008080"),
+    ("aqua", "00ffff"),
+    ("cyan", "00ffff"),
+    ("orange", "ffa500"),
+    ("transparent", "00000000"),
+];
+
+/// A CSS `rgb()`/`rgba()` channel: `0..=255` or a percentage.
+fn css_channel(s: &str) -> Option<u8> {
+    let s = s.trim();
+    let v = match s.strip_suffix('%') {
+        Some(p) => parse_decimal(p)? * 2.55,
+        None => parse_decimal(s)?,
+    };
+    (0.0..=255.0).contains(&v).then(|| v.round() as u8)
+}
+
+/// A CSS alpha: `0..=1` or a percentage.
+fn css_alpha(s: &str) -> Option<u8> {
+    let s = s.trim();
+    let v = match s.strip_suffix('%') {
+        Some(p) => parse_decimal(p)? / 100.0,
+        None => parse_decimal(s)?,
+    };
+    (0.0..=1.0).contains(&v).then(|| (v * 255.0).round() as u8)
+}
+
+/// `rgb(r,g,b)`, `rgba(r,g,b,a)`, and the CSS4 space form `rgb(r g b / a)`.
+fn css_rgb(s: &str) -> Option<String> {
+    let inner = s
+        .strip_prefix("rgba(")
+        .or_else(|| s.strip_prefix("rgb("))?
+        .strip_suffix(')')?;
+    let (channels, slash_alpha) = match inner.split_once('/') {
+        Some((c, a)) => (c, Some(a)),
+        None => (inner, None),
+    };
+    let parts: Vec<&str> = if channels.contains(',') {
+        channels.split(',').collect()
+    } else {
+        channels.split_whitespace().collect()
+    };
+    let (rgb, alpha): ([&str; 3], Option<&str>) = match (parts.as_slice(), slash_alpha) {
+        (&[r, g, b], a) => ([r, g, b], a),
+        (&[r, g, b, a], None) => ([r, g, b], Some(a)),
+        _ => return None,
+    };
+    let [r, g, b] = [
+        css_channel(rgb[0])?,
+        css_channel(rgb[1])?,
+        css_channel(rgb[2])?,
+    ];
+    let a = match alpha {
+        Some(a) => css_alpha(a)?,
+        None => 255,
+    };
+    Some(if a == 255 {
+        format!("#{r:02x}{g:02x}{b:02x}")
+    } else {
+        format!("#{r:02x}{g:02x}{b:02x}{a:02x}")
+    })
+}
+
+/// Parses a colour into lowercase `#rrggbb` or `#rrggbbaa` (alpha kept only when not
+/// opaque): `#rgb`, `#rgba`, `#rrggbb`, `#rrggbbaa`, the same without `#`, `rgb()`/`rgba()`
+/// (commas or CSS4 spaces and `/ alpha`; channels 0..=255 or %, alpha 0..=1 or %), or a
+/// CSS basic colour name (black, white, red, ..., orange, transparent).
 pub fn parse_color(s: &str) -> Option<String> {
     let lower = s.trim().to_ascii_lowercase();
-    let hex = match lower.as_str() {
-        "black" => "000000",
-        "white" => "ffffff",
-        "transparent" => "00000000",
-        "red" => "ff0000",
-        "green" => "008000",
-        "blue" => "0000ff",
-        "gray" | "grey" => "808080",
-        other => other.strip_prefix('#').unwrap_or(other),
-    };
+    if lower.starts_with("rgb") {
+        return css_rgb(&lower);
+    }
+    let hex = NAMED_COLOURS
+        .iter()
+        .find(|(n, _)| *n == lower)
+        .map(|(_, h)| *h)
+        .unwrap_or_else(|| lower.strip_prefix('#').unwrap_or(&lower));
     if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }

@@ -11,9 +11,11 @@ use std::fmt;
 
 use super::checked::{
     adjust_factor, bits_per_second, boolean, clip_length, colour, derivative_name, dimension,
-    file_name, hls_part, one_of, rotation, sharpen_strength, speed_factor, start_time, whole,
+    file_name, gravity_value, hls_part, one_of, rotation, sharpen_strength, speed_factor,
+    start_time, whole,
 };
 use super::scalars::{format_bitrate, format_time};
+use super::trim::Trim;
 use super::TransformSpec;
 use crate::error::FilterError;
 
@@ -130,7 +132,7 @@ param_table! {
     Width       = "width",                     transform, width: dimension;
     Height      = "height",                    transform, height: dimension;
     Fit         = "fit",                       transform, fit;
-    Gravity     = "gravity" | "g",             transform, gravity;
+    Gravity     = "gravity" | "g",             transform, gravity: gravity_value;
     Format      = "format",                    transform, format;
     Quality     = "quality",                   transform, quality;
     Compression = "compression",               transform, compression;
@@ -143,6 +145,14 @@ param_table! {
     Speed       = "speed",                     transform, speed: speed_factor;
     Rotate      = "rotate",                    transform, rotate: rotation;
     Crop        = "crop",                      transform, crop;
+    Trim        = "trim",                      transform, trim: Trim::parse;
+    TrimTop     = "trim.top",                  transform;
+    TrimLeft    = "trim.left",                 transform;
+    TrimWidth   = "trim.width",                transform;
+    TrimHeight  = "trim.height",               transform;
+    TrimBorderColor = "trim.border.color",     transform;
+    TrimBorderTolerance = "trim.border.tolerance", transform;
+    TrimBorderKeep = "trim.border.keep",       transform;
     Bitrate     = "bitrate",                   transform, bitrate: bits_per_second, canonical format_bitrate;
     Blur        = "blur",                      transform, blur: whole::<1, 250>;
     Sharpen     = "sharpen",                   transform, sharpen: sharpen_strength;
@@ -162,6 +172,31 @@ param_table! {
     Muted       = "muted",                     passive,   playback.muted: boolean;
     Preload     = "preload",                   passive,   playback.preload;
     Dpr         = "dpr",                       transform;
+    Zoom        = "zoom" | "face-zoom",        transform;
+    SlowQuality = "slow-connection-quality" | "scq", transform;
     Debug       = "debug",                     passive;
     Segment     = "segment",                   transform, segment: hls_part;
+}
+
+impl Param {
+    /// Parameters of a request that `resolve` folds into others and that never appear in
+    /// a canonical query: `dpr` (multiplies sizes), `debug`, the dotted `trim.*` parts
+    /// (merged into `trim`), `zoom` (only with `gravity=face`) and
+    /// `slow-connection-quality` (becomes `quality` on a slow connection).
+    pub fn is_request_only(self) -> bool {
+        matches!(
+            self,
+            Param::Dpr
+                | Param::Debug
+                | Param::Zoom
+                | Param::SlowQuality
+                | Param::TrimTop
+                | Param::TrimLeft
+                | Param::TrimWidth
+                | Param::TrimHeight
+                | Param::TrimBorderColor
+                | Param::TrimBorderTolerance
+                | Param::TrimBorderKeep
+        )
+    }
 }

@@ -287,8 +287,14 @@ pub(crate) fn request_headers(
         }
         out.push(("vary", all.join(", ")));
     }
-    if r.accept_ch {
-        out.push(("accept-ch", filters::ACCEPT_CH.to_string()));
+    match (r.accept_ch, r.network_hints) {
+        (true, true) => out.push((
+            "accept-ch",
+            format!("{}, {}", filters::ACCEPT_CH, filters::NETWORK_ACCEPT_CH),
+        )),
+        (true, false) => out.push(("accept-ch", filters::ACCEPT_CH.to_string())),
+        (false, true) => out.push(("accept-ch", filters::NETWORK_ACCEPT_CH.to_string())),
+        (false, false) => {}
     }
     out
 }

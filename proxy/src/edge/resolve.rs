@@ -196,6 +196,7 @@ impl Edge {
                     cache_key,
                     vary: vec![],
                     accept_ch: false,
+                    network_hints: false,
                     derivative: None,
                     debug: false,
                     needs_async: false,

@@ -27,7 +27,7 @@
 
 use filters::{Fit, Gravity, TransformSpec};
 /// An integer rectangle in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rect {
     pub x: u32,
     pub y: u32,
@@ -42,7 +42,7 @@ impl Rect {
 }
 
 /// What to do with a source image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Plan {
     /// The region of the source that is kept.
     pub src: Rect,
@@ -114,6 +114,8 @@ pub enum GeometryError {
         value: u32,
         max: u32,
     },
+    #[error("trim {trim} leaves nothing of the {w}x{h} image")]
+    TrimsEverything { trim: String, w: u32, h: u32 },
     #[error("crop {w}:{h}:{x}:{y} lies outside the {src_w}x{src_h} image")]
     CropOutside {
         w: u32,
@@ -339,6 +341,86 @@ pub fn clip_crop(crop: filters::Crop, src_w: u32, src_h: u32) -> Result<Rect, Ge
         w: crop.w.min(src_w - crop.x).max(1),
         h: crop.h.min(src_h - crop.y).max(1),
     })
+}
+
+/// Cloudflare's pixel `trim` inside `base` (the whole image or an explicit crop): cut
+/// `top`/`right`/`bottom`/`left`, then keep at most `width` columns and `height` rows from
+/// the top-left corner of what is left. A trim that leaves nothing is an error, never an
+/// empty image. (`trim=border` needs the pixels: [`border_box`].)
+pub fn trim_rect(t: &filters::Trim, base: Rect) -> Result<Rect, GeometryError> {
+    let nothing = || GeometryError::TrimsEverything {
+        trim: t.to_string(),
+        w: base.w,
+        h: base.h,
+    };
+    let w = base
+        .w
+        .checked_sub(t.left.saturating_add(t.right))
+        .filter(|&w| w > 0)
+        .ok_or_else(nothing)?;
+    let h = base
+        .h
+        .checked_sub(t.top.saturating_add(t.bottom))
+        .filter(|&h| h > 0)
+        .ok_or_else(nothing)?;
+    Ok(Rect {
+        x: base.x + t.left,
+        y: base.y + t.top,
+        w: t.width.map_or(w, |tw| tw.min(w)),
+        h: t.height.map_or(h, |th| th.min(h)),
+    })
+}
+
+/// `trim=border`: the box inside `region` (of a `w`×`h` RGBA-like image read through
+/// `px(x, y)`) whose sides are not the border colour, grown by `keep` pixels on each
+/// trimmed side and kept inside the region. The border colour is `color`, else that of
+/// the top-left corner; a pixel is border when every channel (alpha included) is within
+/// `255 - tolerance` of it. An image that is all border is left whole.
+pub fn border_box(
+    region: Rect,
+    px: impl Fn(u32, u32) -> [u8; 4],
+    color: Option<[u8; 4]>,
+    tolerance: u8,
+    keep: u32,
+) -> Rect {
+    let reference = color.unwrap_or_else(|| px(region.x, region.y));
+    let slack = 255 - i32::from(tolerance);
+    let is_border = |x: u32, y: u32| {
+        let p = px(x, y);
+        (0..4).all(|c| (i32::from(p[c]) - i32::from(reference[c])).abs() <= slack)
+    };
+    let (x0, y0) = (region.x, region.y);
+    let (x1, y1) = (region.x + region.w, region.y + region.h);
+    let row_is_border = |y: u32| (x0..x1).all(|x| is_border(x, y));
+    let col_is_border = |x: u32, top: u32, bottom: u32| (top..bottom).all(|y| is_border(x, y));
+    let Some(top) = (y0..y1).find(|&y| !row_is_border(y)) else {
+        return region;
+    };
+    let bottom = (top..y1)
+        .rev()
+        .find(|&y| !row_is_border(y))
+        .map_or(y1, |y| y + 1);
+    let left = (x0..x1)
+        .find(|&x| !col_is_border(x, top, bottom))
+        .unwrap_or(x0);
+    let right = (left..x1)
+        .rev()
+        .find(|&x| !col_is_border(x, top, bottom))
+        .map_or(x1, |x| x + 1);
+    let (top, left) = (
+        top.saturating_sub(keep).max(y0),
+        left.saturating_sub(keep).max(x0),
+    );
+    let (bottom, right) = (
+        (bottom.saturating_add(keep)).min(y1),
+        (right.saturating_add(keep)).min(x1),
+    );
+    Rect {
+        x: left,
+        y: top,
+        w: right - left,
+        h: bottom - top,
+    }
 }
 
 /// Dimensions after a clockwise rotation by `deg` (0, 90, 180, 270).

@@ -62,7 +62,7 @@ pub fn memory_need(
     let want = geo.resize_unrotated();
     let (mut cols, mut rows) = (u64::from(rect.w), u64::from(rect.h));
     let decode = match p.format {
-        ImageFormat::Jpeg if opts.shrink_on_load => {
+        ImageFormat::Jpeg if opts.shrink_on_load && geo.shrinks_on_load() => {
             let n = u64::from(geometry::jpeg_shrink((rect.w, rect.h), want));
             (cols, rows) = (cols / n, rows / n);
             full / (n * n)

@@ -28,6 +28,8 @@ mod probe;
 mod svg;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trim_tests;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -242,12 +244,15 @@ fn output_format(
 
 /// Geometry for one source, shared by the still and animated paths.
 struct Geometry {
-    /// Explicit crop in oriented source pixels (the whole image without one).
+    /// Explicit crop and pixel trim in oriented source pixels (the whole image without).
     base: Rect,
     rotate: u16,
     request: geometry::Request,
     plan: Plan,
     auto_gravity: bool,
+    /// `trim=border`, found in the pixels after the decode ([`Geometry::resolve_border`]).
+    border: Option<filters::TrimBorder>,
+    max_upscale_area: f64,
 }
 
 impl Geometry {
@@ -257,10 +262,17 @@ impl Geometry {
         h: u32,
         opts: &ImageOptions,
     ) -> Result<Self, TransformError> {
-        let base = match spec.crop {
+        let mut base = match spec.crop {
             Some(c) => geometry::clip_crop(c, w, h)?,
             None => Rect::full(w, h),
         };
+        let mut border = None;
+        if let Some(t) = &spec.trim {
+            match &t.border {
+                Some(b) => border = Some(b.clone()),
+                None => base = geometry::trim_rect(t, base)?,
+            }
+        }
         let rotate = spec.rotate.unwrap_or(0) % 360;
         if rotate % 90 != 0 {
             return Err(TransformError::BadRequest(format!(
@@ -268,27 +280,80 @@ impl Geometry {
             )));
         }
         let request = geometry::Request::from_spec(spec, opts.max_output_side);
-        let (pw, ph) = geometry::rotated_dims(base.w, base.h, rotate);
-        let plan = geometry::plan(pw, ph, &request)?;
-        // Enlarging is cheap to ask and costly to do (a 64 px PNG as a 4096² AVIF at q100 took
-        // 15 s): the output may hold at most `max_upscale_area` times the source's pixels.
+        let mut geo = Geometry {
+            base,
+            rotate,
+            request,
+            plan: Plan::default(),
+            auto_gravity: geometry::anchor(spec.gravity).is_none(),
+            border,
+            max_upscale_area: opts.max_upscale_area,
+        };
+        geo.replan()?;
+        Ok(geo)
+    }
+
+    /// Plans the output from the base region; enlarging is cheap to ask and costly to do (a
+    /// 64 px PNG as a 4096² AVIF at q100 took 15 s): the output may hold at most
+    /// `max_upscale_area` times the region's pixels.
+    fn replan(&mut self) -> Result<(), TransformError> {
+        let (pw, ph) = geometry::rotated_dims(self.base.w, self.base.h, self.rotate);
+        let plan = geometry::plan(pw, ph, &self.request)?;
         let (rw, rh) = plan.resize;
         let area = |w: u32, h: u32| u64::from(w) * u64::from(h);
-        let limit = (area(pw, ph) as f64 * opts.max_upscale_area).max(1.0);
+        let limit = (area(pw, ph) as f64 * self.max_upscale_area).max(1.0);
         if area(rw, rh) as f64 > limit && area(rw, rh) > area(pw, ph) {
             return Err(TransformError::TooLarge(format!(
                 "enlarging {pw}x{ph} to {rw}x{rh} is over the limit of {}x the source's area \
                  (transform.max_upscale_area)",
-                opts.max_upscale_area
+                self.max_upscale_area
             )));
         }
-        Ok(Geometry {
-            base,
-            rotate,
-            request,
-            plan,
-            auto_gravity: geometry::anchor(spec.gravity).is_none(),
-        })
+        self.plan = plan;
+        Ok(())
+    }
+
+    /// May the decoder shrink on load? Not when a border trim is still to be found: the
+    /// region the plan resizes is known only after the decode.
+    fn shrinks_on_load(&self) -> bool {
+        self.border.is_none()
+    }
+
+    /// `trim=border`: finds the border in `r` (the oriented source at scale `sx`,`sy`),
+    /// narrows the base region to what is inside it and re-plans. Once per image.
+    fn resolve_border(&mut self, r: &Raster, sx: f64, sy: f64) -> Result<(), TransformError> {
+        let Some(b) = self.border.take() else {
+            return Ok(());
+        };
+        let (x, y, w, h) = scaled_region(self.base, r, sx, sy);
+        let region = Rect {
+            x: x as u32,
+            y: y as u32,
+            w: (w as u32).max(1),
+            h: (h as u32).max(1),
+        };
+        let channels = if r.alpha { 4 } else { 3 };
+        let px = |x: u32, y: u32| {
+            let i = (y as usize * r.width as usize + x as usize) * channels;
+            let d = &r.data[i..i + channels];
+            [d[0], d[1], d[2], if r.alpha { d[3] } else { 255 }]
+        };
+        let color = b.color.as_deref().and_then(ops::parse_rgba);
+        let keep = (f64::from(b.keep.unwrap_or(0)) * sx).round() as u32;
+        let found = geometry::border_box(region, px, color, b.tolerance(), keep);
+        // Back to oriented source pixels, inside the old base.
+        let to_src = |v: u32, s: f64| (f64::from(v) / s).round() as u32;
+        let bx = to_src(found.x, sx).max(self.base.x);
+        let by = to_src(found.y, sy).max(self.base.y);
+        let ex = to_src(found.x + found.w, sx).min(self.base.x + self.base.w);
+        let ey = to_src(found.y + found.h, sy).min(self.base.y + self.base.h);
+        self.base = Rect {
+            x: bx.min(ex.saturating_sub(1)),
+            y: by.min(ey.saturating_sub(1)),
+            w: ex.saturating_sub(bx).max(1),
+            h: ey.saturating_sub(by).max(1),
+        };
+        self.replan()
     }
 
     /// The planned source region in oriented source pixels (unrotated frame).
@@ -431,7 +496,7 @@ pub fn transform(
     opts: &ImageOptions,
 ) -> Result<Output, TransformError> {
     if spec.format == Some(Format::Json) {
-        let v = metadata_json(bytes, opts)?;
+        let v = transform_json(bytes, spec, opts)?;
         let body = serde_json::to_vec(&v)
             .map_err(|e| TransformError::Internal(format!("metadata json: {e}")))?;
         return Ok(Output::plain(Bytes::from(body), "application/json"));
@@ -476,16 +541,18 @@ pub fn transform(
             icc: None,
         }
     } else {
-        let shrink = if p.format == ImageFormat::Jpeg && opts.shrink_on_load {
-            geometry::jpeg_shrink((src.w, src.h), want)
-        } else {
-            1
-        };
+        let shrink =
+            if p.format == ImageFormat::Jpeg && opts.shrink_on_load && geo.shrinks_on_load() {
+                geometry::jpeg_shrink((src.w, src.h), want)
+            } else {
+                1
+            };
         decode::still(bytes, &p, opts, shrink)?
     };
     checkpoint.check("decode")?;
     let sx = f64::from(raster.width) / f64::from(p.width);
     let sy = f64::from(raster.height) / f64::from(p.height);
+    geo.resolve_border(&raster, sx, sy)?;
     geo.resolve_auto(&raster, sx, sy)?;
     let mut out = geo.apply(&raster, sx, sy, spec, bg, icc.as_deref())?;
     drop(raster);
@@ -564,6 +631,7 @@ fn transform_animation(
         let sx = f64::from(raster.width) / f64::from(p.width);
         let sy = f64::from(raster.height) / f64::from(p.height);
         if sink.is_none() {
+            geo.resolve_border(&raster, sx, sy)?;
             geo.resolve_auto(&raster, sx, sy)?;
         }
         let frame = encode::Frame {
@@ -622,6 +690,31 @@ pub fn metadata_json(
         "exif": exif_json,
         "placeholder": placeholder,
     }))
+}
+
+/// `format=json` of a transform, in Cloudflare's shape — `width`/`height` of the output the
+/// other options would give (before a `trim=border`, which needs the pixels) and
+/// `original` with the source's `file_size`, `width`, `height` and MIME `format` — beside
+/// the metadata document's fields (EXIF, placeholder, alpha, animation, `mime_type`,
+/// `size`), which describe the source.
+fn transform_json(
+    bytes: &[u8],
+    spec: &TransformSpec,
+    opts: &ImageOptions,
+) -> Result<serde_json::Value, TransformError> {
+    let mut v = metadata_json(bytes, opts)?;
+    let p = probe(bytes, opts)?;
+    let geo = Geometry::new(spec, p.width, p.height, opts)?;
+    let (w, h) = geo.plan.canvas;
+    v["original"] = json!({
+        "file_size": bytes.len(),
+        "width": p.width,
+        "height": p.height,
+        "format": p.format.mime(),
+    });
+    v["width"] = json!(w);
+    v["height"] = json!(h);
+    Ok(v)
 }
 
 /// A ThumbHash of the image, from a ≤100 px thumbnail.

@@ -11,12 +11,12 @@ use image::{AnimationDecoder, DynamicImage, ImageDecoder, Rgb, RgbImage, Rgba, R
 
 use super::*;
 
-fn sample(name: &str) -> Vec<u8> {
+pub(super) fn sample(name: &str) -> Vec<u8> {
     let path = format!("{}/../conf/samples/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 
-fn spec(params: &[(&str, &str)]) -> TransformSpec {
+pub(super) fn spec(params: &[(&str, &str)]) -> TransformSpec {
     let mut s = TransformSpec::new(Mode::Image);
     for (k, v) in params {
         let p = Param::from_name(k).unwrap_or_else(|| panic!("unknown param {k}"));
@@ -26,14 +26,14 @@ fn spec(params: &[(&str, &str)]) -> TransformSpec {
     s
 }
 
-fn run(bytes: &[u8], params: &[(&str, &str)]) -> Output {
+pub(super) fn run(bytes: &[u8], params: &[(&str, &str)]) -> Output {
     transform(bytes, &spec(params), &ImageOptions::default())
         .unwrap_or_else(|e| panic!("transform {params:?}: {e}"))
 }
 
 /// Decodes an output with the `image` crate (an independent decoder from our encoders),
 /// checking the format it sniffs against the content type.
-fn decode(out: &Output) -> DynamicImage {
+pub(super) fn decode(out: &Output) -> DynamicImage {
     let want = match out.content_type {
         "image/webp" => image::ImageFormat::WebP,
         "image/jpeg" => image::ImageFormat::Jpeg,
@@ -57,13 +57,13 @@ fn decode(out: &Output) -> DynamicImage {
 }
 
 /// A `w`×`h` colour gradient.
-fn gradient(w: u32, h: u32) -> RgbImage {
+pub(super) fn gradient(w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
         Rgb([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128])
     })
 }
 
-fn encode_with(img: &DynamicImage, f: image::ImageFormat) -> Vec<u8> {
+pub(super) fn encode_with(img: &DynamicImage, f: image::ImageFormat) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, f).expect("encode fixture");
     out.into_inner()
