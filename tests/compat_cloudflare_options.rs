@@ -70,7 +70,12 @@ async fn trim_models_network_colours_json_and_unknown_names() {
     .await;
     assert_eq!(size(&h), ("1760".into(), "1160".into()));
     // trim=border: the white frame found in the pixels.
-    let (s, h, b) = get(&edge, "/cdn-cgi/image/trim=border,format=png/files/framed.png", &[]).await;
+    let (s, h, b) = get(
+        &edge,
+        "/cdn-cgi/image/trim=border,format=png/files/framed.png",
+        &[],
+    )
+    .await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(size(&h), ("250".into(), "150".into()));
     let (_, h, _) = get(
@@ -82,11 +87,20 @@ async fn trim_models_network_colours_json_and_unknown_names() {
     assert_eq!(size(&h), ("130".into(), "80".into()));
 
     // format=json in Cloudflare's shape: the output size and the original's.
-    let (s, h, b) = get(&edge, &format!("/cdn-cgi/image/width=300,format=json{photo}"), &[]).await;
+    let (s, h, b) = get(
+        &edge,
+        &format!("/cdn-cgi/image/width=300,format=json{photo}"),
+        &[],
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(hv(&h, "content-type"), "application/json");
     let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(300), Some(200)), "{v}");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(300), Some(200)),
+        "{v}"
+    );
     assert_eq!(v["original"]["width"], 1800, "{v}");
     assert_eq!(v["original"]["height"], 1200, "{v}");
     assert_eq!(v["original"]["format"], "image/jpeg", "{v}");
@@ -100,7 +114,10 @@ async fn trim_models_network_colours_json_and_unknown_names() {
             "vision model",
         ),
         (format!("{photo}?width=200&g=face"), "vision model"),
-        (format!("/cdn-cgi/image/segment=foreground{photo}"), "segmentation model"),
+        (
+            format!("/cdn-cgi/image/segment=foreground{photo}"),
+            "segmentation model",
+        ),
     ] {
         let (s, h, b) = get(&edge, &url, &[]).await;
         assert_eq!(s, 400, "{url}");
@@ -168,6 +185,11 @@ async fn trim_models_network_colours_json_and_unknown_names() {
         assert_eq!(s, 400, "{url}");
         assert!(String::from_utf8_lossy(&b).contains("widht"), "{url}");
     }
-    let (s, _, _) = get(&edge, &format!("{photo}?width=100&utm_source=news&fbclid=x"), &[]).await;
+    let (s, _, _) = get(
+        &edge,
+        &format!("{photo}?width=100&utm_source=news&fbclid=x"),
+        &[],
+    )
+    .await;
     assert_eq!(s, 200);
 }

@@ -1433,3 +1433,53 @@ async fn shutdown_answers_idle_keep_alive_clients_then_stops() {
     }
     edge.stop();
 }
+
+/// Shutdown ends as soon as the last connection is done and nothing runs, not when the
+/// grace period ends: a request in flight when SIGTERM comes is answered whole, then the
+/// process exits long before its 60 s grace period (Pingora alone sleeps all of it, then
+/// its runtime shutdown timeout).
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_ends_when_the_last_connection_is_done() {
+    let origin = CountingOrigin::start().await;
+    origin.route(
+        "/slow",
+        Canned::ok(vec![7u8; 10_000]).delay(Duration::from_secs(2)),
+    );
+    let mut edge = Edge::start(
+        &config(&remote_origin(
+            "r",
+            "^/r(/.+)$",
+            &origin.base(),
+            "{ ok = \"1h\" }",
+        ))
+        .replace("grace_period = \"1s\"", "grace_period = \"60s\""),
+    )
+    .await;
+    let url = edge.url("/r/slow");
+    let pending = tokio::spawn(async move {
+        let r = client().get(url).send().await.unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().len())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.hits("/slow") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SAFETY: a signal to the edge this test started.
+    unsafe {
+        libc::kill(edge.pid() as i32, libc::SIGTERM);
+    }
+    assert_eq!(
+        pending.await.unwrap(),
+        (200, 10_000),
+        "the request in flight is answered"
+    );
+    assert!(
+        edge.wait_exit(Duration::from_secs(30)),
+        "still running 30 s after SIGTERM with nothing open (grace period 60 s)"
+    );
+    assert!(!edge.log().contains(" ERROR "), "{}", edge.log());
+}

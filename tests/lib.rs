@@ -284,6 +284,19 @@ impl Edge {
         self.spawn().await;
     }
 
+    /// Waits up to `limit` for the process to exit on its own; true when it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// SIGKILL, as a crash: nothing gets to finish or clean up.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -319,12 +319,14 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     }
     let buffers = pingora_core::protocols::l4::stream::L4BufferSettings::default()
         .write(cfg.server.write_buffer.0.clamp(1460, 1 << 20) as usize);
+    let mut drain_conns = None;
     let proxy: Box<dyn pingora_core::services::ServiceWithDependents> = if cfg.server.front_door {
-        let conns = crate::edge::conns::Connections::new(
+        let conns = Arc::new(crate::edge::conns::Connections::new(
             max_connections,
             cfg.server.max_connections_per_ip,
             trusted,
-        );
+        ));
+        drain_conns = Some(conns.clone());
         let front = crate::edge::front::FrontDoor::new(
             edge_proxy,
             Edge { state },
@@ -342,6 +344,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         add_listeners(&mut svc, &cfg, buffers)?;
         Box::new(svc)
     };
+    let drain_origin = origin.clone();
     let mut workers = pingora_core::services::background::background_service(
         "jobs",
         crate::jobs::Workers {
@@ -362,7 +365,10 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     server.add_boxed_service(proxy);
     server.add_service(pingora_core::services::background::background_service(
         "drain",
-        crate::edge::drain::DrainWatch,
+        crate::edge::drain::DrainWatch {
+            conns: drain_conns,
+            origin: drain_origin,
+        },
     ));
     server.add_service(bg);
     server.add_service(workers);

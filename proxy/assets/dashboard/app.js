@@ -464,9 +464,16 @@
 
   async function applyConfig() {
     const masked = $('config-text').value.includes('***');
+    // The last outcome (a validation's) is no answer to this apply: pending until it comes.
+    const out = $('config-result');
+    const before = out.dataset.outcome;
+    out.dataset.outcome = 'pending';
     if (!(await ask('Apply this config to the running node?' + (masked
       ? ' The text still holds masked secrets (***): those values would be applied as written.' : ''),
-    'Apply', 'config-confirm'))) return;
+    'Apply', 'config-confirm'))) {
+      out.dataset.outcome = before;
+      return;
+    }
     const r = await configCall('/admin/config');
     if (r.ok && r.data && r.data.applied) {
       configLoaded = null;

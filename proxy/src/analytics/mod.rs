@@ -175,9 +175,26 @@ impl Writer {
     }
 }
 
+/// The request log writer has started and not yet written its last rows (the process
+/// must not end before: see `edge::drain`).
+static WRITER_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Is the request log writer still running?
+pub fn writer_running() -> bool {
+    WRITER_RUNNING.load(std::sync::atomic::Ordering::Acquire)
+}
+
 #[async_trait::async_trait]
 impl pingora_core::services::background::BackgroundService for Writer {
-    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+    async fn start(&self, shutdown: pingora_core::server::ShutdownWatch) {
+        WRITER_RUNNING.store(true, std::sync::atomic::Ordering::Release);
+        self.run(shutdown).await;
+        WRITER_RUNNING.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Writer {
+    async fn run(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
         let Some(mut rx) = self.rx.lock().take() else {
             return;
         };

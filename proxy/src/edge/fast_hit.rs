@@ -265,7 +265,9 @@ pub(crate) fn request_headers(
         out.push(("cache-control", cc));
     }
     if status >= 400 && !r.spec.is_passthrough() {
-        if let Some(code) = cf_resized_error(status) {
+        let media = r.form == filters::RequestForm::CdnCgiMedia
+            || !matches!(r.spec.mode, filters::Mode::Image | filters::Mode::Original);
+        if let Some(code) = cf_resized_error(status, media) {
             out.push(("cf-resized", format!("err={code}")));
         }
     }
@@ -348,16 +350,20 @@ pub(crate) fn browser_cache_control(
     Some(format!("public, max-age={secs}"))
 }
 
-/// Cloudflare's `Cf-Resized: err=…` code for a failed transform's status: 9401 bad options,
-/// 9404 no such source, 9412 not an image (or video) it can read, 9413 too large, 9504 the
-/// origin timed out, 9509 the origin failed, 9523 an internal error. Statuses Cloudflare
-/// gives no code (401, 403, 429, …) get none.
-pub(crate) fn cf_resized_error(status: u16) -> Option<u16> {
+/// Cloudflare's `Cf-Resized: err=…` code for a failed transform's status, as its two
+/// troubleshooting pages list them: 9401 bad options, 9403 a request loop, 9404 no such
+/// source, 9412 not an image (or video) it can read, 9413 an image too large (Media
+/// Transformations: 9402, "the video was too large"), 9504 the origin timed out, 9509 the
+/// origin failed, 9523 an internal error. Statuses Cloudflare gives no code (401, 403,
+/// 429, …) get none.
+pub(crate) fn cf_resized_error(status: u16, media: bool) -> Option<u16> {
     Some(match status {
         400 | 422 => 9401,
         404 => 9404,
         415 => 9412,
+        413 if media => 9402,
         413 => 9413,
+        508 => 9403,
         502 | 503 => 9509,
         504 => 9504,
         500 => 9523,

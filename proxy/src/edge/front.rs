@@ -63,7 +63,7 @@ impl FrontDoor {
     pub fn new(
         proxy: HttpProxy<Edge>,
         edge: Edge,
-        conns: Connections,
+        conns: Arc<Connections>,
         head_timeout: Duration,
         keepalive: Duration,
         grace_period: Duration,
@@ -71,7 +71,7 @@ impl FrontDoor {
         FrontDoor {
             proxy: Arc::new(proxy),
             edge,
-            conns: Arc::new(conns),
+            conns,
             head_timeout,
             keepalive,
             linger: grace_period.min(Duration::from_secs(1)),

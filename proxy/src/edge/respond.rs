@@ -19,8 +19,9 @@ pub async fn respond_error(session: &mut Session, request_id: &str, e: &ApiError
     let flat = ApiError::flat_for(path);
     // Cloudflare's resizing URLs say why a transform failed in `Cf-Resized`.
     let cf = path.starts_with("/cdn-cgi/image/") || path.starts_with("/cdn-cgi/media/");
+    let media = path.starts_with("/cdn-cgi/media/");
     let code = cf
-        .then(|| super::fast_hit::cf_resized_error(e.status))
+        .then(|| super::fast_hit::cf_resized_error(e.status, media))
         .flatten();
     if let Some((mut resp, body)) = error_response_shaped(request_id, e, flat) {
         if let Some(code) = code {
