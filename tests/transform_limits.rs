@@ -136,9 +136,11 @@ async fn one_client_cannot_hold_every_worker() {
         !a1.is_finished() && !a2.is_finished(),
         "the other client was answered while the burst was still in flight"
     );
-    // The burst ends (the edge gives up at 15 s) and leaves the pool empty.
+    // The burst ends — done, or given up by the edge at 15 s on a slower machine — and
+    // leaves the pool empty.
     for a in [a1, a2] {
-        assert_eq!(a.await.unwrap().unwrap(), 504);
+        let s = a.await.unwrap().unwrap();
+        assert!(s == 200 || s == 504, "a burst request answered {s}");
     }
     metrics_until(&edge, "the pool is empty", |m| {
         series(m, RUNNING) == 0.0 && series(m, WAITING) == 0.0

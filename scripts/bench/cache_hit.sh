@@ -23,6 +23,12 @@
 #   WRK_CONNS       wrk connections   (default 32)
 #   WRK_DURATION    wrk duration      (default 10s)
 #   ROUNDS          rounds of nginx-then-media-edge per size (default 3; medians reported)
+#   PROTO           http (default: HTTP/1.1, wrk), https (HTTP/1.1 over TLS 1.3, wrk) or
+#                   h2 (HTTP/2 over TLS, h2load -m$H2_STREAMS; latency is h2load's mean
+#                   request time, it reports no percentiles). Both servers get the same
+#                   self-signed certificate (openssl); nginx: `ssl` (and `http2`) on its
+#                   reuseport listener, media-edge: a [[server.tls]] listener.
+#   H2_STREAMS      concurrent streams per connection for h2 (default 64)
 #   RSS_SIZE_MB     size of the RSS test object in MiB (default 1024)
 #   RSS_FILL        sparse (default, instant) | random (urandom, slower)
 #   ME_SERVER_EXTRA extra lines for media-edge's [server] table
@@ -41,6 +47,11 @@ RSS_SIZE_MB="${RSS_SIZE_MB:-1024}"
 RSS_FILL="${RSS_FILL:-sparse}"
 KEEP_TMP="${KEEP_TMP:-0}"
 VERBOSE="${VERBOSE:-0}"
+PROTO="${PROTO:-http}"
+H2_STREAMS="${H2_STREAMS:-64}"
+case "$PROTO" in http | https | h2) ;; *) echo "PROTO must be http, https or h2" >&2; exit 2 ;; esac
+scheme=http
+[[ "$PROTO" != http ]] && scheme=https
 
 run_nginx=1
 run_me=1
@@ -67,6 +78,12 @@ die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 for tool in curl wrk; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found (apt-get install -y $tool)"
 done
+if [[ "$PROTO" == h2 ]]; then
+    command -v h2load >/dev/null 2>&1 || die "h2load not found (apt-get install -y nghttp2-client)"
+fi
+if [[ "$PROTO" != http ]]; then
+    command -v openssl >/dev/null 2>&1 || die "openssl not found (apt-get install -y openssl)"
+fi
 if ((run_nginx)); then
     command -v nginx >/dev/null 2>&1 || die "nginx not found (apt-get install -y nginx)"
 fi
@@ -151,7 +168,7 @@ wait_http() {
             tail -n 20 "$logf" >&2 || true
             die "$name failed to start"
         fi
-        if curl -s -o /dev/null --max-time 1 "$url"; then
+        if curl -sk -o /dev/null --max-time 1 "$url"; then
             return 0
         fi
         sleep 0.1
@@ -164,7 +181,7 @@ wait_http() {
 warm() {
     local url="$1" want="$2" name="$3" i out code size
     for ((i = 0; i < 3; i++)); do
-        out="$(curl -s -o /dev/null --max-time 30 -w '%{http_code} %{size_download}' "$url")" ||
+        out="$(curl -sk ${CURL_PROTO:-} -o /dev/null --max-time 30 -w '%{http_code} %{size_download}' "$url")" ||
             die "$name: curl failed for $url"
         code="${out% *}"
         size="${out#* }"
@@ -182,10 +199,33 @@ to_ms() {
         printf "%.2f", n }'
 }
 
-# run_wrk NAME LABEL URL: runs wrk, sets WRK_RPS and WRK_P99 (ms).
+# run_h2load NAME LABEL URL: runs h2load for $WRK_DURATION, sets WRK_RPS and WRK_P99 (its
+# mean request time, ms: h2load prints no percentiles).
+run_h2load() {
+    local name="$1" label="$2" url="$3" out="$TMP/h2load-$1-$2.txt" secs mean
+    secs="${WRK_DURATION%s}"
+    log "h2load $name $label: -t$WRK_THREADS -c$WRK_CONNS -m$H2_STREAMS -D $secs $url"
+    h2load -t"$WRK_THREADS" -c"$WRK_CONNS" -m"$H2_STREAMS" -D "$secs" "$url" >"$out" 2>&1 ||
+        { cat "$out" >&2; die "h2load failed ($name $label)"; }
+    [[ "$VERBOSE" == 1 ]] && cat "$out" >&2
+    grep -q 'application protocol: h2' "$out" || { cat "$out" >&2; die "$name did not speak h2 ($label)"; }
+    WRK_RPS="$(awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i + 1) == "req/s,") print $i}' "$out")"
+    mean="$(awk '/^time for request:/ {print $6; exit}' "$out")"
+    [[ -n "$WRK_RPS" && -n "$mean" ]] || { cat "$out" >&2; die "could not parse h2load output ($name $label)"; }
+    WRK_P99="$(to_ms "$mean")"
+    if ! grep -qE '^requests: .* 0 failed, 0 errored' "$out"; then
+        log "WARNING $name $label: $(grep -E '^requests:' "$out")"
+    fi
+}
+
+# run_wrk NAME LABEL URL: runs wrk (h2load for PROTO=h2), sets WRK_RPS and WRK_P99 (ms).
 WRK_RPS=""
 WRK_P99=""
 run_wrk() {
+    if [[ "$PROTO" == h2 ]]; then
+        run_h2load "$@"
+        return
+    fi
     local name="$1" label="$2" url="$3" out="$TMP/wrk-$1-$2.txt" p99raw
     log "wrk $name $label: -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION $url"
     wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --timeout 5s --latency "$url" >"$out" 2>&1 ||
@@ -209,6 +249,22 @@ done
 log "objects in $OBJ: $(find "$OBJ" -type f -printf '%f=%s ' | sort)"
 
 declare -A ng_rps ng_p99 me_rps me_p99
+
+# ------------------------------------------------------------ certificate (https, h2)
+if [[ "$PROTO" != http ]]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$TMP/key.pem" -out "$TMP/cert.pem" >/dev/null 2>&1 || die "openssl failed"
+    [[ "$PROTO" == h2 ]] && CURL_PROTO=--http2
+fi
+# The nginx listener's TLS (and HTTP/2) parameters, and the directives that go with them.
+ng_listen_tls=""
+ng_tls_conf=""
+if [[ "$PROTO" != http ]]; then
+    ng_listen_tls=" ssl"
+    [[ "$PROTO" == h2 ]] && ng_listen_tls=" ssl http2"
+    ng_tls_conf="ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem; ssl_protocols TLSv1.3; ssl_session_cache shared:SSL:10m; http2_max_concurrent_streams 128;"
+fi
 
 # ------------------------------------------------------------ nginx
 if ((run_nginx)); then
@@ -262,7 +318,8 @@ http {
 
     # cache in front of the origin
     server {
-        listen 127.0.0.1:$ng_cache_port reuseport;
+        listen 127.0.0.1:$ng_cache_port$ng_listen_tls reuseport;
+        $ng_tls_conf
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -279,13 +336,13 @@ EOF
         die "nginx config test failed ($NG/nginx.conf)"
     nginx -p "$NG/" -e "$NG/error.log" -c "$NG/nginx.conf" >"$NG/stdout.log" 2>&1 &
     nginx_pid=$!
-    wait_http "http://127.0.0.1:$ng_cache_port/" "$nginx_pid" nginx "$NG/error.log"
+    wait_http "$scheme://127.0.0.1:$ng_cache_port/" "$nginx_pid" nginx "$NG/error.log"
     log "nginx up (pid $nginx_pid): origin :$ng_origin_port, cache :$ng_cache_port"
 
     for l in "${labels[@]}"; do
-        url="http://127.0.0.1:$ng_cache_port/bench/obj-$l.bin"
+        url="$scheme://127.0.0.1:$ng_cache_port/bench/obj-$l.bin"
         warm "$url" "${obj_size[$l]}" nginx
-        status="$(curl -s -o /dev/null -D - "$url" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache-status" {print $2}')"
+        status="$(curl -sk -o /dev/null -D - "$url" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache-status" {print $2}')"
         [[ "$status" == HIT ]] || die "nginx: $url not a cache HIT after warming (X-Cache-Status: ${status:-none})"
     done
 fi
@@ -316,6 +373,11 @@ EOF
     )"
     cfg="${cfg/threads = 2/threads = 2${ME_SERVER_EXTRA:+$'\n'$ME_SERVER_EXTRA}}"
     cfg="${cfg}${ME_EXTRA:+$'\n'$ME_EXTRA}"
+    me_url_port="$me_port"
+    if [[ "$PROTO" != http ]]; then
+        me_url_port="$(free_port)"
+        cfg+=$'\n'"[[server.tls]]"$'\n'"listen = \"127.0.0.1:$me_url_port\""$'\n'"cert = \"$TMP/cert.pem\""$'\n'"key = \"$TMP/key.pem\""
+    fi
     cfg="${cfg//@PORT@/$me_port}"
     cfg="${cfg//@DIR@/$OBJ}"
     printf '%s\n' "$cfg" >"$TMP/$name.toml"
@@ -323,14 +385,14 @@ EOF
     MEDIA_EDGE_LOG="${MEDIA_EDGE_LOG:-warn}" "$MEDIA_EDGE_BIN" run --config "$TMP/$name.toml" --data-dir "$TMP/$name-data" \
         >"$TMP/$name.log" 2>&1 &
     me_pid=$!
-    wait_http "http://127.0.0.1:$me_port/bench/obj-10KB.bin" "$me_pid" media-edge "$TMP/$name.log"
+    wait_http "$scheme://127.0.0.1:$me_url_port/bench/obj-10KB.bin" "$me_pid" media-edge "$TMP/$name.log"
     log "media-edge up (pid $me_pid) on :$me_port, config $TMP/$name.toml"
 }
 
 if ((run_me)); then
     start_me me
     for l in "${labels[@]}"; do
-        warm "http://127.0.0.1:$me_port/bench/obj-$l.bin" "${obj_size[$l]}" media-edge
+        warm "$scheme://127.0.0.1:$me_url_port/bench/obj-$l.bin" "${obj_size[$l]}" media-edge
     done
 fi
 
@@ -344,13 +406,13 @@ declare -A ng_all ng_p99_all me_all me_p99_all ratio_all
 for ((round = 1; round <= ROUNDS; round++)); do
     for l in "${labels[@]}"; do
         if ((run_nginx)); then
-            run_wrk nginx "$l-r$round" "http://127.0.0.1:$ng_cache_port/bench/obj-$l.bin"
+            run_wrk nginx "$l-r$round" "$scheme://127.0.0.1:$ng_cache_port/bench/obj-$l.bin"
             ng_all[$l]+="$WRK_RPS "
             ng_p99_all[$l]+="$WRK_P99 "
             ng_last="$WRK_RPS"
         fi
         if ((run_me)); then
-            run_wrk media-edge "$l-r$round" "http://127.0.0.1:$me_port/bench/obj-$l.bin"
+            run_wrk media-edge "$l-r$round" "$scheme://127.0.0.1:$me_url_port/bench/obj-$l.bin"
             me_all[$l]+="$WRK_RPS "
             me_p99_all[$l]+="$WRK_P99 "
             if ((run_nginx)); then
@@ -366,6 +428,18 @@ for l in "${labels[@]}"; do
         ((run_me)) && me_rps[$l]="$(median ${me_all[$l]})" && me_p99[$l]="$(median ${me_p99_all[$l]})"
     }
 done
+# Peak RSS (VmHWM) after the rounds: media-edge's process, nginx's master and workers summed.
+hwm_mb() { awk '/^VmHWM:/ {s += $2} END {printf "%.0f", s / 1024}' "$@" 2>/dev/null || echo -; }
+me_hwm="-"
+ng_hwm="-"
+if [[ -n "$me_pid" ]]; then
+    me_hwm="$(hwm_mb "/proc/$me_pid/status")"
+fi
+if [[ -n "$nginx_pid" ]]; then
+    ng_files=("/proc/$nginx_pid/status")
+    for c in $(pgrep -P "$nginx_pid" || true); do ng_files+=("/proc/$c/status"); done
+    ng_hwm="$(hwm_mb "${ng_files[@]}")"
+fi
 stop_pid "$me_pid"
 me_pid=""
 stop_pid "$nginx_pid"
@@ -374,7 +448,9 @@ nginx_pid=""
 # ------------------------------------------------------------ table
 if ((run_nginx || run_me)); then
     echo
-    echo "cache hits, wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION, 127.0.0.1, $(nproc) CPUs, median of $ROUNDS rounds"
+    tool="wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION"
+    [[ "$PROTO" == h2 ]] && tool="h2load -t$WRK_THREADS -c$WRK_CONNS -m$H2_STREAMS -D ${WRK_DURATION%s} (p99 column: mean request time)"
+    echo "cache hits over $PROTO, $tool, 127.0.0.1, $(nproc) CPUs, median of $ROUNDS rounds"
     printf '%-6s | %14s | %12s | %14s | %12s | %8s | %s\n' \
         size "nginx req/s" "nginx p99" "m-e req/s" "m-e p99" "ratio" "ratio per round"
     printf '%s\n' "-------+----------------+--------------+----------------+--------------+----------+----------------"
@@ -393,6 +469,7 @@ if ((run_nginx || run_me)); then
         printf '%-6s | %14s | %12s | %14s | %12s | %8s | %s\n' "$l" "$nr" "$np" "$mr" "$mp" "$ratio" "${ratio_all[$l]:--}"
     done
     echo "ratio = media-edge req/s / nginx req/s in the same round (median over rounds)"
+    echo "peak RSS (VmHWM): media-edge $me_hwm MB, nginx (master + workers) $ng_hwm MB"
 fi
 
 # ------------------------------------------------------------ peak RSS
