@@ -198,13 +198,7 @@ impl Intent {
             Param::Debug => self.debug_set,
             Param::SlowQuality => self.slow_quality.is_some(),
             Param::Zoom => self.zoom_set,
-            Param::TrimTop
-            | Param::TrimLeft
-            | Param::TrimWidth
-            | Param::TrimHeight
-            | Param::TrimBorderColor
-            | Param::TrimBorderTolerance
-            | Param::TrimBorderKeep => self.spec.trim.as_ref().is_some_and(|t| t.has_part(p)),
+            p if p.is_trim_part() => self.spec.trim.as_ref().is_some_and(|t| t.has_part(p)),
             _ => self.spec.is_set(p),
         }
     }
@@ -254,13 +248,7 @@ impl Intent {
                 }
                 self.zoom_set = true;
             }
-            Param::TrimTop
-            | Param::TrimLeft
-            | Param::TrimWidth
-            | Param::TrimHeight
-            | Param::TrimBorderColor
-            | Param::TrimBorderTolerance
-            | Param::TrimBorderKeep => {
+            p if p.is_trim_part() => {
                 self.spec
                     .trim
                     .get_or_insert_with(Trim::default)

@@ -186,11 +186,16 @@ impl Param {
     pub fn is_request_only(self) -> bool {
         matches!(
             self,
-            Param::Dpr
-                | Param::Debug
-                | Param::Zoom
-                | Param::SlowQuality
-                | Param::TrimTop
+            Param::Dpr | Param::Debug | Param::Zoom | Param::SlowQuality
+        ) || self.is_trim_part()
+    }
+
+    /// A dotted part of Cloudflare's `trim` (`trim.top`, `trim.border.keep`, ...), merged
+    /// into the one `trim` field.
+    pub fn is_trim_part(self) -> bool {
+        matches!(
+            self,
+            Param::TrimTop
                 | Param::TrimLeft
                 | Param::TrimWidth
                 | Param::TrimHeight
