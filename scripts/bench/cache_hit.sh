@@ -208,7 +208,7 @@ run_h2load() {
     h2load -t"$WRK_THREADS" -c"$WRK_CONNS" -m"$H2_STREAMS" -D "$secs" "$url" >"$out" 2>&1 ||
         { cat "$out" >&2; die "h2load failed ($name $label)"; }
     [[ "$VERBOSE" == 1 ]] && cat "$out" >&2
-    grep -q 'application protocol: h2' "$out" || { cat "$out" >&2; die "$name did not speak h2 ($label)"; }
+    grep -qi 'application protocol: h2' "$out" || { cat "$out" >&2; die "$name did not speak h2 ($label)"; }
     WRK_RPS="$(awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i + 1) == "req/s,") print $i}' "$out")"
     mean="$(awk '/^time for request:/ {print $6; exit}' "$out")"
     [[ -n "$WRK_RPS" && -n "$mean" ]] || { cat "$out" >&2; die "could not parse h2load output ($name $label)"; }
