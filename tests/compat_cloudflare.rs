@@ -476,3 +476,38 @@ fn has_exif(b: &[u8], want_it: bool) -> Result<(), String> {
         Err(format!("EXIF present {got}, want {want_it}"))
     }
 }
+
+/// `Cf-Resized` codes that depend on the form ("Troubleshooting" of Image Resizing and of
+/// Media Transformations): an image too large is 9413, a request loop 9403 (a video too
+/// large, 9402, is the unit test `cf_resized_codes_follow_the_form`: frames read only the
+/// ranges they need, so a small `max_video_bytes` does not trip them).
+#[tokio::test(flavor = "multi_thread")]
+async fn cf_resized_codes_by_form() {
+    let edge = Edge::start(&samples_config(
+        "[transform]\nmax_image_bytes = \"100KiB\"\nmax_video_bytes = \"100KiB\"",
+    ))
+    .await;
+    for (url, via, status, code) in [
+        (
+            "/cdn-cgi/image/width=100/samples/photo.jpg",
+            "",
+            413,
+            "err=9413",
+        ),
+        (
+            "/cdn-cgi/image/width=50/samples/alpha.png",
+            "1.1 other, 1.1 media-edge",
+            508,
+            "err=9403",
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = if via.is_empty() {
+            vec![]
+        } else {
+            vec![("via", via)]
+        };
+        let (s, h, body) = get(&edge, url, &headers).await;
+        assert_eq!(s, status, "{url}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(hv(&h, "cf-resized"), code, "{url}");
+    }
+}

@@ -370,3 +370,32 @@ pub(crate) fn cf_resized_error(status: u16, media: bool) -> Option<u16> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::cf_resized_error;
+
+    #[test]
+    fn cf_resized_codes_follow_the_form() {
+        for (status, media, code) in [
+            (400, false, Some(9401)),
+            (422, true, Some(9401)),
+            (404, false, Some(9404)),
+            (415, true, Some(9412)),
+            (413, false, Some(9413)),
+            (413, true, Some(9402)),
+            (508, false, Some(9403)),
+            (504, true, Some(9504)),
+            (502, false, Some(9509)),
+            (500, false, Some(9523)),
+            (403, false, None),
+            (429, true, None),
+        ] {
+            assert_eq!(
+                cf_resized_error(status, media),
+                code,
+                "{status} media={media}"
+            );
+        }
+    }
+}
