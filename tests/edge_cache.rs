@@ -1373,16 +1373,7 @@ async fn shutdown_answers_idle_keep_alive_clients_then_stops() {
         "/s1",
         Canned::ok(b"before shutdown".to_vec()).header("cache-control", "max-age=600"),
     );
-    let mut edge = Edge::start(
-        &config(&remote_origin(
-            "r",
-            "^/r(/.+)$",
-            &origin.base(),
-            "{ ok = \"1h\" }",
-        ))
-        .replace("grace_period = \"1s\"", "grace_period = \"2s\""),
-    )
-    .await;
+    let mut edge = shutdown_edge(&origin, "2s").await;
     let mut idle = Vec::new();
     for _ in 0..3 {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
@@ -1445,16 +1436,7 @@ async fn shutdown_ends_when_the_last_connection_is_done() {
         "/slow",
         Canned::ok(vec![7u8; 10_000]).delay(Duration::from_secs(2)),
     );
-    let mut edge = Edge::start(
-        &config(&remote_origin(
-            "r",
-            "^/r(/.+)$",
-            &origin.base(),
-            "{ ok = \"1h\" }",
-        ))
-        .replace("grace_period = \"1s\"", "grace_period = \"60s\""),
-    )
-    .await;
+    let mut edge = shutdown_edge(&origin, "60s").await;
     let url = edge.url("/r/slow");
     let pending = tokio::spawn(async move {
         let r = client().get(url).send().await.unwrap();
@@ -1482,4 +1464,21 @@ async fn shutdown_ends_when_the_last_connection_is_done() {
         "still running 30 s after SIGTERM with nothing open (grace period 60 s)"
     );
     assert!(!edge.log().contains(" ERROR "), "{}", edge.log());
+}
+
+/// An edge in front of `origin` at `/r/` (an hour's TTL) with the given grace period.
+async fn shutdown_edge(origin: &CountingOrigin, grace: &str) -> Edge {
+    Edge::start(
+        &config(&remote_origin(
+            "r",
+            "^/r(/.+)$",
+            &origin.base(),
+            "{ ok = \"1h\" }",
+        ))
+        .replace(
+            "grace_period = \"1s\"",
+            &format!("grace_period = \"{grace}\""),
+        ),
+    )
+    .await
 }
