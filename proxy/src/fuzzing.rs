@@ -27,6 +27,28 @@ pub fn disk_format(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// A transform worker's reply, as the node reads it: anything is decoded or refused without a
+/// panic and without buffering a body past its bound, and what decodes encodes back the same.
+#[cfg(feature = "image-engine")]
+pub fn sandbox_reply(data: &[u8]) -> Result<(), String> {
+    use crate::transform::sandbox::wire::{self, Reply};
+    const MAX: u64 = 1 << 16;
+    if let Ok((reply, body, used)) = wire::decode::<Reply>(data, MAX) {
+        if body.len() as u64 > MAX {
+            return Err(format!(
+                "a body of {} bytes passed a bound of {MAX}",
+                body.len()
+            ));
+        }
+        let again = wire::frame(&reply, &body);
+        let (back, body2, _) = wire::decode::<Reply>(&again, MAX).map_err(|e| e.to_string())?;
+        if back != reply || body2 != body || used > data.len() {
+            return Err("a decoded reply does not encode back to itself".into());
+        }
+    }
+    Ok(())
+}
+
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -224,6 +246,47 @@ mod tests {
         // The generator reaches both verdicts often (else the comparison proves nothing).
         assert!(ours > 300, "front door took {ours}");
         assert!(pingoras > ours, "Pingora took {pingoras}");
+    }
+
+    #[cfg(feature = "image-engine")]
+    #[test]
+    fn sandbox_replies_survive_generated_bytes() {
+        use crate::transform::sandbox::wire::{frame, ErrorKind, Reply};
+        let mut g = Gen(7);
+        let seeds = [
+            frame(
+                &Reply::Output {
+                    content_type: "image/webp".into(),
+                    width: 10,
+                    height: 20,
+                    headers: vec![("vary".into(), "Accept".into())],
+                },
+                b"RIFF0000WEBP",
+            ),
+            frame(
+                &Reply::Error {
+                    kind: ErrorKind::Invalid,
+                    message: "bad".into(),
+                },
+                b"",
+            ),
+            frame(&Reply::Need { bytes: 1 << 40 }, b""),
+        ];
+        for i in 0..6000 {
+            let mut b = seeds[i % seeds.len()].clone();
+            match i % 3 {
+                0 => {
+                    let at = (g.next() as usize) % b.len();
+                    b[at] ^= (g.next() as u8) | 1;
+                }
+                1 => b.truncate((g.next() as usize) % b.len()),
+                _ => b.extend((0..(g.next() % 16)).map(|_| g.next() as u8)),
+            }
+            sandbox_reply(&b).unwrap();
+        }
+        for s in &seeds {
+            sandbox_reply(s).unwrap();
+        }
     }
 
     #[test]

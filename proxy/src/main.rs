@@ -55,6 +55,16 @@ enum Cmd {
         #[arg(long)]
         pid: Option<i32>,
     },
+    /// A sandboxed transform worker (started by the node itself, never by hand).
+    #[command(hide = true)]
+    TransformWorker {
+        /// The node's pid (the worker ends with it).
+        #[arg(long)]
+        parent: u32,
+        /// RLIMIT_AS in bytes.
+        #[arg(long)]
+        address_space: u64,
+    },
     /// Validate a config file: prints every problem with its key path; exit 1 on any.
     CheckConfig { file: PathBuf },
     /// Print a signed URL for PATH (path and query), with a key from `security.signing_keys`.
@@ -89,6 +99,12 @@ fn load(config: &Option<PathBuf>) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::TransformWorker {
+            parent,
+            address_space,
+        } => {
+            ExitCode::from(media_edge::transform::sandbox::worker_main(parent, address_space) as u8)
+        }
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
                 println!(

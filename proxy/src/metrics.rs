@@ -368,6 +368,27 @@ pub fn render(stats: &crate::edge::storage::TierStats, pool: &crate::transform::
         l(&CANCELLED),
         l(&DEADLINE),
     );
+    #[cfg(feature = "image-engine")]
+    {
+        use crate::transform::sandbox::{CRASHED, OUT_OF_MEMORY, RECYCLED, STARTED, STOPPED};
+        let _ = write!(
+            out,
+            "# HELP media_edge_transform_workers_started_total Sandboxed transform worker processes started\n\
+             # TYPE media_edge_transform_workers_started_total counter\n\
+             media_edge_transform_workers_started_total {}\n\
+             # HELP media_edge_transform_workers_ended_total Transform workers ended, by why: crashed (or broke the protocol), out_of_memory, stopped (deadline or the request went away), recycled\n\
+             # TYPE media_edge_transform_workers_ended_total counter\n\
+             media_edge_transform_workers_ended_total{{reason=\"crashed\"}} {}\n\
+             media_edge_transform_workers_ended_total{{reason=\"out_of_memory\"}} {}\n\
+             media_edge_transform_workers_ended_total{{reason=\"stopped\"}} {}\n\
+             media_edge_transform_workers_ended_total{{reason=\"recycled\"}} {}\n",
+            l(&STARTED),
+            l(&CRASHED),
+            l(&OUT_OF_MEMORY),
+            l(&STOPPED),
+            l(&RECYCLED),
+        );
+    }
     out
 }
 

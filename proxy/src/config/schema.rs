@@ -346,8 +346,20 @@ pub struct TransformConfig {
     /// output rasters and encoded bytes, estimated from the header before decoding). A
     /// transform waits for its share; one that alone needs more is refused (413).
     pub memory_budget: ByteSize,
-    /// Wall-clock limit of one image transform, checked between stages and frames (504).
+    /// Wall-clock limit of one image transform, checked between stages and frames (504);
+    /// an isolated transform's worker is killed 2 s past it.
     pub image_timeout: Dur,
+    /// Run image decoding and encoding in sandboxed worker processes (no secrets, no
+    /// network, seccomp, Landlock, an address-space limit). Default true.
+    pub isolate: bool,
+    /// Address space (`RLIMIT_AS`) of one transform worker: past it the worker's
+    /// allocations fail and its request is 413.
+    pub worker_memory: ByteSize,
+    /// A worker whose resident memory is past this after a transform is replaced, so
+    /// memory a large transform took goes back to the system.
+    pub worker_recycle_rss: ByteSize,
+    /// Transforms one worker serves before it is replaced.
+    pub worker_max_jobs: u64,
     /// Wall-clock limit of one video transform.
     pub video_timeout: Dur,
     /// How long a made HLS package is kept on disk for its segments to be served.
@@ -378,6 +390,10 @@ impl Default for TransformConfig {
             max_per_client: 0,
             memory_budget: ByteSize::mib(512),
             image_timeout: Dur::secs(30),
+            isolate: true,
+            worker_memory: ByteSize::gib(4),
+            worker_recycle_rss: ByteSize::mib(256),
+            worker_max_jobs: 10_000,
             video_timeout: Dur::secs(120),
             hls_retention: Dur::secs(24 * 3600),
             hls_height: 720,

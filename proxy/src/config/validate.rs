@@ -169,6 +169,22 @@ pub(super) fn transform(t: &TransformConfig, p: &mut Problems) {
             format!("{mib} MiB is outside 16 MiB..=512 GiB"),
         );
     }
+    let mib = t.worker_memory.0 >> 20;
+    if mib < 512 {
+        p.push(
+            "transform.worker_memory",
+            format!(
+                "{mib} MiB is under 512 MiB (a worker maps ~400 MiB of code: the binary, \
+                 FFmpeg and the codec libraries)"
+            ),
+        );
+    }
+    if t.worker_max_jobs == 0 {
+        p.push(
+            "transform.worker_max_jobs",
+            "must be at least 1".to_string(),
+        );
+    }
     if t.image_timeout.0.is_zero() {
         p.push(
             "transform.image_timeout",

@@ -207,6 +207,7 @@ impl Edge {
                         "indexed": self.state.storage.disk_indexed(),
                         "degraded": self.state.storage.disk_degraded(),
                     },
+                    "sandbox": self.state.origin.sandbox_report(),
                     "version": env!("CARGO_PKG_VERSION"),
                 });
                 respond_json(session, &ctx.request_id, 200, &v).await;

@@ -167,6 +167,8 @@ impl OriginService {
             avif: Arc::new(transform::AvifBackground::new(t.avif_pending_max_age.0)),
             #[cfg(feature = "image-engine")]
             image: image_options(t),
+            #[cfg(feature = "image-engine")]
+            sandbox: sandbox(&cfg),
             #[cfg(feature = "video-engine")]
             video: video_options(&cfg),
             store: store.clone(),
@@ -488,6 +490,15 @@ impl OriginService {
         })
     }
 
+    /// The image sandbox's state (`/health`): what its self-test found, idle workers.
+    pub fn sandbox_report(&self) -> serde_json::Value {
+        #[cfg(feature = "image-engine")]
+        if let Some(s) = &self.transformer.sandbox {
+            return s.report();
+        }
+        serde_json::json!({"state": "off"})
+    }
+
     /// The transform pool (for its gauges on `/metrics`).
     pub fn transform_pool(&self) -> &crate::transform::Pool {
         &self.transformer.pool
@@ -625,6 +636,48 @@ fn parse_spec(query: Option<&str>) -> Result<Option<filters::TransformSpec>, Api
         _ => None,
     };
     Ok(spec.filter(|s| !s.is_passthrough()))
+}
+
+/// The image sandbox the config asks for (`transform.isolate`), checked at once: a worker
+/// tries to open a socket, read the config file and start a process, and what it got is
+/// logged and shown on `/health`.
+#[cfg(feature = "image-engine")]
+fn sandbox(cfg: &Config) -> Option<Arc<crate::transform::sandbox::Sandbox>> {
+    use crate::transform::sandbox::{Sandbox, SandboxOptions};
+    let t = &cfg.transform;
+    if !t.isolate {
+        return None;
+    }
+    let sandbox = Arc::new(Sandbox::new(SandboxOptions {
+        workers: match t.workers {
+            0 => crate::transform::pool::cores(),
+            n => n,
+        },
+        address_space: t.worker_memory.0,
+        recycle_rss: t.worker_recycle_rss.0,
+        max_jobs: t.worker_max_jobs,
+        program: "/proc/self/exe".into(),
+    }));
+    let probe = cfg
+        .file
+        .clone()
+        .unwrap_or_else(|| cfg.server.data_dir.clone());
+    let s = sandbox.clone();
+    std::thread::spawn(move || match s.self_test(&probe.to_string_lossy()) {
+        Ok(v) => {
+            let tried = &v["tried"];
+            let refused = ["socket", "open", "fork"]
+                .iter()
+                .all(|k| tried[k].as_str().is_some_and(|t| t.starts_with("refused")));
+            if refused && v["seccomp"] == true {
+                tracing::info!(sandbox = %v, "transform workers are isolated");
+            } else {
+                tracing::warn!(sandbox = %v, "transform workers are NOT fully confined");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the transform sandbox's self-test failed"),
+    });
+    Some(sandbox)
 }
 
 /// The transform pool the config asks for (`transform.workers`, `max_per_client`,

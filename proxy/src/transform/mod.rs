@@ -16,6 +16,8 @@ pub mod geometry;
 #[cfg(feature = "image-engine")]
 pub mod image;
 pub mod pool;
+#[cfg(feature = "image-engine")]
+pub mod sandbox;
 pub mod sniff;
 pub mod tempfile;
 #[cfg(feature = "video-engine")]

@@ -134,15 +134,16 @@ impl Transformer {
     /// The AVIF encoded once in the background, as the pool's background client (with the
     /// job workers: background work never holds every worker), within the memory budget.
     fn start_avif(&self, key: String, job: &super::Job<'_>, bytes: Bytes) {
-        let (pool, opts, avif, spec) = (
+        let (pool, opts, avif, spec, sandbox) = (
             self.pool.clone(),
             self.engine_options(job),
             self.avif.clone(),
             job.spec.clone(),
+            self.isolation(),
         );
         tokio::spawn(async move {
             let r = match pool.turn(crate::transform::pool::BACKGROUND).await {
-                Ok(turn) => super::image::on_turn(turn, spec, bytes, opts).await,
+                Ok(turn) => super::image::on_turn(turn, spec, bytes, opts, sandbox).await,
                 Err(e) => Err(e),
             };
             avif.finish(key, r);

@@ -56,9 +56,15 @@ impl Transformer {
         spec: &TransformSpec,
         bytes: Bytes,
     ) -> Result<Output, ApiError> {
-        on_turn(turn, spec.clone(), bytes, self.engine_options(job))
-            .await
-            .map_err(err)
+        on_turn(
+            turn,
+            spec.clone(),
+            bytes,
+            self.engine_options(job),
+            self.isolation(),
+        )
+        .await
+        .map_err(err)
     }
 
     /// The engine's options for `job`: the node's, with its origin's upscale limit.
@@ -73,7 +79,22 @@ impl Transformer {
 
     #[cfg(not(feature = "image-engine"))]
     pub(super) fn engine_options(&self, _job: &Job<'_>) {}
+
+    /// The sandbox image work runs in, if any.
+    #[cfg(feature = "image-engine")]
+    pub(super) fn isolation(&self) -> Isolation {
+        self.sandbox.clone()
+    }
+
+    #[cfg(not(feature = "image-engine"))]
+    pub(super) fn isolation(&self) -> Isolation {}
 }
+
+/// Where image work runs: in a sandboxed worker process, or (`None`) on the pool's thread.
+#[cfg(feature = "image-engine")]
+pub(super) type Isolation = Option<std::sync::Arc<crate::transform::sandbox::Sandbox>>;
+#[cfg(not(feature = "image-engine"))]
+pub(super) type Isolation = ();
 
 /// Runs the image engine with `turn`: first the memory the work will hold is reserved from
 /// the pool's budget (estimated from the header, off the reactor), then the work runs.
@@ -83,13 +104,22 @@ pub(super) async fn on_turn(
     spec: TransformSpec,
     bytes: Bytes,
     opts: crate::transform::image::ImageOptions,
+    sandbox: Isolation,
 ) -> Result<Output, TransformError> {
     use crate::transform::image;
-    let (b, s, o) = (bytes.clone(), spec.clone(), opts.clone());
-    let (mut turn, need) = turn.step(move || image::memory_need(&b, &s, &o)).await?;
+    let (b, s, o, sb) = (bytes.clone(), spec.clone(), opts.clone(), sandbox.clone());
+    let (mut turn, need) = turn
+        .step(move || match sb {
+            Some(sb) => sb.estimate(&s, &o, &b),
+            None => image::memory_need(&b, &s, &o),
+        })
+        .await?;
     turn.reserve(need).await?;
-    turn.run(move || image::transform(&bytes, &spec, &opts))
-        .await
+    turn.run(move || match sandbox {
+        Some(sb) => sb.image(&spec, &opts, &bytes),
+        None => image::transform(&bytes, &spec, &opts),
+    })
+    .await
 }
 
 #[cfg(not(feature = "image-engine"))]
@@ -98,6 +128,7 @@ pub(super) async fn on_turn(
     _spec: TransformSpec,
     _bytes: Bytes,
     _opts: (),
+    _sandbox: Isolation,
 ) -> Result<Output, TransformError> {
     Err(TransformError::Unsupported(
         "this build has no image engine".into(),

@@ -57,6 +57,9 @@ pub struct Transformer {
     pub avif: std::sync::Arc<AvifBackground>,
     #[cfg(feature = "image-engine")]
     pub image: crate::transform::image::ImageOptions,
+    /// The worker processes image work runs in (`transform.isolate`); `None`: in-process.
+    #[cfg(feature = "image-engine")]
+    pub sandbox: Option<std::sync::Arc<crate::transform::sandbox::Sandbox>>,
     #[cfg(feature = "video-engine")]
     pub video: crate::transform::video::VideoOptions,
     /// Where finished transforms are kept (`Job::store_key` says under which key).

@@ -38,6 +38,7 @@ mod ffi {
 
     #[link(name = "heif")]
     extern "C" {
+        pub fn heif_init(params: *mut c_void) -> HeifError;
         pub fn heif_context_alloc() -> *mut Context;
         pub fn heif_context_free(ctx: *mut Context);
         pub fn heif_context_read_from_memory_without_copy(
@@ -145,6 +146,20 @@ mod ffi {
                     heif_context_free(self.ctx);
                 }
             }
+        }
+    }
+}
+
+/// Registers libheif's decoders now: it loads its plugins on first use, which a locked-down
+/// transform worker could not do later.
+#[cfg(feature = "heic")]
+pub fn warm_up() {
+    // SAFETY: `heif_init` takes null for its defaults; the context is freed at once.
+    unsafe {
+        ffi::heif_init(std::ptr::null_mut());
+        let ctx = ffi::heif_context_alloc();
+        if !ctx.is_null() {
+            ffi::heif_context_free(ctx);
         }
     }
 }

@@ -41,13 +41,15 @@ use super::{Output, TransformError};
 use crate::transform::geometry;
 pub use budget::memory_need;
 use budget::Checkpoint;
+#[cfg(feature = "heic")]
+pub use heif::warm_up as warm_up_heif;
 use layout::Geometry;
 
 /// The input format, sniffed from the bytes.
 pub use crate::transform::sniff::{image_format as sniff, ImageFormat};
 
 /// Which metadata an output keeps (Cloudflare `metadata`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum MetadataPolicy {
     /// Camera description and copyright (never GPS, maker notes or orientation).
     Keep,
@@ -69,7 +71,7 @@ impl From<filters::Metadata> for MetadataPolicy {
 }
 
 /// Engine limits and switches.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ImageOptions {
     /// Largest input, in pixels (width × height as stored). Default 268 402 689 (16383²).
     pub max_input_pixels: u64,

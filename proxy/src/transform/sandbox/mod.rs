@@ -1,0 +1,524 @@
+//! The decoder sandbox: image transforms run in worker processes (`media-edge
+//! transform-worker`) that hold no secret, no config and no socket, under a seccomp filter,
+//! Landlock, `no_new_privs`, an address-space limit and (when the node runs as root) the
+//! `nobody` user ([`lockdown`]). The node keeps the sources, the keys and the network: it
+//! hands a worker the source bytes and the spec over a pipe ([`wire`]) and reads back the
+//! output, which it treats as untrusted bytes.
+//!
+//! This file owns the workers' lives: one is taken per call (started when none is idle),
+//! given back afterwards, and ended when it crashed, broke the protocol, ran past the call's
+//! deadline, lost its caller ([`crate::transform::pool::current_cancel`]: killed within
+//! 100 ms), grew past `recycle_rss` or served `max_jobs` calls. A worker that dies answers
+//! its one request with a clean error — 413 when it ran out of memory (an abort or the OOM
+//! killer's SIGKILL), 422 for any other crash — and nothing for anyone else. Calls are
+//! blocking: they run on the transform pool's threads, which bound how many run at once.
+//! It must not decide what is transformed or how; that is the engine's, inside the worker.
+
+mod lockdown;
+pub mod wire;
+mod worker;
+
+pub use worker::main as worker_main;
+
+use crate::transform::image::ImageOptions;
+use crate::transform::pool::{current_cancel, CancelToken};
+use crate::transform::{Output, TransformError};
+use bytes::Bytes;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use wire::{Reply, Request};
+
+/// Workers started, and workers ended by why, for `/metrics`.
+pub static STARTED: AtomicU64 = AtomicU64::new(0);
+pub static CRASHED: AtomicU64 = AtomicU64::new(0);
+pub static OUT_OF_MEMORY: AtomicU64 = AtomicU64::new(0);
+pub static STOPPED: AtomicU64 = AtomicU64::new(0);
+pub static RECYCLED: AtomicU64 = AtomicU64::new(0);
+
+/// How long a worker's answer may run past the engine's own time limit (which the engine
+/// checks between stages) before the worker is killed.
+const GRACE: Duration = Duration::from_secs(2);
+/// How often a waiting call looks at its cancel token.
+const TICK: Duration = Duration::from_millis(100);
+/// The largest reply head's body: an output is never larger than this.
+const MAX_OUTPUT: u64 = 512 << 20;
+
+/// The sandbox's settings (`[transform]` `isolate`, `worker_memory`, ...).
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    /// Workers kept idle at most (the pool's permits bound how many are busy).
+    pub workers: usize,
+    /// `RLIMIT_AS` of a worker, in bytes.
+    pub address_space: u64,
+    /// A worker whose resident memory is past this after a call is ended (its memory goes
+    /// back to the system) rather than kept.
+    pub recycle_rss: u64,
+    /// Calls one worker serves before it is replaced.
+    pub max_jobs: u64,
+    /// The program to start (`/proc/self/exe`: this very binary, even after an upgrade
+    /// replaced the file).
+    pub program: std::path::PathBuf,
+}
+
+/// The set of workers. Shared (`Arc`) by the transform step.
+pub struct Sandbox {
+    opts: SandboxOptions,
+    idle: parking_lot::Mutex<Vec<Worker>>,
+    /// What the last self-test found (`/health`).
+    report: parking_lot::Mutex<serde_json::Value>,
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    jobs: u64,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing stdin would end it too; SIGKILL also ends one that is stuck.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Why a call stopped waiting for its worker.
+enum Stop {
+    Deadline,
+    Cancelled,
+    /// The worker closed its end (it died) or the pipe failed.
+    Closed(String),
+}
+
+impl Sandbox {
+    pub fn new(opts: SandboxOptions) -> Sandbox {
+        Sandbox {
+            opts,
+            idle: parking_lot::Mutex::new(Vec::new()),
+            report: parking_lot::Mutex::new(serde_json::json!({"state": "not tested yet"})),
+        }
+    }
+
+    /// The memory the image transform of `bytes` would hold, estimated inside a worker
+    /// (the estimate parses the header: AVIF and HEIF headers go through libheif).
+    pub fn estimate(
+        &self,
+        spec: &filters::TransformSpec,
+        opts: &ImageOptions,
+        bytes: &[u8],
+    ) -> Result<u64, TransformError> {
+        let req = Request::Estimate {
+            spec: spec.clone(),
+            opts: opts.clone(),
+        };
+        match self.call(&req, bytes, Instant::now() + opts.timeout + GRACE, 0)? {
+            (Reply::Need { bytes }, _) => Ok(bytes),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// The image transform of `bytes`, inside a worker.
+    pub fn image(
+        &self,
+        spec: &filters::TransformSpec,
+        opts: &ImageOptions,
+        bytes: &[u8],
+    ) -> Result<Output, TransformError> {
+        let req = Request::Image {
+            spec: spec.clone(),
+            opts: opts.clone(),
+        };
+        let deadline = Instant::now() + opts.timeout + GRACE;
+        match self.call(&req, bytes, deadline, MAX_OUTPUT)? {
+            (
+                Reply::Output {
+                    content_type,
+                    width,
+                    height,
+                    headers,
+                },
+                body,
+            ) => {
+                let content_type = wire::content_type(&content_type).ok_or_else(|| {
+                    TransformError::Internal(format!(
+                        "a transform worker answered content type {content_type:?}"
+                    ))
+                })?;
+                Ok(Output {
+                    body: Bytes::from(body),
+                    content_type,
+                    width,
+                    height,
+                    headers: headers
+                        .into_iter()
+                        .filter(|(k, v)| wire::header_ok(k, v))
+                        .collect(),
+                })
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Has a worker try to open a socket, read `path` and start a process, and keeps what
+    /// it found for [`Self::report`] (each should read `refused: ...`).
+    pub fn self_test(&self, path: &str) -> Result<serde_json::Value, TransformError> {
+        let req = Request::SelfTest { path: path.into() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let v = match self.call(&req, &[], deadline, 0)? {
+            (
+                Reply::SelfTest {
+                    confinement,
+                    socket,
+                    open,
+                    fork,
+                },
+                _,
+            ) => serde_json::json!({
+                "state": "isolated",
+                "seccomp": confinement.seccomp,
+                "landlock": confinement.landlock,
+                "no_new_privs": confinement.no_new_privs,
+                "uid": confinement.uid,
+                "address_space": confinement.address_space,
+                "tried": {"socket": socket, "open": open, "fork": fork},
+            }),
+            (other, _) => return Err(unexpected(other)),
+        };
+        *self.report.lock() = v.clone();
+        Ok(v)
+    }
+
+    /// The sandbox's state for `/health`.
+    pub fn report(&self) -> serde_json::Value {
+        let mut v = self.report.lock().clone();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("idle_workers".into(), self.idle.lock().len().into());
+        }
+        v
+    }
+
+    /// One request to a worker and its reply (whose body is at most `max_body` bytes).
+    fn call(
+        &self,
+        req: &Request,
+        body: &[u8],
+        deadline: Instant,
+        max_body: u64,
+    ) -> Result<(Reply, Vec<u8>), TransformError> {
+        let mut w = loop {
+            let Some(mut w) = self.idle.lock().pop() else {
+                break self.spawn()?;
+            };
+            // One that died while idle (killed from outside) is replaced, not used.
+            if matches!(w.child.try_wait(), Ok(None)) {
+                break w;
+            }
+            CRASHED.fetch_add(1, Ordering::Relaxed);
+        };
+        let cancel = current_cancel();
+        let sent = write_all(
+            &w.stdin,
+            &wire::head(req, body.len() as u64),
+            deadline,
+            &cancel,
+        )
+        .and_then(|_| write_all(&w.stdin, body, deadline, &cancel));
+        let got = sent.and_then(|_| {
+            wire::read_frame::<Reply, Stop>(
+                |buf| read_exact(&w.stdout, buf, deadline, &cancel),
+                max_body,
+            )
+        });
+        match got {
+            Ok(Ok((Reply::Error { kind, message }, _))) => {
+                // A C library whose allocation failed at the address-space limit reports
+                // some error of its own ("picture import"): the worker's peak says why.
+                if self.reached_limit(w.child.id()) {
+                    OUT_OF_MEMORY.fetch_add(1, Ordering::Relaxed);
+                    drop(w);
+                    return Err(TransformError::TooLarge(format!(
+                        "the transform ran out of memory in its worker (it reached \
+                         transform.worker_memory, {} MiB): {message}",
+                        self.opts.address_space >> 20
+                    )));
+                }
+                w.jobs += 1;
+                self.give_back(w);
+                Err(kind.error(message))
+            }
+            Ok(Ok(reply)) => {
+                w.jobs += 1;
+                self.give_back(w);
+                Ok(reply)
+            }
+            Ok(Err(e)) => {
+                CRASHED.fetch_add(1, Ordering::Relaxed);
+                drop(w);
+                Err(TransformError::Internal(format!(
+                    "a transform worker broke the protocol: {e}"
+                )))
+            }
+            Err(stop) => Err(self.end(w, stop)),
+        }
+    }
+
+    fn spawn(&self) -> Result<Worker, TransformError> {
+        let mut child = Command::new(&self.opts.program)
+            .arg("transform-worker")
+            .arg("--parent")
+            .arg(std::process::id().to_string())
+            .arg("--address-space")
+            .arg(self.opts.address_space.to_string())
+            .env_clear()
+            // Allocators that reserve address space by the gigabyte would spend the worker's
+            // `RLIMIT_AS` on reservations: mimalloc's arenas in 32 MiB steps, glibc's malloc
+            // (the C codecs') in two arenas.
+            .env("MIMALLOC_ARENA_RESERVE", "32M")
+            .env("MALLOC_ARENA_MAX", "2")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                TransformError::Internal(format!(
+                    "cannot start a transform worker ({}): {e}",
+                    self.opts.program.display()
+                ))
+            })?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(TransformError::Internal(
+                "a transform worker has no pipes".into(),
+            ));
+        };
+        for fd in [stdin.as_raw_fd(), stdout.as_raw_fd()] {
+            // SAFETY: fcntl on descriptors this process owns.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+        }
+        STARTED.fetch_add(1, Ordering::Relaxed);
+        Ok(Worker {
+            child,
+            stdin,
+            stdout,
+            jobs: 0,
+        })
+    }
+
+    /// Whether worker `pid`'s address space came within [`LIMIT_MARGIN`] of its limit.
+    fn reached_limit(&self, pid: u32) -> bool {
+        self.opts.address_space > 0
+            && status_kb(pid, "VmPeak").is_some_and(|kb| {
+                (kb << 10).saturating_add(LIMIT_MARGIN) >= self.opts.address_space
+            })
+    }
+
+    /// Keeps a worker for the next call, unless it has grown or served long enough.
+    fn give_back(&self, w: Worker) {
+        let rss = resident_bytes(w.child.id()).unwrap_or(0);
+        if rss > self.opts.recycle_rss || w.jobs >= self.opts.max_jobs {
+            RECYCLED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() < self.opts.workers {
+            idle.push(w);
+        }
+    }
+
+    /// Ends a worker a call stopped waiting for, and says what the request gets.
+    fn end(&self, mut w: Worker, stop: Stop) -> TransformError {
+        match stop {
+            Stop::Deadline => {
+                STOPPED.fetch_add(1, Ordering::Relaxed);
+                drop(w);
+                TransformError::Timeout(
+                    "the transform ran past its time limit (transform.image_timeout) and its \
+                     worker was stopped"
+                        .into(),
+                )
+            }
+            Stop::Cancelled => {
+                STOPPED.fetch_add(1, Ordering::Relaxed);
+                drop(w);
+                TransformError::Cancelled("the transform was stopped: the request went away".into())
+            }
+            Stop::Closed(why) => {
+                // It closed its pipes: it is dying or dead. Its status says how.
+                let t0 = Instant::now();
+                let status = loop {
+                    match w.child.try_wait() {
+                        Ok(Some(s)) => break Some(s),
+                        Ok(None) if t0.elapsed() < Duration::from_secs(1) => {
+                            std::thread::sleep(Duration::from_millis(5))
+                        }
+                        _ => break None,
+                    }
+                };
+                drop(w);
+                died(status, &why)
+            }
+        }
+    }
+}
+
+/// What a request gets when its worker died on its own with `status`.
+fn died(status: Option<std::process::ExitStatus>, why: &str) -> TransformError {
+    let signal = status.and_then(|s| s.signal());
+    match signal {
+        Some(libc::SIGABRT) | Some(libc::SIGKILL) => {
+            OUT_OF_MEMORY.fetch_add(1, Ordering::Relaxed);
+            TransformError::TooLarge(format!(
+                "the transform ran out of memory in its worker (signal {}; \
+                 transform.worker_memory)",
+                signal.unwrap_or(0)
+            ))
+        }
+        Some(sig) => {
+            CRASHED.fetch_add(1, Ordering::Relaxed);
+            TransformError::Invalid(format!(
+                "the decoder crashed on this input (signal {sig}); nothing else was affected"
+            ))
+        }
+        None => {
+            CRASHED.fetch_add(1, Ordering::Relaxed);
+            let code = status
+                .and_then(|s| s.code())
+                .map(|c| format!("exit {c}"))
+                .unwrap_or_else(|| why.to_string());
+            TransformError::Invalid(format!(
+                "the transform worker ended without an answer ({code})"
+            ))
+        }
+    }
+}
+
+fn unexpected(r: Reply) -> TransformError {
+    let name = match r {
+        Reply::Need { .. } => "need",
+        Reply::Output { .. } => "output",
+        Reply::Error { .. } => "error",
+        Reply::SelfTest { .. } => "self_test",
+    };
+    TransformError::Internal(format!(
+        "a transform worker answered {name} to another request"
+    ))
+}
+
+/// A worker whose peak address space came this close to its limit had an allocation
+/// refused (allocations that fail are the large ones).
+const LIMIT_MARGIN: u64 = 64 << 20;
+
+/// A `kB` field of `/proc/{pid}/status`.
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Resident bytes of process `pid` (`/proc/{pid}/statm`).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    Some(pages * page)
+}
+
+/// Waits until `fd` is ready for `events`, the deadline passes or the caller goes away.
+fn ready(
+    fd: i32,
+    events: i16,
+    deadline: Instant,
+    cancel: &Option<CancelToken>,
+) -> Result<(), Stop> {
+    loop {
+        if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(Stop::Cancelled);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Stop::Deadline);
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let ms = left.min(TICK).as_millis().max(1) as i32;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n > 0 {
+            return Ok(());
+        }
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Stop::Closed(format!("poll: {e}")));
+            }
+        }
+    }
+}
+
+fn write_all(
+    pipe: &ChildStdin,
+    mut data: &[u8],
+    deadline: Instant,
+    cancel: &Option<CancelToken>,
+) -> Result<(), Stop> {
+    let fd = pipe.as_raw_fd();
+    while !data.is_empty() {
+        ready(fd, libc::POLLOUT, deadline, cancel)?;
+        // SAFETY: writes from a live slice to a descriptor this process owns.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => continue,
+                _ => return Err(Stop::Closed(format!("write: {e}"))),
+            }
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+fn read_exact(
+    pipe: &ChildStdout,
+    buf: &mut [u8],
+    deadline: Instant,
+    cancel: &Option<CancelToken>,
+) -> Result<(), Stop> {
+    let fd = pipe.as_raw_fd();
+    let mut at = 0;
+    while at < buf.len() {
+        ready(fd, libc::POLLIN, deadline, cancel)?;
+        let rest = &mut buf[at..];
+        // SAFETY: reads into a live slice from a descriptor this process owns.
+        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
+        if n == 0 {
+            return Err(Stop::Closed("the worker closed its output".into()));
+        }
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => continue,
+                _ => return Err(Stop::Closed(format!("read: {e}"))),
+            }
+        }
+        at += n as usize;
+    }
+    Ok(())
+}
