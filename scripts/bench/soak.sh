@@ -8,7 +8,7 @@
 # 25 % transforms of a 1800×1200 JPEG at one of 150 widths (WebP; misses at first, then hits).
 # The node: memory_bytes = MEM, disk_bytes = 2 GiB, transform.memory_budget = BUDGET.
 #
-# Reported: RSS (VmRSS) per sample, its growth over the second half of the run (flat after
+# Reported: RSS (VmRSS) per sample (the node, and its transform workers together), its growth over the second half of the run (flat after
 # warm-up means this is small), the peak (VmHWM), and the budgets it should follow.
 #
 # Usage: scripts/bench/soak.sh [-h]
@@ -107,19 +107,27 @@ end
 EOF
 
 rss() { awk '/^VmRSS:/ {printf "%.0f", $2 / 1024}' "/proc/$PID/status"; }
+# The transform workers' resident memory together (the sandbox, transform.isolate).
+workers_rss() {
+    local total=0 c
+    for c in $(pgrep -P "$PID" -f transform-worker || true); do
+        total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$c/status" 2>/dev/null || echo 0)))
+    done
+    echo $((total / 1024))
+}
 idle="$(rss)"
 wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 30s -s "$TMP/mix.lua" "http://127.0.0.1:$PORT" >"$TMP/wrk.txt" 2>&1 &
 WRK=$!
 samples=()
 t=0
-echo "t_s rss_mb"
-echo "0 $idle"
+echo "t_s rss_mb workers_rss_mb"
+echo "0 $idle $(workers_rss)"
 while kill -0 "$WRK" 2>/dev/null && ((t < DURATION)); do
     sleep "$INTERVAL"
     t=$((t + INTERVAL))
     s="$(rss)"
     samples+=("$s")
-    echo "$t $s"
+    echo "$t $s $(workers_rss)"
 done
 wait "$WRK" || true
 WRK=""
