@@ -107,19 +107,17 @@ pub(super) async fn on_turn(
     sandbox: Isolation,
 ) -> Result<Output, TransformError> {
     use crate::transform::image;
-    let (b, s, o, sb) = (bytes.clone(), spec.clone(), opts.clone(), sandbox.clone());
-    let (mut turn, need) = turn
-        .step(move || match sb {
-            Some(sb) => sb.estimate(&s, &o, &b),
-            None => image::memory_need(&b, &s, &o),
-        })
-        .await?;
+    if let Some(sb) = sandbox {
+        // The worker that estimates keeps the source for the transform.
+        let (mut turn, planned) = turn.step(move || sb.plan(&spec, &opts, &bytes)).await?;
+        turn.reserve(planned.need()).await?;
+        return turn.run(move || planned.transform()).await;
+    }
+    let (b, s, o) = (bytes.clone(), spec.clone(), opts.clone());
+    let (mut turn, need) = turn.step(move || image::memory_need(&b, &s, &o)).await?;
     turn.reserve(need).await?;
-    turn.run(move || match sandbox {
-        Some(sb) => sb.image(&spec, &opts, &bytes),
-        None => image::transform(&bytes, &spec, &opts),
-    })
-    .await
+    turn.run(move || image::transform(&bytes, &spec, &opts))
+        .await
 }
 
 #[cfg(not(feature = "image-engine"))]

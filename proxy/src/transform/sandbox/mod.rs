@@ -28,6 +28,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wire::{Reply, Request};
 
@@ -86,6 +87,68 @@ impl Drop for Worker {
     }
 }
 
+/// A source handed to a worker with its estimate made ([`Sandbox::plan`]). Dropped without
+/// [`Planned::transform`] (the memory was refused, the request went away), its worker goes
+/// back idle and drops the source at its next request.
+pub struct Planned {
+    sandbox: Arc<Sandbox>,
+    worker: Option<Worker>,
+    need: u64,
+    timeout: Duration,
+}
+
+impl Planned {
+    /// The memory the transform will hold, in bytes.
+    pub fn need(&self) -> u64 {
+        self.need
+    }
+
+    /// Runs the planned transform in its worker.
+    pub fn transform(mut self) -> Result<Output, TransformError> {
+        let w = self
+            .worker
+            .take()
+            .ok_or_else(|| TransformError::Internal("a planned transform ran twice".into()))?;
+        let deadline = Instant::now() + self.timeout + GRACE;
+        let sb = &self.sandbox;
+        let (reply, body, w) = sb.exchange(w, &Request::Proceed, &[], deadline, MAX_OUTPUT)?;
+        sb.give_back(w);
+        match reply {
+            Reply::Output {
+                content_type,
+                width,
+                height,
+                headers,
+            } => {
+                let content_type = wire::content_type(&content_type).ok_or_else(|| {
+                    TransformError::Internal(format!(
+                        "a transform worker answered content type {content_type:?}"
+                    ))
+                })?;
+                Ok(Output {
+                    body: Bytes::from(body),
+                    content_type,
+                    width,
+                    height,
+                    headers: headers
+                        .into_iter()
+                        .filter(|(k, v)| wire::header_ok(k, v))
+                        .collect(),
+                })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl Drop for Planned {
+    fn drop(&mut self) {
+        if let Some(w) = self.worker.take() {
+            self.sandbox.give_back(w);
+        }
+    }
+}
+
 /// Why a call stopped waiting for its worker.
 enum Stop {
     Deadline,
@@ -103,63 +166,33 @@ impl Sandbox {
         }
     }
 
-    /// The memory the image transform of `bytes` would hold, estimated inside a worker
-    /// (the estimate parses the header: AVIF and HEIF headers go through libheif).
-    pub fn estimate(
-        &self,
+    /// Hands `bytes` to a worker and has it estimate the memory the image transform will
+    /// hold (the estimate parses the header: AVIF and HEIF headers go through libheif). The
+    /// worker keeps the source: [`Planned::transform`] runs the transform on it, once the
+    /// caller has reserved that memory, without sending the source again.
+    pub fn plan(
+        self: &Arc<Self>,
         spec: &filters::TransformSpec,
         opts: &ImageOptions,
         bytes: &[u8],
-    ) -> Result<u64, TransformError> {
+    ) -> Result<Planned, TransformError> {
         let req = Request::Estimate {
             spec: spec.clone(),
             opts: opts.clone(),
         };
-        match self.call(&req, bytes, Instant::now() + opts.timeout + GRACE, 0)? {
-            (Reply::Need { bytes }, _) => Ok(bytes),
-            (other, _) => Err(unexpected(other)),
-        }
-    }
-
-    /// The image transform of `bytes`, inside a worker.
-    pub fn image(
-        &self,
-        spec: &filters::TransformSpec,
-        opts: &ImageOptions,
-        bytes: &[u8],
-    ) -> Result<Output, TransformError> {
-        let req = Request::Image {
-            spec: spec.clone(),
-            opts: opts.clone(),
-        };
+        let w = self.take()?;
         let deadline = Instant::now() + opts.timeout + GRACE;
-        match self.call(&req, bytes, deadline, MAX_OUTPUT)? {
-            (
-                Reply::Output {
-                    content_type,
-                    width,
-                    height,
-                    headers,
-                },
-                body,
-            ) => {
-                let content_type = wire::content_type(&content_type).ok_or_else(|| {
-                    TransformError::Internal(format!(
-                        "a transform worker answered content type {content_type:?}"
-                    ))
-                })?;
-                Ok(Output {
-                    body: Bytes::from(body),
-                    content_type,
-                    width,
-                    height,
-                    headers: headers
-                        .into_iter()
-                        .filter(|(k, v)| wire::header_ok(k, v))
-                        .collect(),
-                })
+        match self.exchange(w, &req, bytes, deadline, 0)? {
+            (Reply::Need { bytes }, _, w) => Ok(Planned {
+                sandbox: self.clone(),
+                worker: Some(w),
+                need: bytes,
+                timeout: opts.timeout,
+            }),
+            (other, _, w) => {
+                self.give_back(w);
+                Err(unexpected(other))
             }
-            (other, _) => Err(unexpected(other)),
         }
     }
 
@@ -209,16 +242,37 @@ impl Sandbox {
         deadline: Instant,
         max_body: u64,
     ) -> Result<(Reply, Vec<u8>), TransformError> {
-        let mut w = loop {
+        let w = self.take()?;
+        let (reply, out, w) = self.exchange(w, req, body, deadline, max_body)?;
+        self.give_back(w);
+        Ok((reply, out))
+    }
+
+    /// An idle worker that is still alive, or a new one.
+    fn take(&self) -> Result<Worker, TransformError> {
+        loop {
             let Some(mut w) = self.idle.lock().pop() else {
-                break self.spawn()?;
+                return self.spawn();
             };
             // One that died while idle (killed from outside) is replaced, not used.
             if matches!(w.child.try_wait(), Ok(None)) {
-                break w;
+                return Ok(w);
             }
             CRASHED.fetch_add(1, Ordering::Relaxed);
-        };
+        }
+    }
+
+    /// Sends one request to `w` and reads its reply. A good reply comes back with the
+    /// worker; an error reply gives the worker back (or ends it, when it reached its memory
+    /// limit); any other failure ends it and says what the request gets.
+    fn exchange(
+        &self,
+        mut w: Worker,
+        req: &Request,
+        body: &[u8],
+        deadline: Instant,
+        max_body: u64,
+    ) -> Result<(Reply, Vec<u8>, Worker), TransformError> {
         let cancel = current_cancel();
         let sent = write_all(
             &w.stdin,
@@ -250,10 +304,11 @@ impl Sandbox {
                 self.give_back(w);
                 Err(kind.error(message))
             }
-            Ok(Ok(reply)) => {
-                w.jobs += 1;
-                self.give_back(w);
-                Ok(reply)
+            Ok(Ok((reply, out))) => {
+                if matches!(reply, Reply::Output { .. }) {
+                    w.jobs += 1;
+                }
+                Ok((reply, out, w))
             }
             Ok(Err(e)) => {
                 CRASHED.fetch_add(1, Ordering::Relaxed);

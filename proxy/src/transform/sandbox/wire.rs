@@ -24,16 +24,16 @@ pub const MAX_HEAD: u32 = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// The memory the image transform of the body would hold ([`Reply::Need`]).
+    /// The memory the image transform of the body would hold ([`Reply::Need`]). The worker
+    /// keeps the body and the spec for a [`Request::Proceed`] that may follow; any other
+    /// request drops them.
     Estimate {
         spec: filters::TransformSpec,
         opts: ImageOptions,
     },
-    /// The image transform of the body ([`Reply::Output`] + the output as the body).
-    Image {
-        spec: filters::TransformSpec,
-        opts: ImageOptions,
-    },
+    /// The image transform the last [`Request::Estimate`] estimated ([`Reply::Output`] +
+    /// the output as the body). No body.
+    Proceed,
     /// Try what a sandboxed worker must not be able to do and report each outcome
     /// ([`Reply::SelfTest`]): open a TCP socket, read `path`, start a process.
     SelfTest { path: String },
@@ -330,7 +330,7 @@ mod tests {
         let mut spec = filters::TransformSpec::new(filters::Mode::Image);
         spec.width = Some(320);
         spec.format = Some(filters::Format::Avif);
-        let r = Request::Image {
+        let r = Request::Estimate {
             spec,
             opts: ImageOptions {
                 max_upscale_area: 2.5,

@@ -18,6 +18,8 @@ pub fn main(parent: u32, address_space: u64) -> i32 {
     let confinement = lockdown::lock_down(parent, address_space);
     let mut input = std::io::stdin().lock();
     let mut output = std::io::stdout().lock();
+    // What the last estimate was for: a `Proceed` transforms it.
+    let mut planned: Option<Planned> = None;
     loop {
         let frame =
             wire::read_frame::<Request, std::io::Error>(|buf| input.read_exact(buf), MAX_SOURCE);
@@ -34,7 +36,9 @@ pub fn main(parent: u32, address_space: u64) -> i32 {
                 return 2;
             }
         };
-        let (reply, out) = match std::panic::catch_unwind(|| answer(request, &body, &confinement)) {
+        let (reply, out) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            answer(request, body, &mut planned, &confinement)
+        })) {
             Ok(r) => r,
             Err(_) => (
                 Reply::Error {
@@ -44,7 +48,6 @@ pub fn main(parent: u32, address_space: u64) -> i32 {
                 bytes::Bytes::new(),
             ),
         };
-        drop(body);
         if output
             .write_all(&wire::head(&reply, out.len() as u64))
             .and_then(|_| output.write_all(&out))
@@ -62,29 +65,58 @@ fn warm_up() {
     crate::transform::image::warm_up_heif();
 }
 
-fn answer(request: Request, body: &[u8], confinement: &wire::Confinement) -> (Reply, bytes::Bytes) {
+/// A source with its spec, estimated and waiting for `Proceed`.
+struct Planned {
+    spec: filters::TransformSpec,
+    opts: crate::transform::image::ImageOptions,
+    source: Vec<u8>,
+}
+
+fn answer(
+    request: Request,
+    body: Vec<u8>,
+    planned: &mut Option<Planned>,
+    confinement: &wire::Confinement,
+) -> (Reply, bytes::Bytes) {
     use crate::transform::image;
+    let none = bytes::Bytes::new;
     let failed = |e: crate::transform::TransformError| Reply::Error {
         kind: ErrorKind::of(&e),
         message: e.to_string(),
     };
+    let waiting = planned.take();
     match request {
-        Request::Estimate { spec, opts } => match image::memory_need(body, &spec, &opts) {
-            Ok(bytes) => (Reply::Need { bytes }, bytes::Bytes::new()),
-            Err(e) => (failed(e), bytes::Bytes::new()),
+        Request::Estimate { spec, opts } => match image::memory_need(&body, &spec, &opts) {
+            Ok(bytes) => {
+                *planned = Some(Planned {
+                    spec,
+                    opts,
+                    source: body,
+                });
+                (Reply::Need { bytes }, none())
+            }
+            Err(e) => (failed(e), none()),
         },
-        Request::Image { spec, opts } => match image::transform(body, &spec, &opts) {
-            Ok(o) => (
-                Reply::Output {
-                    content_type: o.content_type.to_string(),
-                    width: o.width,
-                    height: o.height,
-                    headers: o.headers,
-                },
-                o.body,
-            ),
-            Err(e) => (failed(e), bytes::Bytes::new()),
-        },
+        Request::Proceed => {
+            let Some(p) = waiting else {
+                let e = crate::transform::TransformError::Internal(
+                    "transform worker: proceed without an estimate".into(),
+                );
+                return (failed(e), none());
+            };
+            match image::transform(&p.source, &p.spec, &p.opts) {
+                Ok(o) => (
+                    Reply::Output {
+                        content_type: o.content_type.to_string(),
+                        width: o.width,
+                        height: o.height,
+                        headers: o.headers,
+                    },
+                    o.body,
+                ),
+                Err(e) => (failed(e), none()),
+            }
+        }
         Request::SelfTest { path } => {
             let (socket, open, fork) = lockdown::try_forbidden(&path);
             (
@@ -94,7 +126,7 @@ fn answer(request: Request, body: &[u8], confinement: &wire::Confinement) -> (Re
                     open,
                     fork,
                 },
-                bytes::Bytes::new(),
+                none(),
             )
         }
     }
