@@ -158,6 +158,18 @@ mod tests {
             self.0 ^= self.0 << 17;
             self.0
         }
+        /// Flips a byte of `b`, cuts it or extends it (by `round`).
+        fn mutate(&mut self, b: &mut Vec<u8>, round: usize) {
+            match round % 3 {
+                0 => {
+                    let at = (self.next() as usize) % b.len();
+                    b[at] ^= (self.next() as u8) | 1;
+                }
+                1 => b.truncate((self.next() as usize) % b.len()),
+                _ => b.extend((0..(self.next() % 16)).map(|_| self.next() as u8)),
+            }
+        }
+
         /// The first item most of the time (a valid piece), else any.
         fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
             if self.next() % 4 != 0 {
@@ -274,14 +286,7 @@ mod tests {
         ];
         for i in 0..6000 {
             let mut b = seeds[i % seeds.len()].clone();
-            match i % 3 {
-                0 => {
-                    let at = (g.next() as usize) % b.len();
-                    b[at] ^= (g.next() as u8) | 1;
-                }
-                1 => b.truncate((g.next() as usize) % b.len()),
-                _ => b.extend((0..(g.next() % 16)).map(|_| g.next() as u8)),
-            }
+            g.mutate(&mut b, i);
             sandbox_reply(&b).unwrap();
         }
         for s in &seeds {
@@ -295,15 +300,7 @@ mod tests {
         let good = format::encode_meta(&(vec![1, 2, 3], vec![4, 5]), 10, 7);
         for i in 0..5000 {
             let mut b = good.clone();
-            // Flip, cut or extend.
-            match i % 3 {
-                0 => {
-                    let at = (g.next() as usize) % b.len();
-                    b[at] ^= (g.next() as u8) | 1;
-                }
-                1 => b.truncate((g.next() as usize) % b.len()),
-                _ => b.extend((0..(g.next() % 16)).map(|_| g.next() as u8)),
-            }
+            g.mutate(&mut b, i);
             disk_format(&b).unwrap();
         }
         disk_format(&good).unwrap();

@@ -114,6 +114,7 @@ median() { sort -g "$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR
 ON=$(median "$WORK/on.txt"); OFF=$(median "$WORK/off.txt")
 echo
 printf '%-12s %10s %14s %20s\n' node "req/s" "node RSS MB" "node+workers RSS MB"
+echo "workers of $ON_PID: $(pgrep -P "$ON_PID" -f transform-worker | tr "\n" " ")"
 printf '%-12s %10s %14s %20s\n' isolated "$ON" "$(( $(kb "$ON_PID" VmHWM) / 1024 ))" "$(( $(tree_hwm "$ON_PID") / 1024 ))"
 printf '%-12s %10s %14s %20s\n' in-process "$OFF" "$(( $(kb "$OFF_PID" VmHWM) / 1024 ))" "$(( $(tree_hwm "$OFF_PID") / 1024 ))"
 awk -v a="$ON" -v b="$OFF" 'BEGIN { printf "isolated / in-process: %.3fx (overhead %.1f %%)\n", a/b, (1 - a/b) * 100 }'

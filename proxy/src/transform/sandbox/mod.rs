@@ -70,7 +70,12 @@ pub struct Sandbox {
     idle: parking_lot::Mutex<Vec<Worker>>,
     /// What the last self-test found (`/health`).
     report: parking_lot::Mutex<serde_json::Value>,
+    /// The thread that starts workers.
+    spawner: parking_lot::Mutex<Option<std::sync::mpsc::Sender<SpawnReply>>>,
 }
+
+/// Where the spawner thread sends a new worker.
+type SpawnReply = std::sync::mpsc::SyncSender<Result<Worker, TransformError>>;
 
 struct Worker {
     child: Child,
@@ -159,10 +164,23 @@ enum Stop {
 
 impl Sandbox {
     pub fn new(opts: SandboxOptions) -> Sandbox {
+        // Workers are started by one thread that lives as long as the node: a worker's
+        // `PR_SET_PDEATHSIG` fires when the *thread* that started it ends, and the pool's
+        // blocking threads come and go.
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnReply>();
+        let for_spawner = opts.clone();
+        let started = std::thread::Builder::new()
+            .name("transform-spawner".into())
+            .spawn(move || {
+                while let Ok(reply) = rx.recv() {
+                    let _ = reply.send(spawn(&for_spawner));
+                }
+            });
         Sandbox {
             opts,
             idle: parking_lot::Mutex::new(Vec::new()),
             report: parking_lot::Mutex::new(serde_json::json!({"state": "not tested yet"})),
+            spawner: parking_lot::Mutex::new(started.ok().map(|_| tx)),
         }
     }
 
@@ -321,49 +339,19 @@ impl Sandbox {
         }
     }
 
+    /// A new worker, started by the spawner thread.
     fn spawn(&self) -> Result<Worker, TransformError> {
-        let mut child = Command::new(&self.opts.program)
-            .arg("transform-worker")
-            .arg("--parent")
-            .arg(std::process::id().to_string())
-            .arg("--address-space")
-            .arg(self.opts.address_space.to_string())
-            .env_clear()
-            // Allocators that reserve address space by the gigabyte would spend the worker's
-            // `RLIMIT_AS` on reservations: mimalloc's arenas in 32 MiB steps, glibc's malloc
-            // (the C codecs') in two arenas.
-            .env("MIMALLOC_ARENA_RESERVE", "32M")
-            .env("MALLOC_ARENA_MAX", "2")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| {
-                TransformError::Internal(format!(
-                    "cannot start a transform worker ({}): {e}",
-                    self.opts.program.display()
-                ))
-            })?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let sent = self.spawner.lock().as_ref().map(|s| s.send(tx).is_ok());
+        if sent != Some(true) {
             return Err(TransformError::Internal(
-                "a transform worker has no pipes".into(),
+                "the transform worker spawner is gone".into(),
             ));
-        };
-        for fd in [stdin.as_raw_fd(), stdout.as_raw_fd()] {
-            // SAFETY: fcntl on descriptors this process owns.
-            unsafe {
-                let flags = libc::fcntl(fd, libc::F_GETFL);
-                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-            }
         }
-        STARTED.fetch_add(1, Ordering::Relaxed);
-        Ok(Worker {
-            child,
-            stdin,
-            stdout,
-            jobs: 0,
+        rx.recv().unwrap_or_else(|_| {
+            Err(TransformError::Internal(
+                "the transform worker spawner is gone".into(),
+            ))
         })
     }
 
@@ -422,6 +410,53 @@ impl Sandbox {
             }
         }
     }
+}
+
+/// Starts a worker (on the spawner thread only: see [`Sandbox::new`]).
+fn spawn(opts: &SandboxOptions) -> Result<Worker, TransformError> {
+    let mut child = Command::new(&opts.program)
+        .arg("transform-worker")
+        .arg("--parent")
+        .arg(std::process::id().to_string())
+        .arg("--address-space")
+        .arg(opts.address_space.to_string())
+        .env_clear()
+        // Allocators that reserve address space by the gigabyte would spend the worker's
+        // `RLIMIT_AS` on reservations: mimalloc's arenas in 32 MiB steps, glibc's malloc
+        // (the C codecs') in two arenas.
+        .env("MIMALLOC_ARENA_RESERVE", "32M")
+        .env("MALLOC_ARENA_MAX", "2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            TransformError::Internal(format!(
+                "cannot start a transform worker ({}): {e}",
+                opts.program.display()
+            ))
+        })?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(TransformError::Internal(
+            "a transform worker has no pipes".into(),
+        ));
+    };
+    for fd in [stdin.as_raw_fd(), stdout.as_raw_fd()] {
+        // SAFETY: fcntl on descriptors this process owns.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+    STARTED.fetch_add(1, Ordering::Relaxed);
+    Ok(Worker {
+        child,
+        stdin,
+        stdout,
+        jobs: 0,
+    })
 }
 
 /// What a request gets when its worker died on its own with `status`.
