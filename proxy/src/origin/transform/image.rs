@@ -132,3 +132,70 @@ pub(super) async fn on_turn(
         "this build has no image engine".into(),
     ))
 }
+
+/// The image sandbox the config asks for (`transform.isolate`), checked at once: a worker
+/// tries to open a socket, read the config file and start a process, and what it got is
+/// logged and shown on `/health`.
+#[cfg(feature = "image-engine")]
+pub(crate) fn sandbox_for(
+    cfg: &crate::config::Config,
+) -> Option<std::sync::Arc<crate::transform::sandbox::Sandbox>> {
+    use crate::transform::sandbox::{Sandbox, SandboxOptions};
+    let t = &cfg.transform;
+    if !t.isolate {
+        return None;
+    }
+    let sandbox = std::sync::Arc::new(Sandbox::new(SandboxOptions {
+        workers: match t.workers {
+            0 => crate::transform::pool::cores(),
+            n => n,
+        },
+        address_space: t.worker_memory.0,
+        recycle_rss: t.worker_recycle_rss.0,
+        max_jobs: t.worker_max_jobs,
+        program: "/proc/self/exe".into(),
+    }));
+    let probe = cfg
+        .file
+        .clone()
+        .unwrap_or_else(|| cfg.server.data_dir.clone());
+    let s = sandbox.clone();
+    std::thread::spawn(move || match s.self_test(&probe.to_string_lossy()) {
+        Ok(v) => {
+            let tried = &v["tried"];
+            let refused = ["socket", "open", "fork"]
+                .iter()
+                .all(|k| tried[k].as_str().is_some_and(|t| t.starts_with("refused")));
+            if refused && v["seccomp"] == true {
+                tracing::info!(sandbox = %v, "transform workers are isolated");
+            } else {
+                tracing::warn!(sandbox = %v, "transform workers are NOT fully confined");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the transform sandbox's self-test failed"),
+    });
+    Some(sandbox)
+}
+
+#[cfg(feature = "image-engine")]
+/// The image engine's options from `[transform]`.
+pub(crate) fn image_options(
+    t: &crate::config::TransformConfig,
+) -> crate::transform::image::ImageOptions {
+    use crate::transform::image::{ImageOptions, MetadataPolicy};
+    ImageOptions {
+        max_input_pixels: t.max_input_pixels,
+        max_decode_bytes: t.max_decode_bytes.0,
+        max_upscale_area: t.max_upscale_area,
+        max_input_bytes: t.max_image_bytes.0,
+        avif_enabled: t.avif,
+        timeout: t.image_timeout.0,
+        metadata: match t.metadata.as_str() {
+            "keep" => Some(MetadataPolicy::Keep),
+            "copyright" => Some(MetadataPolicy::Copyright),
+            "none" => Some(MetadataPolicy::None),
+            _ => None,
+        },
+        ..ImageOptions::default()
+    }
+}

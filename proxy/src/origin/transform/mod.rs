@@ -19,6 +19,8 @@ mod video;
 
 pub use avif_background::AvifBackground;
 pub(crate) use body::source_version;
+#[cfg(feature = "image-engine")]
+pub(crate) use image::{image_options, sandbox_for};
 
 use super::sources::Fetched;
 use super::Body;
