@@ -3,7 +3,7 @@
 # (image work in sandboxed worker processes) and `false` (in the node's process), taking
 # turns on one port each (the other SIGSTOPped), ROUNDS interleaved rounds of wrk for SECS s
 # on a ≥3000 px JPEG → 800 px WebP q75 (cache off: every request transforms). Prints the
-# median req/s of each, the ratio, and peak RSS (node, and node + workers).
+# median req/s of each, the ratio, and peak RSS (node, and node + workers, read mid-round).
 #
 #   scripts/bench/sandbox.sh                    # 5 rounds of 10 s
 #   ROUNDS=7 SECS=15 scripts/bench/sandbox.sh
@@ -93,7 +93,13 @@ tree_hwm() {
 
 run_round() { # pid port other_pid → req/s
   kill -STOP "$3"; kill -CONT "$1"
-  wrk -t1 -c"$THREADS" -d"${SECS}s" --timeout 60s "$(url "$2")" >"$WORK/wrk.txt"
+  wrk -t1 -c"$THREADS" -d"${SECS}s" --timeout 60s "$(url "$2")" >"$WORK/wrk.txt" &
+  local w=$!
+  # Mid-round, while the workers are busy (a transform cut off when wrk stops is cancelled
+  # and its worker killed, so after a round there may be none to read).
+  sleep $(( (SECS + 1) / 2 ))
+  tree_hwm "$1" >>"$WORK/tree-$1.txt"
+  wait "$w"
   if grep -q "Non-2xx" "$WORK/wrk.txt"; then cat "$WORK/wrk.txt" >&2; exit 1; fi
   kill -CONT "$3"
   awk '/Requests\/sec/ {print $2}' "$WORK/wrk.txt"
@@ -114,7 +120,8 @@ median() { sort -g "$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR
 ON=$(median "$WORK/on.txt"); OFF=$(median "$WORK/off.txt")
 echo
 printf '%-12s %10s %14s %20s\n' node "req/s" "node RSS MB" "node+workers RSS MB"
-echo "workers of $ON_PID: $(pgrep -P "$ON_PID" -f transform-worker | tr "\n" " ")"
-printf '%-12s %10s %14s %20s\n' isolated "$ON" "$(( $(kb "$ON_PID" VmHWM) / 1024 ))" "$(( $(tree_hwm "$ON_PID") / 1024 ))"
-printf '%-12s %10s %14s %20s\n' in-process "$OFF" "$(( $(kb "$OFF_PID" VmHWM) / 1024 ))" "$(( $(tree_hwm "$OFF_PID") / 1024 ))"
+# The largest node + workers peak seen mid-round.
+tree_max() { sort -g "$WORK/tree-$1.txt" | tail -1; }
+printf '%-12s %10s %14s %20s\n' isolated "$ON" "$(( $(kb "$ON_PID" VmHWM) / 1024 ))" "$(( $(tree_max "$ON_PID") / 1024 ))"
+printf '%-12s %10s %14s %20s\n' in-process "$OFF" "$(( $(kb "$OFF_PID" VmHWM) / 1024 ))" "$(( $(tree_max "$OFF_PID") / 1024 ))"
 awk -v a="$ON" -v b="$OFF" 'BEGIN { printf "isolated / in-process: %.3fx (overhead %.1f %%)\n", a/b, (1 - a/b) * 100 }'
