@@ -64,6 +64,15 @@ enum Cmd {
         /// RLIMIT_AS in bytes.
         #[arg(long)]
         address_space: u64,
+        /// A worker for one video call.
+        #[arg(long)]
+        video: bool,
+        /// Descriptor 3 is the video's source file.
+        #[arg(long)]
+        source_fd: bool,
+        /// Descriptor 4 is the video's output directory.
+        #[arg(long)]
+        out_fd: bool,
     },
     /// Validate a config file: prints every problem with its key path; exit 1 on any.
     CheckConfig { file: PathBuf },
@@ -96,15 +105,33 @@ fn load(config: &Option<PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
+/// A sandboxed worker's life (`transform-worker`); returns its exit code.
+fn transform_worker(parent: u32, space: u64, video: bool, source_fd: bool, out_fd: bool) -> u8 {
+    use media_edge::transform::sandbox;
+    #[cfg(feature = "video-engine")]
+    if video {
+        return sandbox::video_worker_main(parent, space, source_fd, out_fd) as u8;
+    }
+    let _ = (video, source_fd, out_fd);
+    sandbox::worker_main(parent, space) as u8
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::TransformWorker {
             parent,
             address_space,
-        } => {
-            ExitCode::from(media_edge::transform::sandbox::worker_main(parent, address_space) as u8)
-        }
+            video,
+            source_fd,
+            out_fd,
+        } => ExitCode::from(transform_worker(
+            parent,
+            address_space,
+            video,
+            source_fd,
+            out_fd,
+        )),
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
                 println!(

@@ -57,7 +57,13 @@ impl Transformer {
         };
         let _held = lock.lock().await;
         if !dir.join("index.m3u8").is_file() {
-            let opts = self.video.clone();
+            let call = video::VideoCall {
+                op: video::VideoOp::Hls,
+                spec: job.spec.clone(),
+                opts: self.video.clone(),
+                out: None,
+            };
+            let sandbox = self.isolation();
             let progress = job.progress_fn();
             let scratch = root.join(format!(
                 ".{key}-{}",
@@ -68,7 +74,11 @@ impl Transformer {
                 .run(&job.client, move || {
                     let _src = src_guard;
                     sweep_hls(&root, retention);
-                    let made = video::hls(&media, &opts, &scratch, &progress);
+                    let call = video::VideoCall {
+                        out: Some(scratch.clone()),
+                        ..call
+                    };
+                    let made = super::video::run_call(&sandbox, call, &media, &progress);
                     let made = made.and_then(|_| {
                         std::fs::rename(&scratch, &dir).map_err(|e| {
                             TransformError::Internal(format!("storing the HLS package: {e}"))

@@ -133,8 +133,9 @@ pub(super) async fn on_turn(
     ))
 }
 
-/// The image sandbox the config asks for (`transform.isolate`), checked at once: a worker
-/// tries to open a socket, read the config file and start a process, and what it got is
+/// The transform sandbox the config asks for (`transform.isolate`), checked at once: an
+/// image worker and a video worker try to open a socket, read the config file and start a
+/// process (the video worker also to write beside its directory), and what they got is
 /// logged and shown on `/health`.
 #[cfg(feature = "image-engine")]
 pub(crate) fn sandbox_for(
@@ -159,21 +160,30 @@ pub(crate) fn sandbox_for(
         .file
         .clone()
         .unwrap_or_else(|| cfg.server.data_dir.clone());
+    // Absolute: a video worker's working directory is its output directory.
+    let probe = std::fs::canonicalize(&probe).unwrap_or(probe);
     let s = sandbox.clone();
-    std::thread::spawn(move || match s.self_test(&probe.to_string_lossy()) {
-        Ok(v) => {
-            let tried = &v["tried"];
-            let refused = ["socket", "open", "fork"]
-                .iter()
-                .all(|k| tried[k].as_str().is_some_and(|t| t.starts_with("refused")));
-            if refused && v["seccomp"] == true {
-                tracing::info!(sandbox = %v, "transform workers are isolated");
-            } else {
-                tracing::warn!(sandbox = %v, "transform workers are NOT fully confined");
+    let scratch = cfg.server.data_dir.join("tmp");
+    std::thread::spawn(
+        move || match s.self_test(&probe.to_string_lossy(), &scratch) {
+            Ok(v) => {
+                let refused = |v: &serde_json::Value| {
+                    let tried = v["tried"].as_object().into_iter().flatten();
+                    tried
+                        .into_iter()
+                        .all(|(_, t)| t.as_str().is_some_and(|t| t.starts_with("refused")))
+                        && v["seccomp"] == true
+                };
+                let video = v.get("video").is_none_or(refused);
+                if refused(&v) && video {
+                    tracing::info!(sandbox = %v, "transform workers are isolated");
+                } else {
+                    tracing::warn!(sandbox = %v, "transform workers are NOT fully confined");
+                }
             }
-        }
-        Err(e) => tracing::warn!(error = %e, "the transform sandbox's self-test failed"),
-    });
+            Err(e) => tracing::warn!(error = %e, "the transform sandbox's self-test failed"),
+        },
+    );
     Some(sandbox)
 }
 

@@ -1,6 +1,7 @@
 //! The video engine's part of the transform step: the original as the engine reads it (a
 //! local file in place, an object read by ranges from its first block, or a stream into a
-//! temp file), then probe, frame, spritesheet, audio or transcode on the bounded pool, the
+//! temp file), then probe, frame, spritesheet, audio or transcode on the bounded pool (in a
+//! sandboxed worker of its own when `transform.isolate`: [`run_call`]), the
 //! file outputs hashed for their `ETag` and streamed out by the caller; `mode=hls` goes on
 //! to `hls`. Every scratch file is a [`TempFile`]. It must not read a body itself beyond
 //! [`super::body`], nor build response headers (the step's `respond` does).
@@ -19,6 +20,8 @@ use crate::origin::ranged;
 #[cfg(feature = "video-engine")]
 use crate::transform::tempfile::TempFile;
 #[cfg(feature = "video-engine")]
+use crate::transform::video::{VideoCall, VideoDone, VideoOp};
+#[cfg(feature = "video-engine")]
 use crate::transform::Output;
 use crate::transform::TransformError;
 
@@ -33,7 +36,7 @@ impl Transformer {
         job: &Job<'_>,
         input: SourceInput,
     ) -> Result<Produced, ApiError> {
-        use crate::transform::video::{self, Media};
+        use crate::transform::video::Media;
         let version = body::source_version(input.fetched());
         let size = source_size(&input).await;
         let (media, src_guard) = match input {
@@ -83,40 +86,41 @@ impl Transformer {
         let spec = job.spec.clone();
         let out = TempFile::fresh(&self.limits.temp_dir, "out");
         let progress = job.progress_fn();
+        let sandbox = self.isolation();
         self.pool
             .run(&job.client, move || {
                 let _src = src_guard;
-                let json = spec.format == Some(filters::Format::Json);
-                let output = match spec.mode {
-                    _ if json => {
-                        let p = video::probe(&media)?;
-                        let body = Bytes::from(serde_json::to_vec(&p).unwrap_or_default());
-                        Produced::Memory(Output::plain(body, "application/json"))
+                let op = match spec.mode {
+                    _ if spec.format == Some(filters::Format::Json) => VideoOp::Json,
+                    Mode::Frame => VideoOp::Frame,
+                    Mode::Spritesheet => VideoOp::Spritesheet,
+                    Mode::Audio => VideoOp::Audio,
+                    Mode::Video => VideoOp::Transcode,
+                    other => {
+                        return Err(TransformError::BadRequest(format!(
+                            "mode {} does not apply to a video source",
+                            other.as_str()
+                        )))
                     }
-                    Mode::Frame => Produced::Memory(video::frame(&media, &spec, &opts)?),
-                    Mode::Spritesheet => {
-                        Produced::Memory(video::spritesheet(&media, &spec, &opts)?)
-                    }
-                    Mode::Audio | Mode::Video => {
-                        let f = if spec.mode == Mode::Audio {
-                            video::audio(&media, &spec, &opts, out.path(), &progress)?
-                        } else {
-                            video::transcode(&media, &spec, &opts, out.path(), &progress)?
-                        };
-                        let guard = if f.path == out.path() {
-                            out
-                        } else {
-                            TempFile::new(f.path.clone())
-                        };
-                        let (len, etag) = body::hash_file(guard.path())?;
+                };
+                let file = matches!(op, VideoOp::Audio | VideoOp::Transcode);
+                let call = VideoCall {
+                    op,
+                    spec,
+                    opts,
+                    out: file.then(|| out.path().to_path_buf()),
+                };
+                Ok(match run_call(&sandbox, call, &media, &progress)? {
+                    VideoDone::File(f) => {
+                        let (len, etag) = body::hash_file(out.path())?;
                         Produced::File {
-                            path: guard.path().to_path_buf(),
-                            guard: Some(guard),
+                            path: out.path().to_path_buf(),
+                            guard: Some(out),
                             len,
                             etag,
                             meta: Output {
                                 body: Bytes::new(),
-                                content_type: f.content_type,
+                                content_type: f.content_type(),
                                 width: f.width,
                                 height: f.height,
                                 headers: vec![(
@@ -126,14 +130,13 @@ impl Transformer {
                             },
                         }
                     }
-                    other => {
-                        return Err(TransformError::BadRequest(format!(
-                            "mode {} does not apply to a video source",
-                            other.as_str()
-                        )))
+                    VideoDone::Memory(o) => Produced::Memory(o),
+                    VideoDone::Probe(_) | VideoDone::Hls(_) => {
+                        return Err(TransformError::Internal(
+                            "the video engine answered another call".into(),
+                        ))
                     }
-                };
-                Ok(output)
+                })
             })
             .await
             .map_err(err)
@@ -166,9 +169,23 @@ impl Transformer {
             )));
         }
         let m = media.clone();
+        let call = VideoCall {
+            op: VideoOp::Probe,
+            spec: spec.clone(),
+            opts: self.video.clone(),
+            out: None,
+        };
+        let sandbox = self.isolation();
         let probe = self
             .pool
-            .run(&job.client, move || crate::transform::video::probe(&m))
+            .run(&job.client, move || {
+                match run_call(&sandbox, call, &m, &|_| {})? {
+                    VideoDone::Probe(p) => Ok(p),
+                    _ => Err(TransformError::Internal(
+                        "the video engine answered another call".into(),
+                    )),
+                }
+            })
             .await
             .map_err(err)?;
         let start = spec.time_ms.unwrap_or(0) as f64 / 1000.0;
@@ -220,6 +237,22 @@ impl Transformer {
             "this build has no video engine".into(),
         )))
     }
+}
+
+/// Runs a video call where transforms run: in a sandboxed worker of its own
+/// (`transform.isolate`), or on this thread.
+#[cfg(feature = "video-engine")]
+pub(super) fn run_call(
+    sandbox: &super::image::Isolation,
+    call: VideoCall,
+    media: &crate::transform::video::Media,
+    progress: &dyn Fn(f32),
+) -> Result<VideoDone, TransformError> {
+    #[cfg(feature = "image-engine")]
+    if let Some(sb) = sandbox {
+        return sb.video(call, media, progress);
+    }
+    crate::transform::video::execute(&call, media, progress)
 }
 
 /// The source's size in bytes when it says (a ranged answer's total, a length, a file's).

@@ -5,17 +5,40 @@
 //! installs a seccomp filter that allows only what decoding and encoding need: memory,
 //! threads, time, reading and writing descriptors it already holds. Everything else fails
 //! with `EPERM` (`clone3` with `ENOSYS`, so the C library falls back to `clone`, which is
-//! allowed only for threads). Owns the confinement; nothing here decodes or talks.
+//! allowed only for threads). A video worker ([`Role::Video`]) locks down in two steps
+//! around reading its one request: it may also open, write, rename and remove files, but
+//! Landlock confines that to the one directory the node handed it (its output), and it
+//! reads its source from a descriptor it was given. Owns the confinement; nothing here
+//! decodes or talks.
 
 use super::wire::Confinement;
 
 /// The user a worker runs as when the node runs as root.
 const NOBODY: u32 = 65534;
 
+/// What a worker does, which decides what it may touch.
+#[derive(Clone, Copy)]
+pub enum Role<'a> {
+    /// Image work: bytes in, bytes out, no file at all.
+    Image,
+    /// One video call: files only beneath `writable` (the output directory), when given.
+    Video {
+        writable: Option<std::os::fd::BorrowedFd<'a>>,
+    },
+}
+
 /// Locks the calling process down (call it before any thread is started: the seccomp filter
 /// and Landlock apply to this thread and the threads it starts later). `parent` is the
 /// node's pid: a worker whose node is already gone exits at once.
 pub fn lock_down(parent: u32, address_space: u64) -> Confinement {
+    let mut c = prepare(parent, address_space, 3);
+    confine(&mut c, Role::Image);
+    c
+}
+
+/// The first step: dies with the node, closes every descriptor from `keep` up, caps its
+/// address space and core dumps, drops root, sets `no_new_privs`.
+pub fn prepare(parent: u32, address_space: u64, keep: u32) -> Confinement {
     let mut c = Confinement::default();
     // SAFETY: plain syscalls on this process with constant or checked arguments.
     unsafe {
@@ -23,8 +46,8 @@ pub fn lock_down(parent: u32, address_space: u64) -> Confinement {
         if libc::getppid() as u32 != parent {
             libc::_exit(0);
         }
-        // Every descriptor but stdin, stdout and stderr.
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        // Every descriptor but stdin, stdout, stderr (and those handed over below `keep`).
+        libc::syscall(libc::SYS_close_range, keep, u32::MAX, 0u32);
         let limit = |res, v: u64| {
             let l = libc::rlimit {
                 rlim_cur: v as libc::rlim_t,
@@ -44,28 +67,52 @@ pub fn lock_down(parent: u32, address_space: u64) -> Confinement {
         c.uid = libc::geteuid();
         c.no_new_privs = libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
     }
-    c.landlock = landlock().to_string();
-    // After Landlock, whose ruleset is a descriptor: from here no new descriptor at all.
-    let nofile = libc::rlimit {
-        rlim_cur: 3,
-        rlim_max: 3,
-    };
-    // SAFETY: setrlimit with a valid struct.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &nofile) };
-    c.seccomp = seccomp().is_ok();
     c
 }
 
+/// The second step: Landlock, the descriptor limit, seccomp.
+pub fn confine(c: &mut Confinement, role: Role<'_>) {
+    let (writable, files) = match role {
+        Role::Image => (None, false),
+        Role::Video { writable } => (writable, true),
+    };
+    c.landlock = landlock(writable).to_string();
+    // After Landlock, whose ruleset is a descriptor: from here an image worker opens no
+    // descriptor at all; a video worker opens its outputs (one or two at a time).
+    let n = if files { 64 } else { 3 };
+    let nofile = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &nofile) };
+    c.seccomp = seccomp(files).is_ok();
+}
+
 /// Denies every file access right, TCP bind and connect, abstract unix sockets and signals
-/// outside the worker (no rule grants anything back). Best effort: what this kernel knows.
-fn landlock() -> &'static str {
-    use landlock::{Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetStatus, Scope, ABI};
+/// outside the worker; the only rule grants reading and writing files beneath `writable`.
+/// Best effort: what this kernel knows.
+fn landlock(writable: Option<std::os::fd::BorrowedFd<'_>>) -> &'static str {
+    use landlock::{
+        Access, AccessFs, AccessNet, PathBeneath, Ruleset, RulesetAttr, RulesetCreatedAttr,
+        RulesetStatus, Scope, ABI,
+    };
     let abi = ABI::V6;
+    let output = AccessFs::ReadFile
+        | AccessFs::WriteFile
+        | AccessFs::ReadDir
+        | AccessFs::RemoveFile
+        | AccessFs::MakeReg
+        | AccessFs::Truncate;
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .and_then(|r| r.handle_access(AccessNet::from_all(abi)))
         .and_then(|r| r.scope(Scope::from_all(abi)))
         .and_then(|r| r.create())
+        .and_then(|r| match writable {
+            Some(dir) => r.add_rule(PathBeneath::new(dir, output)),
+            None => Ok(r),
+        })
         .and_then(|r| r.restrict_self());
     match status.map(|s| s.ruleset) {
         Ok(RulesetStatus::FullyEnforced) => "full",
@@ -124,8 +171,46 @@ fn allowed() -> Vec<i64> {
     v
 }
 
-/// Installs the filter (this thread and every thread it starts from now on).
-fn seccomp() -> Result<(), seccompiler::Error> {
+/// What a video worker may do besides: open, write, rename and remove its output files
+/// (Landlock decides which), read its source descriptor at an offset, list its directory.
+fn file_calls() -> Vec<i64> {
+    let mut v = vec![
+        libc::SYS_openat,
+        libc::SYS_pread64,
+        libc::SYS_pwrite64,
+        libc::SYS_ftruncate,
+        libc::SYS_fsync,
+        libc::SYS_fdatasync,
+        libc::SYS_fcntl,
+        libc::SYS_statx,
+        libc::SYS_getdents64,
+        libc::SYS_unlinkat,
+        libc::SYS_renameat,
+        libc::SYS_renameat2,
+        libc::SYS_faccessat,
+        libc::SYS_faccessat2,
+        libc::SYS_getcwd,
+        libc::SYS_dup,
+        libc::SYS_sysinfo,
+        libc::SYS_uname,
+        libc::SYS_sched_getparam,
+        libc::SYS_sched_getscheduler,
+    ];
+    #[cfg(target_arch = "x86_64")]
+    v.extend([
+        libc::SYS_open,
+        libc::SYS_stat,
+        libc::SYS_lstat,
+        libc::SYS_unlink,
+        libc::SYS_rename,
+        libc::SYS_access,
+    ]);
+    v
+}
+
+/// Installs the filter (this thread and every thread it starts from now on); `files` adds
+/// [`file_calls`].
+fn seccomp(files: bool) -> Result<(), seccompiler::Error> {
     use seccompiler::{
         SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
         SeccompFilter, SeccompRule, TargetArch,
@@ -134,8 +219,12 @@ fn seccomp() -> Result<(), seccompiler::Error> {
     let arch: TargetArch = std::env::consts::ARCH
         .try_into()
         .map_err(seccompiler::Error::Backend)?;
+    let mut calls = allowed();
+    if files {
+        calls.extend(file_calls());
+    }
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        allowed().into_iter().map(|s| (s, vec![])).collect();
+        calls.into_iter().map(|s| (s, vec![])).collect();
     // Threads, never processes.
     let thread = libc::CLONE_THREAD as u64;
     rules.insert(
@@ -197,6 +286,18 @@ fn seccomp() -> Result<(), seccompiler::Error> {
     )?;
     let program: seccompiler::BpfProgram = allow.try_into()?;
     seccompiler::apply_filter(&program)
+}
+
+/// What the worker gets when it creates (and then removes) the file `path`: `refused:
+/// <error>` or `ALLOWED`.
+pub fn try_create(path: &str) -> String {
+    match std::fs::File::create(path) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+            "ALLOWED".into()
+        }
+        Err(e) => format!("refused: {e}"),
+    }
 }
 
 /// What the worker gets when it tries what it must not do (the self-test): `refused:

@@ -15,9 +15,15 @@
 //! It must not decide what is transformed or how; that is the engine's, inside the worker.
 
 mod lockdown;
+#[cfg(feature = "video-engine")]
+mod video;
+#[cfg(feature = "video-engine")]
+mod video_worker;
 pub mod wire;
 mod worker;
 
+#[cfg(feature = "video-engine")]
+pub use video_worker::main as video_worker_main;
 pub use worker::main as worker_main;
 
 use crate::transform::image::ImageOptions;
@@ -38,6 +44,8 @@ pub static CRASHED: AtomicU64 = AtomicU64::new(0);
 pub static OUT_OF_MEMORY: AtomicU64 = AtomicU64::new(0);
 pub static STOPPED: AtomicU64 = AtomicU64::new(0);
 pub static RECYCLED: AtomicU64 = AtomicU64::new(0);
+/// Video workers that ended after their one call.
+pub static FINISHED: AtomicU64 = AtomicU64::new(0);
 
 /// How long a worker's answer may run past the engine's own time limit (which the engine
 /// checks between stages) before the worker is killed.
@@ -71,11 +79,23 @@ pub struct Sandbox {
     /// What the last self-test found (`/health`).
     report: parking_lot::Mutex<serde_json::Value>,
     /// The thread that starts workers.
-    spawner: parking_lot::Mutex<Option<std::sync::mpsc::Sender<SpawnReply>>>,
+    spawner: parking_lot::Mutex<Option<std::sync::mpsc::Sender<(SpawnKind, SpawnReply)>>>,
 }
 
 /// Where the spawner thread sends a new worker.
 type SpawnReply = std::sync::mpsc::SyncSender<Result<Worker, TransformError>>;
+
+/// What kind of worker to start.
+enum SpawnKind {
+    /// An image worker, kept for call after call.
+    Image,
+    /// A video worker for one call: the source file it reads (its descriptor 3) and the
+    /// directory it may write (its descriptor 4), when the call has them.
+    Video {
+        source: Option<std::os::fd::OwnedFd>,
+        out_dir: Option<std::os::fd::OwnedFd>,
+    },
+}
 
 struct Worker {
     child: Child,
@@ -167,13 +187,13 @@ impl Sandbox {
         // Workers are started by one thread that lives as long as the node: a worker's
         // `PR_SET_PDEATHSIG` fires when the *thread* that started it ends, and the pool's
         // blocking threads come and go.
-        let (tx, rx) = std::sync::mpsc::channel::<SpawnReply>();
+        let (tx, rx) = std::sync::mpsc::channel::<(SpawnKind, SpawnReply)>();
         let for_spawner = opts.clone();
         let started = std::thread::Builder::new()
             .name("transform-spawner".into())
             .spawn(move || {
-                while let Ok(reply) = rx.recv() {
-                    let _ = reply.send(spawn(&for_spawner));
+                while let Ok((kind, reply)) = rx.recv() {
+                    let _ = reply.send(spawn(&for_spawner, kind));
                 }
             });
         Sandbox {
@@ -215,17 +235,24 @@ impl Sandbox {
     }
 
     /// Has a worker try to open a socket, read `path` and start a process, and keeps what
-    /// it found for [`Self::report`] (each should read `refused: ...`).
-    pub fn self_test(&self, path: &str) -> Result<serde_json::Value, TransformError> {
+    /// it found for [`Self::report`] (each should read `refused: ...`). A video worker
+    /// given a directory in `scratch` tries the same and to create a file beside that
+    /// directory (refused) and in it (allowed): the report's `video`.
+    pub fn self_test(
+        &self,
+        path: &str,
+        scratch: &std::path::Path,
+    ) -> Result<serde_json::Value, TransformError> {
         let req = Request::SelfTest { path: path.into() };
         let deadline = Instant::now() + Duration::from_secs(30);
-        let v = match self.call(&req, &[], deadline, 0)? {
+        let mut v = match self.call(&req, &[], deadline, 0)? {
             (
                 Reply::SelfTest {
                     confinement,
                     socket,
                     open,
                     fork,
+                    ..
                 },
                 _,
             ) => serde_json::json!({
@@ -239,6 +266,11 @@ impl Sandbox {
             }),
             (other, _) => return Err(unexpected(other)),
         };
+        #[cfg(feature = "video-engine")]
+        {
+            v["video"] = self.video_self_test(&req, scratch, deadline)?;
+        }
+        let _ = scratch;
         *self.report.lock() = v.clone();
         Ok(v)
     }
@@ -270,7 +302,7 @@ impl Sandbox {
     fn take(&self) -> Result<Worker, TransformError> {
         loop {
             let Some(mut w) = self.idle.lock().pop() else {
-                return self.spawn();
+                return self.spawn(SpawnKind::Image);
             };
             // One that died while idle (killed from outside) is replaced, not used.
             if matches!(w.child.try_wait(), Ok(None)) {
@@ -340,9 +372,13 @@ impl Sandbox {
     }
 
     /// A new worker, started by the spawner thread.
-    fn spawn(&self) -> Result<Worker, TransformError> {
+    fn spawn(&self, kind: SpawnKind) -> Result<Worker, TransformError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let sent = self.spawner.lock().as_ref().map(|s| s.send(tx).is_ok());
+        let sent = self
+            .spawner
+            .lock()
+            .as_ref()
+            .map(|s| s.send((kind, tx)).is_ok());
         if sent != Some(true) {
             return Err(TransformError::Internal(
                 "the transform worker spawner is gone".into(),
@@ -383,8 +419,8 @@ impl Sandbox {
                 STOPPED.fetch_add(1, Ordering::Relaxed);
                 drop(w);
                 TransformError::Timeout(
-                    "the transform ran past its time limit (transform.image_timeout) and its \
-                     worker was stopped"
+                    "the transform ran past its time limit (transform.image_timeout, or the \
+                     video timeout) and its worker was stopped"
                         .into(),
                 )
             }
@@ -413,13 +449,25 @@ impl Sandbox {
 }
 
 /// Starts a worker (on the spawner thread only: see [`Sandbox::new`]).
-fn spawn(opts: &SandboxOptions) -> Result<Worker, TransformError> {
-    let mut child = Command::new(&opts.program)
-        .arg("transform-worker")
+fn spawn(opts: &SandboxOptions, kind: SpawnKind) -> Result<Worker, TransformError> {
+    let mut cmd = Command::new(&opts.program);
+    cmd.arg("transform-worker")
         .arg("--parent")
         .arg(std::process::id().to_string())
         .arg("--address-space")
-        .arg(opts.address_space.to_string())
+        .arg(opts.address_space.to_string());
+    // Held until the worker is started: its copies are its descriptors 3 and 4.
+    let mut handed = Vec::new();
+    if let SpawnKind::Video { source, out_dir } = kind {
+        cmd.arg("--video");
+        for (fd, at, flag) in [(source, 3, "--source-fd"), (out_dir, 4, "--out-fd")] {
+            if let Some(fd) = fd {
+                cmd.arg(flag);
+                handed.push(hand_over(&mut cmd, fd, at)?);
+            }
+        }
+    }
+    let mut child = cmd
         .env_clear()
         // Allocators that reserve address space by the gigabyte would spend the worker's
         // `RLIMIT_AS` on reservations: mimalloc's arenas in 32 MiB steps, glibc's malloc
@@ -450,6 +498,7 @@ fn spawn(opts: &SandboxOptions) -> Result<Worker, TransformError> {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
     }
+    drop(handed);
     STARTED.fetch_add(1, Ordering::Relaxed);
     Ok(Worker {
         child,
@@ -457,6 +506,40 @@ fn spawn(opts: &SandboxOptions) -> Result<Worker, TransformError> {
         stdout,
         jobs: 0,
     })
+}
+
+/// Makes the started program's descriptor `at` a copy of `fd` (without close-on-exec).
+/// Returns the copy the child's is made from, to keep open until the spawn returns: it is
+/// numbered 10 or higher, so one hand-over never overwrites another's source.
+fn hand_over(
+    cmd: &mut Command,
+    fd: std::os::fd::OwnedFd,
+    at: i32,
+) -> Result<std::os::fd::OwnedFd, TransformError> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: duplicates a descriptor this process owns; the copy is owned below.
+    let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if high < 0 {
+        return Err(TransformError::Internal(format!(
+            "cannot hand a descriptor to a transform worker: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `high` is a fresh descriptor nothing else owns.
+    let high = unsafe { std::os::fd::OwnedFd::from_raw_fd(high) };
+    let raw = high.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and makes one async-signal-safe call
+    // (dup2) on a descriptor that stays open until the spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, at) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(high)
 }
 
 /// What a request gets when its worker died on its own with `status`.
@@ -496,6 +579,12 @@ fn unexpected(r: Reply) -> TransformError {
         Reply::Output { .. } => "output",
         Reply::Error { .. } => "error",
         Reply::SelfTest { .. } => "self_test",
+        Reply::Read { .. } => "read",
+        Reply::Progress { .. } => "progress",
+        #[cfg(feature = "video-engine")]
+        Reply::Probe { .. } => "probe",
+        #[cfg(feature = "video-engine")]
+        Reply::Written { .. } => "written",
     };
     TransformError::Internal(format!(
         "a transform worker answered {name} to another request"

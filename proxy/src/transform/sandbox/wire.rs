@@ -37,7 +37,35 @@ pub enum Request {
     /// Try what a sandboxed worker must not be able to do and report each outcome
     /// ([`Reply::SelfTest`]): open a TCP socket, read `path`, start a process.
     SelfTest { path: String },
+    /// A video call, the one request of a worker started for it. The source is the
+    /// descriptor the worker was started with, or read from the node by ranges
+    /// ([`Reply::Read`], answered by [`Request::Data`]). Replies: [`Reply::Progress`] any
+    /// number of times, then [`Reply::Probe`], [`Reply::Output`], [`Reply::Written`] or
+    /// [`Reply::Error`]. No body.
+    #[cfg(feature = "video-engine")]
+    Video {
+        call: crate::transform::video::VideoCall,
+        source: VideoSource,
+    },
+    /// The bytes a [`Reply::Read`] asked for as the body (fewer only at the end of the
+    /// source), or why they could not be read.
+    Data { error: Option<String> },
 }
+
+/// The source of a video call, as the worker sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoSource {
+    /// For messages (the object's path).
+    pub name: String,
+    pub size: u64,
+    /// The source is the worker's descriptor 3 (a file the node opened); otherwise it is
+    /// read from the node by ranges.
+    pub fd: bool,
+}
+
+/// The most bytes one [`Reply::Read`] may ask for.
+pub const MAX_READ: u32 = 4 << 20;
 
 /// How a request went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +84,24 @@ pub enum Reply {
         kind: ErrorKind,
         message: String,
     },
+    /// Source bytes wanted: `len` (at most [`MAX_READ`]) from `offset`.
+    Read {
+        offset: u64,
+        len: u32,
+    },
+    /// How far a long video call is, 0..=1.
+    Progress {
+        done: f32,
+    },
+    #[cfg(feature = "video-engine")]
+    Probe {
+        probe: crate::transform::video::Probe,
+    },
+    /// A file output, written where the call said (or the HLS package in its directory).
+    #[cfg(feature = "video-engine")]
+    Written {
+        written: crate::transform::video::Written,
+    },
     SelfTest {
         /// What the worker runs under, as it found it (see [`Confinement`]).
         confinement: Confinement,
@@ -63,6 +109,12 @@ pub enum Reply {
         socket: String,
         open: String,
         fork: String,
+        /// A video worker's: creating a file beside its output directory (refused) and in
+        /// it (allowed). Empty for an image worker.
+        #[serde(default)]
+        outside: String,
+        #[serde(default)]
+        inside: String,
     },
 }
 
@@ -134,6 +186,10 @@ const CONTENT_TYPES: &[&str] = &[
     "image/png",
     "image/gif",
     "application/json",
+    "video/mp4",
+    "video/webm",
+    "audio/mp4",
+    "application/vnd.apple.mpegurl",
 ];
 
 /// `name` as one of the engines' content types.

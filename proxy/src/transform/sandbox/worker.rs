@@ -16,8 +16,9 @@ const MAX_SOURCE: u64 = 4 << 30;
 pub fn main(parent: u32, address_space: u64) -> i32 {
     warm_up();
     let confinement = lockdown::lock_down(parent, address_space);
-    let mut input = std::io::stdin().lock();
-    let mut output = std::io::stdout().lock();
+    // Not locked for good: a video call reads its source over the same pipes.
+    let mut input = std::io::stdin();
+    let mut output = std::io::stdout();
     // What the last estimate was for: a `Proceed` transforms it.
     let mut planned: Option<Planned> = None;
     loop {
@@ -63,6 +64,8 @@ pub fn main(parent: u32, address_space: u64) -> i32 {
 fn warm_up() {
     #[cfg(feature = "heic")]
     crate::transform::image::warm_up_heif();
+    #[cfg(feature = "video-engine")]
+    crate::transform::video::init();
 }
 
 /// A source with its spec, estimated and waiting for `Proceed`.
@@ -117,6 +120,14 @@ fn answer(
                 Err(e) => (failed(e), none()),
             }
         }
+        #[cfg(feature = "video-engine")]
+        Request::Video { call, source } => super::video_worker::pooled(call, source),
+        Request::Data { .. } => {
+            let e = crate::transform::TransformError::Internal(
+                "transform worker: data without a read".into(),
+            );
+            (failed(e), none())
+        }
         Request::SelfTest { path } => {
             let (socket, open, fork) = lockdown::try_forbidden(&path);
             (
@@ -125,6 +136,8 @@ fn answer(
                     socket,
                     open,
                     fork,
+                    outside: String::new(),
+                    inside: String::new(),
                 },
                 none(),
             )

@@ -10,8 +10,9 @@
 //! Submodules: `input` (open, classify, streams, rotation, deadline), `graph` (filter graphs
 //! and chains; the fit is planned by [`crate::transform::geometry`], with even sizes),
 //! `still` (frame, spritesheet, image encoders), `encode` (the decode → filter → encode →
-//! mux pipeline), `probe`.
+//! mux pipeline), `probe`, `call` (one call as a value, run here or in a sandboxed worker).
 
+mod call;
 mod encode;
 mod graph;
 mod input;
@@ -29,12 +30,13 @@ use crate::transform::TransformError;
 use encode::{Container, Job, VideoSettings};
 use input::Deadline;
 
-pub use input::Media;
+pub use call::{execute, VideoCall, VideoDone, VideoOp, Written};
+pub use input::{init, Media};
 pub use probe::Probe;
 pub use still::{frame, spritesheet};
 
 /// Limits and defaults for the video engine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VideoOptions {
     /// Wall-clock budget of one transform.
     pub timeout: Duration,
@@ -327,9 +329,12 @@ pub fn hls(
     progress: &dyn Fn(f32),
 ) -> Result<HlsOutput, TransformError> {
     let path: Media = path.into();
-    std::fs::create_dir_all(out_dir).map_err(|e| {
-        TransformError::Internal(format!("cannot create {}: {e}", out_dir.display()))
-    })?;
+    // (A sandboxed worker is handed its directory and may not create one.)
+    if !out_dir.is_dir() {
+        std::fs::create_dir_all(out_dir).map_err(|e| {
+            TransformError::Internal(format!("cannot create {}: {e}", out_dir.display()))
+        })?;
+    }
     let mut guard = HlsGuard {
         dir: out_dir.to_path_buf(),
         armed: true,

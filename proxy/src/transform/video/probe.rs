@@ -5,13 +5,13 @@
 use super::input::Media;
 
 use ffmpeg_next as ffmpeg;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::input::{self, Deadline};
 use crate::transform::TransformError;
 
 /// What a video (or audio) file holds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
     /// Seconds (0 when the container does not say).
     pub duration: f64,
