@@ -279,3 +279,159 @@ async fn a_decode_past_the_worker_memory_is_413() {
     let (s, _, body) = get(&edge, "/lib/small.png?width=100&format=webp", &[]).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
 }
+
+/// An h264 + AAC clip from FFmpeg's lavfi sources, `secs` long at `size`.
+fn lavfi_clip(path: &Path, secs: u32, size: &str) {
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=30:duration={secs}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=440:duration={secs}"))
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-shortest"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg CLI");
+    assert!(st.success(), "ffmpeg failed");
+}
+
+/// What a descriptor of process `pid` points at.
+fn fd_targets(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let target = std::fs::read_link(e.path()).unwrap_or_default();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        target.to_string_lossy().into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Video work runs in workers too: a worker of its own for a transcode, which holds the
+/// source as a descriptor, may write only in its private directory (its self-test could
+/// not create a file beside it) and, killed mid-encode, fails only its request and leaves
+/// no scratch file; frames and probes run in the pooled workers.
+#[tokio::test(flavor = "multi_thread")]
+async fn video_workers_write_only_their_directory_and_die_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    lavfi_clip(&dir.path().join("clip.mp4"), 20, "1280x720");
+    let extra = "data_dir = \"{DIR}/data\"\norigin_timeout = \"300s\"\n\
+                 [transform]\nvideo_timeout = \"300s\"\n\
+                 [jobs]\nsync_max_duration = \"600s\"\nsync_slow_codec_max_duration = \"600s\"\n\
+                 sync_max_frame_pixels = 100000000000\n";
+    let edge = Edge::start(&config(dir.path(), extra)).await;
+    let sb = sandbox_health(&edge).await;
+    let video = &sb["video"];
+    for what in ["socket", "open", "fork", "write_outside"] {
+        let got = video["tried"][what].as_str().unwrap_or("");
+        assert!(got.starts_with("refused"), "{what}: {got} ({sb})");
+    }
+    assert_eq!(video["write_inside"], "ALLOWED", "{sb}");
+    assert_eq!(video["seccomp"], true, "{sb}");
+
+    // A frame and the JSON probe: through the pooled workers.
+    let (s, h, body) = get(&edge, "/lib/clip.mp4?mode=frame&time=2s&width=320", &[]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(h["content-type"], "image/jpeg");
+    let img = image::load_from_memory(&body).unwrap();
+    assert_eq!((img.width(), img.height()), (320, 180));
+    let (s, _, body) = get(&edge, "/lib/clip.mp4?format=json", &[]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["width"], 1280, "{v}");
+
+    // A vp9 re-encode of 600 720p frames: tens of seconds in its own worker.
+    let url = edge.url("/lib/clip.mp4?mode=video&codec=vp9&width=1280");
+    let slow = tokio::spawn(async move {
+        let r = client().get(url).send().await.expect("request");
+        let s = r.status().as_u16();
+        (s, r.bytes().await.expect("body").to_vec())
+    });
+    let scratch = edge.dir.path().join("data").join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let pid = loop {
+        let busy = workers(&edge).into_iter().find(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains("--video") && cpu_ticks(*p) >= 100
+        });
+        if let Some(pid) = busy {
+            break pid;
+        }
+        assert!(
+            !slow.is_finished(),
+            "the transcode ended before it was seen"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no video worker ran\n{}",
+            edge.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status_field(pid, "Seccomp"), "2", "worker {pid}");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1", "worker {pid}");
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&env).contains("MEDIA_EDGE"));
+    // Its descriptors: the pipes, the source, its directory and what it wrote there.
+    let fds = fd_targets(pid);
+    let scratch_s = scratch.to_string_lossy().into_owned();
+    for (n, target) in &fds {
+        let ok = ["0", "1", "2"].contains(&n.as_str())
+            || target.ends_with("/clip.mp4")
+            || target.starts_with(&format!("{scratch_s}/.video-"));
+        assert!(ok, "worker {pid} holds {n} -> {target} ({fds:?})");
+    }
+    assert!(
+        fds.iter()
+            .any(|(n, t)| n == "3" && t.ends_with("/clip.mp4")),
+        "{fds:?}"
+    );
+    assert!(fds.iter().any(|(n, _)| n == "4"), "{fds:?}");
+
+    // SAFETY: signalling a child process of the edge under test.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let (s, body) = slow.await.unwrap();
+    assert_eq!(s, 413, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "PAYLOAD_TOO_LARGE", "{v}");
+    // No scratch left behind, and the node goes on.
+    let left: Vec<String> = std::fs::read_dir(&scratch)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "scratch left: {left:?}");
+    let (s, _, body) = get(&edge, "/lib/clip.mp4?mode=frame&time=5s&width=160", &[]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let m = metrics_of(&edge).await;
+    assert!(
+        series(
+            &m,
+            "media_edge_transform_workers_ended_total{reason=\"out_of_memory\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+    // The self-test's video worker ended after its one call.
+    assert!(
+        series(
+            &m,
+            "media_edge_transform_workers_ended_total{reason=\"finished\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(!edge.log().contains("ERROR"), "{}", edge.log());
+}

@@ -370,23 +370,27 @@ pub fn render(stats: &crate::edge::storage::TierStats, pool: &crate::transform::
     );
     #[cfg(feature = "image-engine")]
     {
-        use crate::transform::sandbox::{CRASHED, OUT_OF_MEMORY, RECYCLED, STARTED, STOPPED};
+        use crate::transform::sandbox::{
+            CRASHED, FINISHED, OUT_OF_MEMORY, RECYCLED, STARTED, STOPPED,
+        };
         let _ = write!(
             out,
             "# HELP media_edge_transform_workers_started_total Sandboxed transform worker processes started\n\
              # TYPE media_edge_transform_workers_started_total counter\n\
              media_edge_transform_workers_started_total {}\n\
-             # HELP media_edge_transform_workers_ended_total Transform workers ended, by why: crashed (or broke the protocol), out_of_memory, stopped (deadline or the request went away), recycled\n\
+             # HELP media_edge_transform_workers_ended_total Transform workers ended, by why: crashed (or broke the protocol), out_of_memory, stopped (deadline or the request went away), recycled, finished (a video worker after its one call)\n\
              # TYPE media_edge_transform_workers_ended_total counter\n\
              media_edge_transform_workers_ended_total{{reason=\"crashed\"}} {}\n\
              media_edge_transform_workers_ended_total{{reason=\"out_of_memory\"}} {}\n\
              media_edge_transform_workers_ended_total{{reason=\"stopped\"}} {}\n\
-             media_edge_transform_workers_ended_total{{reason=\"recycled\"}} {}\n",
+             media_edge_transform_workers_ended_total{{reason=\"recycled\"}} {}\n\
+             media_edge_transform_workers_ended_total{{reason=\"finished\"}} {}\n",
             l(&STARTED),
             l(&CRASHED),
             l(&OUT_OF_MEMORY),
             l(&STOPPED),
             l(&RECYCLED),
+            l(&FINISHED),
         );
     }
     out

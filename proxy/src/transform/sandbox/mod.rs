@@ -15,6 +15,7 @@
 //! It must not decide what is transformed or how; that is the engine's, inside the worker.
 
 mod lockdown;
+mod pipe;
 #[cfg(feature = "video-engine")]
 mod video;
 #[cfg(feature = "video-engine")]
@@ -27,9 +28,10 @@ pub use video_worker::main as video_worker_main;
 pub use worker::main as worker_main;
 
 use crate::transform::image::ImageOptions;
-use crate::transform::pool::{current_cancel, CancelToken};
+use crate::transform::pool::current_cancel;
 use crate::transform::{Output, TransformError};
 use bytes::Bytes;
+use pipe::{read_exact, resident_bytes, status_kb, write_all};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -50,8 +52,6 @@ pub static FINISHED: AtomicU64 = AtomicU64::new(0);
 /// How long a worker's answer may run past the engine's own time limit (which the engine
 /// checks between stages) before the worker is killed.
 const GRACE: Duration = Duration::from_secs(2);
-/// How often a waiting call looks at its cancel token.
-const TICK: Duration = Duration::from_millis(100);
 /// The largest reply head's body: an output is never larger than this.
 const MAX_OUTPUT: u64 = 512 << 20;
 
@@ -594,110 +594,3 @@ fn unexpected(r: Reply) -> TransformError {
 /// A worker whose peak address space came this close to its limit had an allocation
 /// refused (allocations that fail are the large ones).
 const LIMIT_MARGIN: u64 = 64 << 20;
-
-/// A `kB` field of `/proc/{pid}/status`.
-fn status_kb(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// Resident bytes of process `pid` (`/proc/{pid}/statm`).
-fn resident_bytes(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    Some(pages * page)
-}
-
-/// Waits until `fd` is ready for `events`, the deadline passes or the caller goes away.
-fn ready(
-    fd: i32,
-    events: i16,
-    deadline: Instant,
-    cancel: &Option<CancelToken>,
-) -> Result<(), Stop> {
-    loop {
-        if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-            return Err(Stop::Cancelled);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Stop::Deadline);
-        }
-        let mut p = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        let ms = left.min(TICK).as_millis().max(1) as i32;
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut p, 1, ms) };
-        if n > 0 {
-            return Ok(());
-        }
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Stop::Closed(format!("poll: {e}")));
-            }
-        }
-    }
-}
-
-fn write_all(
-    pipe: &ChildStdin,
-    mut data: &[u8],
-    deadline: Instant,
-    cancel: &Option<CancelToken>,
-) -> Result<(), Stop> {
-    let fd = pipe.as_raw_fd();
-    while !data.is_empty() {
-        ready(fd, libc::POLLOUT, deadline, cancel)?;
-        // SAFETY: writes from a live slice to a descriptor this process owns.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => continue,
-                _ => return Err(Stop::Closed(format!("write: {e}"))),
-            }
-        }
-        data = &data[n as usize..];
-    }
-    Ok(())
-}
-
-fn read_exact(
-    pipe: &ChildStdout,
-    buf: &mut [u8],
-    deadline: Instant,
-    cancel: &Option<CancelToken>,
-) -> Result<(), Stop> {
-    let fd = pipe.as_raw_fd();
-    let mut at = 0;
-    while at < buf.len() {
-        ready(fd, libc::POLLIN, deadline, cancel)?;
-        let rest = &mut buf[at..];
-        // SAFETY: reads into a live slice from a descriptor this process owns.
-        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
-        if n == 0 {
-            return Err(Stop::Closed("the worker closed its output".into()));
-        }
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => continue,
-                _ => return Err(Stop::Closed(format!("read: {e}"))),
-            }
-        }
-        at += n as usize;
-    }
-    Ok(())
-}

@@ -399,4 +399,52 @@ mod tests {
         assert_eq!(back, r);
         assert_eq!(body, b"source");
     }
+
+    #[cfg(feature = "video-engine")]
+    #[test]
+    fn a_video_call_and_its_replies_round_trip() {
+        use crate::transform::video::{VideoCall, VideoOp, VideoOptions, Written};
+        let mut spec = filters::TransformSpec::new(filters::Mode::Video);
+        spec.width = Some(640);
+        let r = Request::Video {
+            call: VideoCall {
+                op: VideoOp::Transcode,
+                spec,
+                opts: VideoOptions::default(),
+                out: Some("/tmp/x/out".into()),
+            },
+            source: VideoSource {
+                name: "clip.mp4".into(),
+                size: 1 << 40,
+                fd: false,
+            },
+        };
+        let (back, _, _): (Request, _, _) = decode(&frame(&r, b""), 0).expect("decodes");
+        assert_eq!(back, r);
+        let replies = [
+            Reply::Read {
+                offset: 1 << 33,
+                len: MAX_READ,
+            },
+            Reply::Progress { done: 0.25 },
+            Reply::Written {
+                written: Written {
+                    content_type: "video/mp4".into(),
+                    width: 640,
+                    height: 360,
+                    duration_secs: 4.0,
+                    bytes_read: 9,
+                },
+            },
+        ];
+        for reply in replies {
+            let (back, _, _): (Reply, _, _) = decode(&frame(&reply, b""), 0).expect("decodes");
+            assert_eq!(back, reply);
+        }
+        // The answer to a read carries its bytes, bounded by what was asked.
+        let data = frame(&Request::Data { error: None }, &[1u8; 10]);
+        assert!(decode::<Request>(&data, 9).is_err());
+        assert!(decode::<Request>(&data, 10).is_ok());
+        assert_eq!(content_type("video/webm"), Some("video/webm"));
+    }
 }
