@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # What the decoder sandbox costs: the same release binary twice, `transform.isolate = true`
-# (image work in sandboxed worker processes) and `false` (in the node's process), taking
+# (transforms in sandboxed worker processes) and `false` (in the node's process), taking
 # turns on one port each (the other SIGSTOPped), ROUNDS interleaved rounds of wrk for SECS s
-# on a ≥3000 px JPEG → 800 px WebP q75 (cache off: every request transforms). Prints the
-# median req/s of each, the ratio, and peak RSS (node, and node + workers, read mid-round).
+# (cache off: every request transforms). Prints the median req/s of each, the ratio, and
+# peak RSS (node, and node + workers, read mid-round). WORKLOAD:
+#   image      a ≥3000 px JPEG → 800 px WebP q75 (pooled image workers)
+#   frame      a 10 s 1080p h264 clip → the frame at 3 s, 640 px JPEG (pooled workers; the
+#              node answers the worker's reads of the source over the pipe)
+#   transcode  the same clip → its first 4 s as 640 px h264 mp4 (a worker of its own per
+#              request, with the source as a descriptor and a private output directory)
 #
-#   scripts/bench/sandbox.sh                    # 5 rounds of 10 s
+#   scripts/bench/sandbox.sh                    # 5 rounds of 10 s, image
 #   ROUNDS=7 SECS=15 scripts/bench/sandbox.sh
-#   FORMAT=avif scripts/bench/sandbox.sh        # another output
+#   FORMAT=avif scripts/bench/sandbox.sh        # another image output
+#   WORKLOAD=transcode SECS=30 scripts/bench/sandbox.sh
 #   MEDIA_EDGE_BIN=path/to/media-edge           # default: target/release/media-edge
 #
-# Needs: wrk, libvips-tools (to make the input), a release build.
+# Needs: wrk, libvips-tools (to make the image input), ffmpeg (the clip), a release build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -18,6 +24,7 @@ ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-10}
 THREADS=${THREADS:-2}
 FORMAT=${FORMAT:-webp}
+WORKLOAD=${WORKLOAD:-image}
 BIN=${MEDIA_EDGE_BIN:-target/release/media-edge}
 WORK=$(mktemp -d)
 PIDS=()
@@ -27,14 +34,32 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in wrk vips curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y wrk libvips-tools curl)" >&2; exit 1; }
+for tool in wrk vips curl ffmpeg; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y wrk libvips-tools curl ffmpeg)" >&2; exit 1; }
 done
 [ -x "$BIN" ] || cargo build -q --release -p media-edge --bin media-edge
 
-vips autorot conf/samples/photo.jpg "$WORK/upright.v"
-vips resize "$WORK/upright.v" "$WORK/big.jpg[Q=90,strip]" 2
-echo "input: $(vipsheader -f width "$WORK/big.jpg")x$(vipsheader -f height "$WORK/big.jpg"), $(stat -c %s "$WORK/big.jpg") bytes; $THREADS workers; $ROUNDS rounds of ${SECS}s; 800 px $FORMAT"
+case "$WORKLOAD" in
+  image)
+    vips autorot conf/samples/photo.jpg "$WORK/upright.v"
+    vips resize "$WORK/upright.v" "$WORK/big.jpg[Q=90,strip]" 2
+    PATHQ="big.jpg?width=800&format=$FORMAT&quality=75"
+    echo "input: $(vipsheader -f width "$WORK/big.jpg")x$(vipsheader -f height "$WORK/big.jpg"), $(stat -c %s "$WORK/big.jpg") bytes; 800 px $FORMAT"
+    ;;
+  frame|transcode)
+    ffmpeg -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=30:duration=10 \
+      -f lavfi -i sine=frequency=440:duration=10 -c:v libx264 -preset veryfast -pix_fmt yuv420p \
+      -c:a aac -shortest "$WORK/clip.mp4"
+    if [ "$WORKLOAD" = frame ]; then
+      PATHQ="clip.mp4?mode=frame&time=3s&width=640"
+    else
+      PATHQ="clip.mp4?mode=video&width=640&duration=4s"
+    fi
+    echo "input: 10 s 1920x1080 h264 + AAC, $(stat -c %s "$WORK/clip.mp4") bytes; $PATHQ"
+    ;;
+  *) echo "WORKLOAD is image, frame or transcode" >&2; exit 2 ;;
+esac
+echo "$THREADS workers; $ROUNDS rounds of ${SECS}s"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -76,7 +101,7 @@ PIDS+=("$ON_PID")
 read -r OFF_PID OFF_PORT < <(start inprocess false)
 PIDS+=("$OFF_PID")
 
-url() { echo "http://127.0.0.1:$1/img/big.jpg?width=800&format=$FORMAT&quality=75"; }
+url() { echo "http://127.0.0.1:$1/img/$PATHQ"; }
 # Same output bytes from both (the engine is the same code).
 curl -fs "$(url "$ON_PORT")" >"$WORK/on.out"
 curl -fs "$(url "$OFF_PORT")" >"$WORK/off.out"

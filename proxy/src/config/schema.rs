@@ -349,8 +349,8 @@ pub struct TransformConfig {
     /// Wall-clock limit of one image transform, checked between stages and frames (504);
     /// an isolated transform's worker is killed 2 s past it.
     pub image_timeout: Dur,
-    /// Run image decoding and encoding in sandboxed worker processes (no secrets, no
-    /// network, seccomp, Landlock, an address-space limit). Default true.
+    /// Run image and video decoding and encoding in sandboxed worker processes (no
+    /// secrets, no network, seccomp, Landlock, an address-space limit). Default true.
     pub isolate: bool,
     /// Address space (`RLIMIT_AS`) of one transform worker: past it the worker's
     /// allocations fail and its request is 413.

@@ -174,7 +174,10 @@ pub(crate) fn sandbox_for(
                         .all(|(_, t)| t.as_str().is_some_and(|t| t.starts_with("refused")))
                         && v["seccomp"] == true
                 };
-                let video = v.get("video").is_none_or(refused);
+                // A video worker's file calls are confined by Landlock alone.
+                let video = v.get("video").is_none_or(|v| {
+                    refused(v) && matches!(v["landlock"].as_str(), Some("full" | "partial"))
+                });
                 if refused(&v) && video {
                     tracing::info!(sandbox = %v, "transform workers are isolated");
                 } else {

@@ -63,8 +63,17 @@ pub fn prepare(parent: u32, address_space: u64, keep: u32) -> Confinement {
             libc::setgroups(0, std::ptr::null());
             libc::setresgid(NOBODY, NOBODY, NOBODY);
             libc::setresuid(NOBODY, NOBODY, NOBODY);
+            // A change of credentials clears the parent-death signal: set it again, and
+            // look again for a node that went away in between.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() as u32 != parent {
+                libc::_exit(0);
+            }
         }
         c.uid = libc::geteuid();
+        // Not dumpable: nothing of the same user may ptrace it or read its memory, and it
+        // may not read theirs through /proc.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         c.no_new_privs = libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
     }
     c

@@ -1,8 +1,9 @@
-//! The decoder sandbox: image transforms run in worker processes (`media-edge
+//! The decoder sandbox: image and video transforms run in worker processes (`media-edge
 //! transform-worker`) that hold no secret, no config and no socket, under a seccomp filter,
 //! Landlock, `no_new_privs`, an address-space limit and (when the node runs as root) the
 //! `nobody` user ([`lockdown`]). The node keeps the sources, the keys and the network: it
-//! hands a worker the source bytes and the spec over a pipe ([`wire`]) and reads back the
+//! hands a worker the source bytes (or, for video, its reads by ranges or the file as a
+//! descriptor: [`video`]) and the spec over a pipe ([`wire`], [`pipe`]) and reads back the
 //! output, which it treats as untrusted bytes.
 //!
 //! This file owns the workers' lives: one is taken per call (started when none is idle),
@@ -268,7 +269,9 @@ impl Sandbox {
         };
         #[cfg(feature = "video-engine")]
         {
-            v["video"] = self.video_self_test(&req, scratch, deadline)?;
+            v["video"] = self
+                .video_self_test(&req, scratch, deadline)
+                .unwrap_or_else(|e| serde_json::json!({"state": "failed", "error": e.to_string()}));
         }
         let _ = scratch;
         *self.report.lock() = v.clone();

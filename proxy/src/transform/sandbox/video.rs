@@ -69,7 +69,9 @@ impl Sandbox {
             size: media.size()?,
             fd: source_fd.is_some(),
         };
-        let deadline = Instant::now() + call.opts.timeout + GRACE;
+        // The engine checks its own limit in every loop; what comes after the last check
+        // (an MP4's fast-start rewrite, the HLS poster) gets a quarter more.
+        let deadline = Instant::now() + call.opts.timeout * 5 / 4 + GRACE;
         let (op, out) = (call.op, call.out.clone());
         let w = if pooled {
             self.take()?
@@ -87,6 +89,13 @@ impl Sandbox {
         };
         let req = Request::Video { call, source };
         let (reply, body, mut w) = self.relay(w, &req, reader.as_deref(), progress, deadline)?;
+        let answered = matches!(
+            (&reply, pooled),
+            (Reply::Error { .. }, _)
+                | (Reply::Probe { .. }, true)
+                | (Reply::Output { .. }, true)
+                | (Reply::Written { .. }, false)
+        );
         if matches!(reply, Reply::Error { .. }) && self.reached_limit(w.child.id()) {
             OUT_OF_MEMORY.fetch_add(1, Ordering::Relaxed);
             let message = match reply {
@@ -99,9 +108,12 @@ impl Sandbox {
                 self.opts.address_space >> 20
             )));
         }
-        if pooled {
+        if pooled && answered {
             w.jobs += 1;
             self.give_back(w);
+        } else if pooled {
+            CRASHED.fetch_add(1, Ordering::Relaxed);
+            drop(w);
         } else {
             FINISHED.fetch_add(1, Ordering::Relaxed);
             drop(w);
@@ -135,12 +147,18 @@ impl Sandbox {
                         "a file output without a path".into(),
                     ));
                 };
-                let made = work.dir.join(out.file_name().unwrap_or_default());
+                let name = out.file_name().unwrap_or_default();
+                let made = work.dir.join(name);
+                adopt(&work.dir, &[name.to_string_lossy().as_ref()], &[])?;
                 std::fs::rename(&made, &out).map_err(|e| internal("output", e))?;
                 written.bytes_read = fetched(written.bytes_read);
                 Ok(VideoDone::File(written))
             }
             (VideoOp::Hls, Reply::Written { mut written }) => {
+                if let Some(w) = &work {
+                    adopt(&w.dir, &["index.m3u8", "poster.jpg"], &["segment_"])?;
+                    check_playlist(&w.dir.join("index.m3u8"))?;
+                }
                 written.bytes_read = fetched(written.bytes_read);
                 Ok(VideoDone::Hls(written))
             }
@@ -204,13 +222,19 @@ impl Sandbox {
     ) -> Result<(Reply, Vec<u8>, Worker), TransformError> {
         let cancel = current_cancel();
         let mut sent = write_all(&w.stdin, &wire::head(req, 0), deadline, &cancel);
+        // What the node fetches for the worker: the source a few times over at most.
+        let mut budget = reader.map_or(0, |r| r.size().saturating_mul(4) + (64 << 20));
         loop {
             if let Err(stop) = sent {
                 return Err(self.end(w, stop));
             }
-            let got = wire::read_frame::<Reply, Stop>(
+            // Only an output has a body.
+            let got = wire::read_frame_by::<Reply, Stop>(
                 |buf| read_exact(&w.stdout, buf, deadline, &cancel),
-                MAX_OUTPUT,
+                |r| match r {
+                    Reply::Output { .. } => MAX_OUTPUT,
+                    _ => 0,
+                },
             );
             match got {
                 Err(stop) => return Err(self.end(w, stop)),
@@ -221,7 +245,13 @@ impl Sandbox {
                     )));
                 }
                 Ok(Ok((Reply::Read { offset, len }, _))) => {
-                    let (head, data) = read_for(reader, offset, len);
+                    let (head, data) = if u64::from(len) > budget {
+                        let error = Some("the worker read the source too many times over".into());
+                        (Request::Data { error }, Vec::new())
+                    } else {
+                        read_for(reader, offset, len)
+                    };
+                    budget = budget.saturating_sub(data.len() as u64);
                     let head = wire::head(&head, data.len() as u64);
                     sent = write_all(&w.stdin, &head, deadline, &cancel)
                         .and_then(|_| write_all(&w.stdin, &data, deadline, &cancel));
@@ -302,6 +332,67 @@ fn read_for(reader: Option<&dyn RangeRead>, offset: u64, len: u32) -> (Request, 
     }
     buf.truncate(at);
     (Request::Data { error: None }, buf)
+}
+
+/// Takes over what a worker wrote in `dir`: each entry must be a regular file named in
+/// `names` or starting with one of `prefixes` (and a plain name); each is made the node's
+/// (owner, mode 0644), so nothing a worker chose about it outlives the call.
+fn adopt(dir: &Path, names: &[&str], prefixes: &[&str]) -> Result<(), TransformError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |what: String| {
+        TransformError::Internal(format!("a video worker's output directory holds {what}"))
+    };
+    let rd = std::fs::read_dir(dir).map_err(|e| bad(format!("nothing readable ({e})")))?;
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    for e in rd {
+        let e = e.map_err(|e| bad(format!("an unreadable entry ({e})")))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let plain = name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
+        let known = names.contains(&name.as_str()) || prefixes.iter().any(|p| name.starts_with(p));
+        let meta = std::fs::symlink_metadata(e.path()).map_err(|e| bad(e.to_string()))?;
+        if !plain || !known || !meta.file_type().is_file() {
+            return Err(bad(format!("{name:?}, which it should not have made")));
+        }
+        let path = e.path();
+        if uid == 0 {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if uid == 0 {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// An HLS playlist as the engine writes it: small, only `#EXT` tags without a `URI`, and
+/// segment file names.
+fn check_playlist(path: &Path) -> Result<(), TransformError> {
+    let bad = |why: &str| TransformError::Internal(format!("a video worker's HLS playlist {why}"));
+    let len = std::fs::metadata(path)
+        .map_err(|_| bad("is missing"))?
+        .len();
+    if len > 1 << 20 {
+        return Err(bad("is over 1 MiB"));
+    }
+    let text = std::fs::read_to_string(path).map_err(|_| bad("is not text"))?;
+    let ok = text.lines().map(str::trim).all(|l| {
+        l.is_empty()
+            || (l.starts_with("#EXT") && !l.contains("URI"))
+            || (l.starts_with("segment_")
+                && l.ends_with(".ts")
+                && l.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"._".contains(&c)))
+    });
+    if !ok {
+        return Err(bad("holds a line the engine does not write"));
+    }
+    Ok(())
 }
 
 fn checked_type(name: &str) -> Result<&'static str, TransformError> {

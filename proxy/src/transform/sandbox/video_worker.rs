@@ -62,6 +62,16 @@ pub fn main(parent: u32, address_space: u64, source_fd: bool, out_fd: bool) -> i
     // SAFETY: descriptor 4 stays open for the worker's life.
     let writable = out_fd.then(|| unsafe { BorrowedFd::borrow_raw(OUT_FD) });
     lockdown::confine(&mut confinement, Role::Video { writable });
+    // Its file calls are confined by Landlock alone: without it, no call.
+    if !matches!(confinement.landlock.as_str(), "full" | "partial") {
+        let e = TransformError::Unsupported(format!(
+            "video work cannot be isolated here: Landlock is {} (the kernel has none, or it \
+             is not enabled); set transform.isolate = false to run it in the node",
+            confinement.landlock
+        ));
+        send(&chan, &failed(e), &[]);
+        return 2;
+    }
     let (mut call, source) = match request {
         Request::Video { call, source } => (call, source),
         Request::SelfTest { path } => {
@@ -104,6 +114,10 @@ pub fn main(parent: u32, address_space: u64, source_fd: bool, out_fd: bool) -> i
     };
     let (reply, body) = run(&call, &media, &chan);
     send(&chan, &reply, &body);
+    // Alive until the node has read its memory figures (a zombie has none) and closes the
+    // pipe.
+    let mut c = chan.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = c.input.read(&mut [0u8; 1]);
     0
 }
 
@@ -242,15 +256,21 @@ impl RangeRead for NodeSource {
             return Ok(0);
         }
         let len = buf.len().min(wire::MAX_READ as usize);
-        send(
-            &self.chan,
+        let mut c = self.chan.lock().unwrap_or_else(|e| e.into_inner());
+        let head = wire::head(
             &Reply::Read {
                 offset,
                 len: len as u32,
             },
-            &[],
+            0,
         );
-        let mut c = self.chan.lock().unwrap_or_else(|e| e.into_inner());
+        if c.output
+            .write_all(&head)
+            .and_then(|_| c.output.flush())
+            .is_err()
+        {
+            std::process::exit(0);
+        }
         let frame =
             wire::read_frame::<Request, std::io::Error>(|b| c.input.read_exact(b), len as u64)?;
         match frame {

@@ -246,8 +246,20 @@ pub enum FrameError {
 /// of at most `max_body` bytes. The buffer for the body is allocated only once its length
 /// is known to be within the bound.
 pub fn read_frame<T, E>(
-    mut read_exact: impl FnMut(&mut [u8]) -> Result<(), E>,
+    read_exact: impl FnMut(&mut [u8]) -> Result<(), E>,
     max_body: u64,
+) -> Result<Result<(T, Vec<u8>), FrameError>, E>
+where
+    T: for<'de> Deserialize<'de>,
+{
+    read_frame_by(read_exact, |_| max_body)
+}
+
+/// [`read_frame`] with the body's bound chosen by the head (a head that carries no body
+/// gets 0).
+pub fn read_frame_by<T, E>(
+    mut read_exact: impl FnMut(&mut [u8]) -> Result<(), E>,
+    max_body: impl Fn(&T) -> u64,
 ) -> Result<Result<(T, Vec<u8>), FrameError>, E>
 where
     T: for<'de> Deserialize<'de>,
@@ -271,6 +283,7 @@ where
     let mut len = [0u8; 8];
     read_exact(&mut len)?;
     let len = u64::from_be_bytes(len);
+    let max_body = max_body(&head);
     if len > max_body {
         return Ok(Err(FrameError::BodyTooLarge { len, max: max_body }));
     }

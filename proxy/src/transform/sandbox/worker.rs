@@ -122,12 +122,9 @@ fn answer(
         }
         #[cfg(feature = "video-engine")]
         Request::Video { call, source } => super::video_worker::pooled(call, source),
-        Request::Data { .. } => {
-            let e = crate::transform::TransformError::Internal(
-                "transform worker: data without a read".into(),
-            );
-            (failed(e), none())
-        }
+        // Data nobody asked for: the two sides are out of step, and the next caller would
+        // get this caller's answer. End instead.
+        Request::Data { .. } => std::process::exit(2),
         Request::SelfTest { path } => {
             let (socket, open, fork) = lockdown::try_forbidden(&path);
             (
