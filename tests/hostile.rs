@@ -181,6 +181,45 @@ async fn one_client_gets_its_share_of_connections() {
     }
 }
 
+/// Slow heads hold no room a new client needs: when the node is full, the connection that
+/// has waited the longest for its head is closed for the newcomer (a slowloris cannot lock
+/// normal clients out until `head_timeout` frees its connections).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_node_closes_its_slowest_head_for_a_new_one() {
+    let edge = Edge::start(&samples_config(
+        "max_connections = 3\nmax_connections_per_ip = 0\n",
+    ))
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect(&edge).await;
+        s.write_all(b"GET /samples/alpha.png HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One more byte on the oldest: a trickle does not make it younger.
+    slow[0].write_all(b"X").await.unwrap();
+    let mut newcomer = connect(&edge).await;
+    assert_eq!(
+        exchange(&mut newcomer).await,
+        200,
+        "the new connection is served"
+    );
+    let oldest = read_to_close(&mut slow[0], Duration::from_secs(5)).await;
+    assert_eq!(oldest, Some(Vec::new()), "the oldest slow head was closed");
+    // The younger slow heads are still open: they finish their request and are answered.
+    slow[2]
+        .write_all(b"X-A: 1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_to_close(&mut slow[2], Duration::from_secs(5))
+        .await
+        .expect("answered");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_node_closes_its_oldest_idle_connection_for_a_new_one() {
     let edge = Edge::start(&samples_config(

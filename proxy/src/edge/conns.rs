@@ -1,5 +1,6 @@
 //! Connection admission for the front door: caps on open client connections, per client IP
-//! and in total, and the oldest idle connection closed first when the node is full.
+//! and in total, and the connection that has waited the longest (idle between requests, or
+//! still reading a head) closed first when the node is full.
 //!
 //! Owns the table of open front-door connections (one lock per connection opened or closed,
 //! never per request: a request only stores its connection's idle time in an atomic). Must
@@ -25,25 +26,29 @@ pub enum Refused {
 
 /// One open connection's shared state.
 pub struct ConnState {
-    /// Milliseconds since the table's epoch when the connection went idle (waiting for its
-    /// next request); 0 while busy, `u64::MAX` once picked to close.
+    /// Milliseconds since the table's epoch when the connection began to wait (for its next
+    /// request, or for the rest of a head); 0 while busy with a whole request, `u64::MAX`
+    /// once picked to close.
     idle_since: AtomicU64,
     /// Notified to close the connection at its next idle moment.
     pub close: Notify,
 }
 
 impl ConnState {
-    /// Waiting for a request now: a candidate to close when the node is full.
+    /// Waiting for a request or the rest of its head: a candidate to close when the node is
+    /// full. A connection already waiting keeps the time it began (a head trickling in
+    /// byte by byte does not make it younger).
     pub fn set_idle(&self, table: &Connections) {
+        if self.idle_since.load(Ordering::Relaxed) != 0 {
+            return;
+        }
         let ms = table.epoch.elapsed().as_millis() as u64 + 1;
         let _ = self
             .idle_since
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                (v != u64::MAX).then_some(ms)
-            });
+            .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// Reading or answering a request.
+    /// Answering a whole request.
     pub fn set_busy(&self) {
         let _ = self
             .idle_since
@@ -117,7 +122,8 @@ impl Connections {
     }
 
     /// Admits a new connection from `ip`, or says why not. When the node is full, the
-    /// connection idle the longest is told to close and this one takes its place.
+    /// connection that has waited the longest (idle, or reading a head) is told to close and
+    /// this one takes its place.
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Slot, Refused> {
         let capped_ip = ip.filter(|ip| !self.exempt.contains(*ip));
         let mut inner = self.inner.lock();
@@ -214,6 +220,13 @@ mod tests {
         assert_eq!(t.open(), 4);
         // Full and nobody idle: refused.
         assert_eq!(t.admit(ip("192.0.2.9")).err(), Some(Refused::Full));
+        // Waiting again does not make a connection younger.
+        p2.state.set_idle(&t);
+        let first = p2.state.idle_since.load(Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        p2.state.set_idle(&t);
+        assert_eq!(p2.state.idle_since.load(Ordering::Relaxed), first);
+        p2.state.set_busy();
         // p1 idle first, then a1: p1 is closed to make room.
         p1.state.set_idle(&t);
         std::thread::sleep(std::time::Duration::from_millis(3));

@@ -303,7 +303,12 @@ impl ServerApp for FrontDoor {
                 let now = tokio::time::Instant::now();
                 if !buf.is_empty() {
                     head_started.get_or_insert(now);
-                    match parse_head(&buf) {
+                    let parsed = parse_head(&buf);
+                    if !matches!(parsed, Parse::Partial | Parse::Long) {
+                        // A whole head: no longer a candidate to close for room.
+                        slot.state.set_busy();
+                    }
+                    match parsed {
                         Parse::Complete(h) => break Some(h),
                         Parse::NotOurs => break None,
                         Parse::WithBody => {
@@ -346,9 +351,11 @@ impl ServerApp for FrontDoor {
                 if deadline < current || deadline - current > Duration::from_secs(1) {
                     idle_timer.as_mut().reset(deadline);
                 }
-                if idle {
-                    slot.state.set_idle(&self.conns);
-                }
+                // Waiting: idle between requests, or reading a head (a new connection counts
+                // from its accept, a later head from the idle time before it). The node, when
+                // full, closes the connection that has waited the longest, so slow heads make
+                // room for new clients as idle keep-alives do.
+                slot.state.set_idle(&self.conns);
                 let read = tokio::select! {
                     biased;
                     r = stream.read_buf(&mut buf) => r,
@@ -366,12 +373,14 @@ impl ServerApp for FrontDoor {
                         linger_end = Some(tokio::time::Instant::now() + self.linger);
                         continue;
                     }
-                    // The node is full and this connection has been idle the longest.
-                    _ = slot.state.close.notified(), if idle => return None,
+                    // The node is full and this connection has waited the longest.
+                    _ = slot.state.close.notified() => {
+                        if !buf.is_empty() {
+                            count_connection_event(ConnectionEvent::HeadTimeout);
+                        }
+                        return None;
+                    }
                 };
-                if idle {
-                    slot.state.set_busy();
-                }
                 match read {
                     Ok(n) if n > 0 => {}
                     // Closed or failed: nothing to answer.
