@@ -31,7 +31,6 @@ pub use worker::main as worker_main;
 use crate::transform::image::ImageOptions;
 use crate::transform::pool::current_cancel;
 use crate::transform::{Output, TransformError};
-use bytes::Bytes;
 use pipe::{read_exact, resident_bytes, status_kb, write_all};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
@@ -139,30 +138,11 @@ impl Planned {
         let sb = &self.sandbox;
         let (reply, body, w) = sb.exchange(w, &Request::Proceed, &[], deadline, MAX_OUTPUT)?;
         sb.give_back(w);
-        match reply {
-            Reply::Output {
-                content_type,
-                width,
-                height,
-                headers,
-            } => {
-                let content_type = wire::content_type(&content_type).ok_or_else(|| {
-                    TransformError::Internal(format!(
-                        "a transform worker answered content type {content_type:?}"
-                    ))
-                })?;
-                Ok(Output {
-                    body: Bytes::from(body),
-                    content_type,
-                    width,
-                    height,
-                    headers: headers
-                        .into_iter()
-                        .filter(|(k, v)| wire::header_ok(k, v))
-                        .collect(),
-                })
-            }
-            other => Err(unexpected(other)),
+        match reply.into_output(body) {
+            Some(output) => output,
+            None => Err(TransformError::Internal(
+                "a transform worker answered a transform with another reply".into(),
+            )),
         }
     }
 }

@@ -122,24 +122,12 @@ impl Sandbox {
         match (op, reply) {
             (_, Reply::Error { kind, message }) => Err(kind.error(message)),
             (VideoOp::Probe, Reply::Probe { probe }) => Ok(VideoDone::Probe(probe)),
-            (
-                VideoOp::Json | VideoOp::Frame | VideoOp::Spritesheet,
-                Reply::Output {
-                    content_type,
-                    width,
-                    height,
-                    headers,
-                },
-            ) => Ok(VideoDone::Memory(Output {
-                body: Bytes::from(body),
-                content_type: checked_type(&content_type)?,
-                width,
-                height,
-                headers: headers
-                    .into_iter()
-                    .filter(|(k, v)| wire::header_ok(k, v))
-                    .collect(),
-            })),
+            (VideoOp::Json | VideoOp::Frame | VideoOp::Spritesheet, r @ Reply::Output { .. }) => {
+                match r.into_output(body) {
+                    Some(o) => o.map(VideoDone::Memory),
+                    None => Err(TransformError::Internal("not an output".into())),
+                }
+            }
             (VideoOp::Audio | VideoOp::Transcode, Reply::Written { mut written }) => {
                 checked_type(&written.content_type)?;
                 let (Some(work), Some(out)) = (work, out) else {

@@ -161,15 +161,7 @@ fn run(call: &video::VideoCall, media: &Media, chan: &Mutex<Channel>) -> (Reply,
     }));
     match result {
         Ok(Ok(VideoDone::Probe(probe))) => (Reply::Probe { probe }, bytes::Bytes::new()),
-        Ok(Ok(VideoDone::Memory(o))) => (
-            Reply::Output {
-                content_type: o.content_type.to_string(),
-                width: o.width,
-                height: o.height,
-                headers: o.headers,
-            },
-            o.body,
-        ),
+        Ok(Ok(VideoDone::Memory(o))) => Reply::output(o),
         Ok(Ok(VideoDone::File(written))) | Ok(Ok(VideoDone::Hls(written))) => {
             (Reply::Written { written }, bytes::Bytes::new())
         }

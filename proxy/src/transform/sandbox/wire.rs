@@ -178,6 +178,51 @@ impl ErrorKind {
     }
 }
 
+impl Reply {
+    /// An engine's output as a reply and its body.
+    pub fn output(o: crate::transform::Output) -> (Reply, bytes::Bytes) {
+        let reply = Reply::Output {
+            content_type: o.content_type.to_string(),
+            width: o.width,
+            height: o.height,
+            headers: o.headers,
+        };
+        (reply, o.body)
+    }
+
+    /// An output reply and its body back as an engine output, checked as untrusted: a
+    /// known content type, plain headers only. `None` for any other reply.
+    pub fn into_output(
+        self,
+        body: Vec<u8>,
+    ) -> Option<Result<crate::transform::Output, crate::transform::TransformError>> {
+        let Reply::Output {
+            content_type,
+            width,
+            height,
+            headers,
+        } = self
+        else {
+            return None;
+        };
+        let Some(content_type) = self::content_type(&content_type) else {
+            return Some(Err(crate::transform::TransformError::Internal(format!(
+                "a transform worker answered content type {content_type:?}"
+            ))));
+        };
+        Some(Ok(crate::transform::Output {
+            body: bytes::Bytes::from(body),
+            content_type,
+            width,
+            height,
+            headers: headers
+                .into_iter()
+                .filter(|(k, v)| header_ok(k, v))
+                .collect(),
+        }))
+    }
+}
+
 /// The content types an engine output may carry (a reply naming another is refused).
 const CONTENT_TYPES: &[&str] = &[
     "image/webp",

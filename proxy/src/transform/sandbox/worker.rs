@@ -108,15 +108,7 @@ fn answer(
                 return (failed(e), none());
             };
             match image::transform(&p.source, &p.spec, &p.opts) {
-                Ok(o) => (
-                    Reply::Output {
-                        content_type: o.content_type.to_string(),
-                        width: o.width,
-                        height: o.height,
-                        headers: o.headers,
-                    },
-                    o.body,
-                ),
+                Ok(o) => Reply::output(o),
                 Err(e) => (failed(e), none()),
             }
         }
