@@ -187,7 +187,7 @@ async fn one_client_gets_its_share_of_connections() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_node_closes_its_slowest_head_for_a_new_one() {
     let edge = Edge::start(&samples_config(
-        "max_connections = 3\nmax_connections_per_ip = 0\n",
+        "max_connections = 3\nmax_connections_per_ip = 0\nread_buffer = \"0\"\n",
     ))
     .await;
     let mut slow = Vec::new();

@@ -318,7 +318,8 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         edge_proxy.server_options = Some(options);
     }
     let buffers = pingora_core::protocols::l4::stream::L4BufferSettings::default()
-        .write(cfg.server.write_buffer.0.clamp(1460, 1 << 20) as usize);
+        .write(cfg.server.write_buffer.0.clamp(1460, 1 << 20) as usize)
+        .read(cfg.server.read_buffer.0.min(1 << 20) as usize);
     let mut drain_conns = None;
     let proxy: Box<dyn pingora_core::services::ServiceWithDependents> = if cfg.server.front_door {
         let conns = Arc::new(crate::edge::conns::Connections::new(

@@ -11,6 +11,7 @@
 #   scripts/bench/slowloris.sh                    # 20,000 slow clients over 100 addresses
 #   IPS=1 scripts/bench/slowloris.sh              # all from one address (the per-IP cap)
 #   COUNT=5000 SECS=20 scripts/bench/slowloris.sh
+#   EXTRA='read_buffer = "0"' scripts/bench/slowloris.sh   # lines added to [server]
 #   MEDIA_EDGE_BIN=path/to/media-edge             # default: target/release/media-edge
 #
 # Needs: wrk, python3, curl, a release build; root or a hard open-files limit ≥ 2×COUNT.
@@ -44,6 +45,7 @@ head -c 10240 /dev/urandom >"$WORK/media/10k.bin"
 cat >"$WORK/node.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$PORT"]
+${EXTRA:-}
 [filters.ratelimit]
 enabled = false
 [[origins]]

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     /// this size leave in one `send` (Pingora's default, one TCP segment, sends the header
     /// and the body of a 10 KB hit separately).
     pub write_buffer: ByteSize,
+    /// Per-connection read buffer of the listeners (Pingora's default, 64 KiB, which saves
+    /// system calls under TLS); 0 reads straight from the socket. Allocated for every open
+    /// connection, idle or not: what an open connection costs before it sends a byte.
+    pub read_buffer: ByteSize,
     /// Let the edge's worker threads steal each other's tasks (Pingora's default, on). Off,
     /// each thread runs its own connections: fewer cross-thread wake-ups, no balancing. On
     /// the 2-core bench machine the two measured the same within noise.
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             origin_timeout: Dur::secs(60),
             grace_period: Dur::secs(10),
             write_buffer: ByteSize::kib(16),
+            read_buffer: ByteSize::kib(64),
             work_stealing: true,
             json_logs: false,
             debug_view: false,

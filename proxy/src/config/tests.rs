@@ -80,6 +80,7 @@ fn defaults_are_todays_values() {
     assert_eq!(s.origin_timeout, Dur(Duration::from_secs(60)));
     assert_eq!(s.grace_period, Dur(Duration::from_secs(10)));
     assert_eq!(s.write_buffer, ByteSize(16384));
+    assert_eq!(s.read_buffer, ByteSize(65536));
     assert!(s.work_stealing);
     assert!(!s.json_logs);
     assert!(!s.debug_view);

@@ -49,6 +49,7 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
             origin_socket,
             grace_period,
             write_buffer,
+            read_buffer,
             work_stealing,
             json_logs,
             front_door,
