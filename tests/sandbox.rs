@@ -280,28 +280,6 @@ async fn a_decode_past_the_worker_memory_is_413() {
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
 }
 
-/// An h264 + AAC clip from FFmpeg's lavfi sources, `secs` long at `size`.
-fn lavfi_clip(path: &Path, secs: u32, size: &str) {
-    let st = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={size}:rate=30:duration={secs}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("sine=frequency=440:duration={secs}"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-shortest"])
-        .arg(path)
-        .status()
-        .expect("ffmpeg CLI");
-    assert!(st.success(), "ffmpeg failed");
-}
-
 /// What a descriptor of process `pid` points at.
 fn fd_targets(pid: u32) -> Vec<(String, String)> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -326,7 +304,7 @@ fn fd_targets(pid: u32) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn video_workers_write_only_their_directory_and_die_alone() {
     let dir = tempfile::tempdir().unwrap();
-    lavfi_clip(&dir.path().join("clip.mp4"), 20, "1280x720");
+    make_test_video(&dir.path().join("clip.mp4"), 20, "1280x720");
     let extra = "data_dir = \"{DIR}/data\"\norigin_timeout = \"300s\"\n\
                  [transform]\nvideo_timeout = \"300s\"\n\
                  [jobs]\nsync_max_duration = \"600s\"\nsync_slow_codec_max_duration = \"600s\"\n\
@@ -352,7 +330,7 @@ async fn video_workers_write_only_their_directory_and_die_alone() {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["width"], 1280, "{v}");
 
-    // A vp9 re-encode of 600 720p frames: tens of seconds in its own worker.
+    // A vp9 re-encode of 500 720p frames: tens of seconds in its own worker.
     let url = edge.url("/lib/clip.mp4?mode=video&codec=vp9&width=1280");
     let slow = tokio::spawn(async move {
         let r = client().get(url).send().await.expect("request");
