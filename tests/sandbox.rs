@@ -106,6 +106,14 @@ fn series(metrics: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `media_edge_transform_workers_ended_total` for one reason.
+fn ended(metrics: &str, reason: &str) -> f64 {
+    series(
+        metrics,
+        &format!("media_edge_transform_workers_ended_total{{reason=\"{reason}\"}}"),
+    )
+}
+
 const RUNNING: &str = "media_edge_transforms_running";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,13 +242,7 @@ async fn a_worker_killed_mid_transform_fails_only_its_request() {
         "{now:?} {killed:?}"
     );
     let m = metrics_of(&edge).await;
-    assert!(
-        series(
-            &m,
-            "media_edge_transform_workers_ended_total{reason=\"out_of_memory\"}"
-        ) >= 1.0,
-        "{m}"
-    );
+    assert!(ended(&m, "out_of_memory") >= 1.0, "{m}");
     // The killed worker was replaced by a new one.
     let started = series(&m, "media_edge_transform_workers_started_total");
     assert!(started >= 2.0, "{m}");
@@ -396,20 +398,8 @@ async fn video_workers_write_only_their_directory_and_die_alone() {
     let (s, _, body) = get(&edge, "/lib/clip.mp4?mode=frame&time=5s&width=160", &[]).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
     let m = metrics_of(&edge).await;
-    assert!(
-        series(
-            &m,
-            "media_edge_transform_workers_ended_total{reason=\"out_of_memory\"}"
-        ) >= 1.0,
-        "{m}"
-    );
+    assert!(ended(&m, "out_of_memory") >= 1.0, "{m}");
     // The self-test's video worker ended after its one call.
-    assert!(
-        series(
-            &m,
-            "media_edge_transform_workers_ended_total{reason=\"finished\"}"
-        ) >= 1.0,
-        "{m}"
-    );
+    assert!(ended(&m, "finished") >= 1.0, "{m}");
     assert!(!edge.log().contains("ERROR"), "{}", edge.log());
 }

@@ -255,8 +255,9 @@ impl Sandbox {
     }
 }
 
-/// A local source file the node reads for a pooled worker.
-struct FileRange {
+/// A source file read at offsets: the node's for a pooled worker, a video worker's own
+/// (its descriptor 3).
+pub(super) struct FileRange {
     file: std::fs::File,
     size: u64,
     name: String,
@@ -264,7 +265,7 @@ struct FileRange {
 }
 
 impl FileRange {
-    fn new(file: std::fs::File, name: String) -> Result<FileRange, TransformError> {
+    pub(super) fn new(file: std::fs::File, name: String) -> Result<FileRange, TransformError> {
         let size = file
             .metadata()
             .map_err(|e| TransformError::Internal(format!("cannot stat source {name}: {e}")))?

@@ -100,11 +100,13 @@ pub fn main(parent: u32, address_space: u64, source_fd: bool, out_fd: bool) -> i
     let media = if source_fd {
         // SAFETY: descriptor 3 is the source the node opened for this worker, owned here.
         let file = unsafe { std::fs::File::from_raw_fd(SOURCE_FD) };
-        Media::Ranged(Arc::new(FileSource {
-            file,
-            source: source.clone(),
-            read: AtomicU64::new(0),
-        }))
+        match super::video::FileRange::new(file, source.name.clone()) {
+            Ok(f) => Media::Ranged(Arc::new(f)),
+            Err(e) => {
+                send(&chan, &failed(e), &[]);
+                return 2;
+            }
+        }
     } else {
         Media::Ranged(Arc::new(NodeSource {
             chan: chan.clone(),
@@ -199,34 +201,6 @@ fn send(chan: &Mutex<Channel>, reply: &Reply, body: &[u8]) {
         .and_then(|_| c.output.flush());
     if sent.is_err() {
         std::process::exit(0);
-    }
-}
-
-/// A source file the node opened (descriptor 3), read at offsets.
-struct FileSource {
-    file: std::fs::File,
-    source: VideoSource,
-    read: AtomicU64,
-}
-
-impl RangeRead for FileSource {
-    fn size(&self) -> u64 {
-        self.source.size
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, offset)?;
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-
-    fn name(&self) -> String {
-        self.source.name.clone()
-    }
-
-    fn bytes_fetched(&self) -> u64 {
-        self.read.load(Ordering::Relaxed)
     }
 }
 
